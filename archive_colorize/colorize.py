@@ -1,0 +1,61 @@
+"""The quick path for one person with a few photos: no Ray, files and folders in, images out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .engine import MIN_MEAN_CHROMA, Engine
+from .errors import ImageError
+from .images import DEFAULT_MAX_PIXELS, FORMATS, decode_image, encode_image, output_bit_depth
+from .storage import atomic_write_bytes
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".jp2"}
+
+
+@dataclass
+class FileResult:
+    input: Path
+    output: Path | None
+    top5: list[tuple[str, float]]
+    error: str | None = None
+
+
+def expand_inputs(inputs: list[Path]) -> list[Path]:
+    """Files as given; folders walked recursively for image suffixes, in sorted order."""
+    files: list[Path] = []
+    for p in inputs:
+        if p.is_dir():
+            files += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files.append(p)
+    return files
+
+
+def colorize_file(engine: Engine, path: Path, out_path: Path, fmt: str, style=None,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[str, float]]:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageError(f"cannot read {path}: {e.strerror or e}") from None
+    decoded = decode_image(data, max_pixels)
+    result = engine.colorize(decoded, style, output_bit_depth(decoded.bit_depth, fmt))
+    if result.mean_chroma < MIN_MEAN_CHROMA:
+        raise ImageError(f"the model produced no colour (mean chroma {result.mean_chroma:.2f}); nothing written")
+    software = f"archive-colorize {__version__} (weights {engine.weights.file_sha256[:12]})"
+    atomic_write_bytes(str(out_path), encode_image(result.rgb, fmt, exif=decoded.exif, xmp=decoded.xmp, software=software))
+    return result.top5
+
+
+def colorize_paths(engine: Engine, inputs: list[Path], out_dir: Path, fmt: str = "png",
+                   style_from: Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """Yields one FileResult per input; a bad file becomes a result with `error`, never a crash."""
+    style = decode_image(style_from.read_bytes(), max_pixels) if style_from else None
+    for path in expand_inputs(inputs):
+        out_path = out_dir / f"{path.stem}.{FORMATS[fmt]}"
+        try:
+            top5 = colorize_file(engine, path, out_path, fmt, style, max_pixels)
+            yield FileResult(path, out_path, top5)
+        except ImageError as e:
+            yield FileResult(path, None, [], str(e))

@@ -1,0 +1,127 @@
+"""The inference engine: L* at full resolution in, colour image out.
+
+The network only ever sees a working-size copy (long side <= working_size, never
+upscaled); its a*b* is upsampled to full resolution and joined with the ORIGINAL L*,
+in row strips so memory stays bounded on 100-megapixel scans.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .images import DecodedImage
+from .lab import denormalize_ab, lab_to_rgb_keep_lightness
+from .weights import Weights
+
+# 512 px long side: measured on the 18 historical scans (docs/engine.md), colours at 512
+# and at 1024 agree closely while 1024 costs ~4x; below ~384 small objects lose their hue.
+DEFAULT_WORKING_SIZE = 512
+STRIP_ROWS = 256
+# Mean a*b* chroma (CIE units) below which a result is effectively grey: the model added no
+# colour, and we refuse to call that colorized.
+MIN_MEAN_CHROMA = 0.5
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        from .errors import ConfigError
+
+        raise ConfigError("--device cuda was asked for, but no CUDA GPU is visible", hint="use --device cpu or auto")
+    return torch.device(device)
+
+
+@dataclass
+class Prediction:
+    ab: torch.Tensor  # (2, h, w) a*b* in CIE units at half the working size
+    probs: torch.Tensor | None  # (num_classes,) scene probabilities (of the style image, if one was given)
+
+
+@dataclass
+class Colorized:
+    rgb: np.ndarray  # (H, W, 3) uint8 or uint16
+    top5: list[tuple[str, float]]
+    mean_chroma: float
+
+
+def working_copy(lightness: torch.Tensor, working_size: int) -> torch.Tensor:
+    """(H, W) L* -> (1, 1, h, w) L*/100 with max(h, w) <= working_size."""
+    x = (lightness / 100.0)[None, None]
+    h, w = lightness.shape
+    scale = working_size / max(h, w)
+    if scale < 1:
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return x
+
+
+def _interp_matrix(n_out: int, n_in: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
+    """Rows [start, stop) of the (n_out x n_in) bilinear matrix, align_corners=False, edges clamped:
+    the same numbers as F.interpolate, but it can be built for one strip at a time."""
+    stop = n_out if stop is None else stop
+    i = torch.arange(start, stop, dtype=torch.float64)
+    src = ((i + 0.5) * n_in / n_out - 0.5).clamp(0, n_in - 1)
+    i0 = src.floor().long()
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    w1 = (src - i0).float()
+    m = torch.zeros(stop - start, n_in)
+    rows = torch.arange(stop - start)
+    m.index_put_((rows, i0), 1 - w1, accumulate=True)
+    m.index_put_((rows, i1), w1, accumulate=True)
+    return m
+
+
+def recombine(lightness: torch.Tensor, ab: torch.Tensor, bit_depth: int = 8, strip_rows: int = STRIP_ROWS) -> np.ndarray:
+    """Full-res L* (H, W) + low-res a*b* (2, h, w) -> (H, W, 3) sRGB uint8/uint16.
+
+    L* is used exactly as decoded; only the chroma is resampled."""
+    H, W = lightness.shape
+    ab = ab.float().cpu()
+    cols = _interp_matrix(W, ab.shape[2]).T  # (w, W)
+    maxval = 65535 if bit_depth == 16 else 255
+    out = np.empty((H, W, 3), dtype=np.uint16 if bit_depth == 16 else np.uint8)
+    for y0 in range(0, H, strip_rows):
+        y1 = min(H, y0 + strip_rows)
+        rows = _interp_matrix(H, ab.shape[1], y0, y1)  # (strip, h)
+        ab_strip = torch.einsum("sh,chw,wx->csx", rows, ab, cols)  # (2, strip, W)
+        lab = torch.cat([lightness[y0:y1][None].float(), ab_strip], dim=0)[None]
+        rgb = lab_to_rgb_keep_lightness(lab)[0].permute(1, 2, 0)
+        out[y0:y1] = (rgb * maxval).round_().numpy().astype(out.dtype)
+    return out
+
+
+class Engine:
+    """Holds one model (batch norm folded, eval, inference mode) on one device."""
+
+    def __init__(self, weights: Weights, device: str = "auto", working_size: int = DEFAULT_WORKING_SIZE):
+        self.weights = weights
+        self.device = pick_device(device)
+        self.working_size = int(working_size)
+        self.model = weights.model.fold_batchnorm().to(self.device).eval()
+        self.categories = weights.categories
+
+    @torch.inference_mode()
+    def predict(self, lightness: torch.Tensor, style: torch.Tensor | None = None) -> Prediction:
+        x = working_copy(lightness, self.working_size).to(self.device)
+        s = None if style is None else working_copy(style, self.working_size).to(self.device)
+        ab01, logits = self.model(x, style=s)
+        ab = denormalize_ab(ab01[0].float().cpu(), self.weights.ab_norm)
+        probs = None if logits is None else torch.softmax(logits[0].float(), 0).cpu()
+        return Prediction(ab, probs)
+
+    def top5(self, probs: torch.Tensor | None) -> list[tuple[str, float]]:
+        if probs is None:
+            return []
+        p, idx = probs.topk(min(5, probs.numel()))
+        return [(self.categories[i], float(v)) for v, i in zip(p.tolist(), idx.tolist())]
+
+    def colorize(self, decoded: DecodedImage, style: DecodedImage | None = None, bit_depth: int = 8) -> Colorized:
+        pred = self.predict(decoded.lightness, None if style is None else style.lightness)
+        chroma = float(pred.ab.norm(dim=0).mean())
+        rgb = recombine(decoded.lightness, pred.ab, bit_depth)
+        return Colorized(rgb, self.top5(pred.probs), chroma)

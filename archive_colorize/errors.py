@@ -1,0 +1,32 @@
+"""One small hierarchy, so the CLI can turn any expected failure into one line."""
+
+
+class ColorizeError(Exception):
+    """Base for every error that is the user's input, not our bug."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        if hint:
+            self.hint = hint
+
+
+class ManifestError(ColorizeError):
+    hint = "see manifests/README.md for the manifest schema"
+
+
+class WeightsError(ColorizeError):
+    hint = "see `archive-colorize weights --help`"
+
+
+class ImageError(ColorizeError):
+    """A single input image cannot be used; the pipeline records it as a failed row."""
+
+
+class StorageError(ColorizeError):
+    pass
+
+
+class ConfigError(ColorizeError):
+    hint = "see training/README.md for the config keys"

@@ -1,0 +1,214 @@
+"""Decode any archive scan to full-resolution L*, and encode the colour result.
+
+Decode: EXIF orientation applied; first page/frame only; 1/8/16-bit grayscale, palette,
+alpha (composited over white, as the print would be seen), CMYK and RGB (toned or sepia
+prints: only their luminance is used). A pixel limit is checked from the header, before
+any pixel is decoded, so a decompression bomb costs nothing.
+
+Encode: JPEG, PNG, TIFF, WebP; 16-bit inputs give 16-bit PNG/TIFF; EXIF and XMP are kept.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from .errors import ImageError
+from .lab import gray_to_lightness, luminance_to_lightness, srgb_to_linear
+
+# We enforce our own, configurable limit before decoding; Pillow's global one would raise
+# a different error (or only warn) at a size we did not choose.
+Image.MAX_IMAGE_PIXELS = None
+
+DEFAULT_MAX_PIXELS = 250_000_000  # a 600 dpi scan of a 16x20" print is ~115 Mpx
+FORMATS = {"jpeg": "jpg", "png": "png", "tiff": "tif", "webp": "webp"}
+SIXTEEN_BIT_FORMATS = ("png", "tiff")
+
+# EXIF tags that archives rely on, kept in every format that can hold them.
+EXIF_ORIENTATION = 0x0112
+EXIF_SOFTWARE = 0x0131
+ARCHIVE_TAGS = {0x010E: "ImageDescription", 0x013B: "Artist", 0x8298: "Copyright", 0x0132: "DateTime"}
+
+_Y_WEIGHTS = torch.tensor([0.2126729, 0.7151522, 0.0721750])  # sRGB -> relative luminance Y
+_LUT8 = gray_to_lightness(torch.arange(256, dtype=torch.float64) / 255).float()
+_LUT16 = gray_to_lightness(torch.arange(65536, dtype=torch.float64) / 65535).float()
+_LIN8 = srgb_to_linear(torch.arange(256, dtype=torch.float64) / 255).float()
+
+
+@dataclass
+class DecodedImage:
+    lightness: torch.Tensor  # (H, W) float32 L* in [0, 100], full resolution, never resampled
+    bit_depth: int  # 8 or 16
+    mode: str  # the source's Pillow mode, for the record
+    format: str | None
+    exif: Image.Exif | None
+    xmp: bytes | None
+
+    @property
+    def height(self) -> int:
+        return int(self.lightness.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.lightness.shape[1])
+
+
+def _sniff(data: bytes) -> str:
+    head = data[:512].lstrip().lower()
+    if head.startswith(b"%pdf"):
+        return "a PDF document, not an image"
+    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")):
+        return "an HTML/XML page, not an image (an error page saved under an image name?)"
+    return f"not a recognised image format (starts with {data[:8].hex()})"
+
+
+def _composite_on_white(im: Image.Image) -> Image.Image:
+    base_mode = "L" if im.mode in ("LA", "La") else "RGB"
+    im = im.convert("LA" if base_mode == "L" else "RGBA")
+    bg = Image.new(im.mode, im.size, (255, 255) if base_mode == "L" else (255, 255, 255, 255))
+    return Image.alpha_composite(bg.convert("RGBA"), im.convert("RGBA")).convert(base_mode)
+
+
+def _lightness_from_image(im: Image.Image) -> tuple[torch.Tensor, int]:
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(im)
+        if mode == "I" and (arr.min() < 0 or arr.max() > 65535):
+            raise ImageError(f"32-bit integer pixels outside 0..65535 (mode {mode}) are not supported")
+        return _LUT16[torch.from_numpy(arr.astype(np.int64, copy=False))], 16
+    if mode == "F":
+        raise ImageError("32-bit float images are not supported; export the scan as 8- or 16-bit")
+    if mode in ("P", "PA"):
+        im = im.convert("RGBA")
+    if im.mode in ("LA", "La", "RGBA", "RGBa"):
+        im = _composite_on_white(im)
+    if im.mode == "1":
+        im = im.convert("L")
+    if im.mode == "L":
+        return _LUT8[torch.from_numpy(np.asarray(im).astype(np.int64))], 8
+    if im.mode != "RGB":  # CMYK, YCbCr, LAB, HSV: let Pillow (and its CMS) make sRGB
+        im = im.convert("RGB")
+    rgb = torch.from_numpy(np.asarray(im).astype(np.int64))  # (H, W, 3)
+    y = (_LIN8[rgb] * _Y_WEIGHTS).sum(-1)
+    return luminance_to_lightness(y), 8
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Bytes -> DecodedImage, or ImageError with a one-line reason."""
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    try:
+        im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError(_sniff(data)) from None
+    except Exception as e:  # Pillow raises many types for broken headers
+        raise ImageError(f"unreadable image header: {e}") from None
+    w, h = im.size
+    if w < 1 or h < 1:
+        raise ImageError(f"image has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise ImageError(
+            f"image is {w}x{h} = {w * h / 1e6:.1f} Mpx, above the {max_pixels / 1e6:.0f} Mpx limit "
+            "(possible decompression bomb; raise --max-pixels to allow it)"
+        )
+    fmt = im.format
+    try:
+        im.seek(0)  # multi-page TIFF / animated GIF: the first page is the scan
+        exif = im.getexif()
+        xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
+        im = ImageOps.exif_transpose(im)  # also decodes the pixels
+        im.load()
+        lightness, depth = _lightness_from_image(im)
+    except ImageError:
+        raise
+    except Exception as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ImageError(f"truncated or corrupt {fmt or 'image'} data: {reason}") from None
+    if exif is not None and EXIF_ORIENTATION in exif:
+        exif[EXIF_ORIENTATION] = 1  # the pixels are upright now
+    if isinstance(xmp, str):
+        xmp = xmp.encode()
+    return DecodedImage(lightness.float().contiguous(), depth, im.mode, fmt, exif if exif else None, xmp)
+
+
+def output_bit_depth(decoded_depth: int, fmt: str) -> int:
+    return 16 if decoded_depth == 16 and fmt in SIXTEEN_BIT_FORMATS else 8
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+
+def _png_insert_metadata(png: bytes, exif: bytes | None, xmp: bytes | None) -> bytes:
+    """OpenCV writes 16-bit RGB PNG but no metadata: add eXIf and iTXt XMP after IHDR."""
+    ihdr_end = 8 + 8 + 13 + 4
+    extra = b""
+    if exif:
+        extra += _png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+    if xmp:
+        extra += _png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp)
+    return png[:ihdr_end] + extra + png[ihdr_end:]
+
+
+def encode_image(
+    rgb: np.ndarray,
+    fmt: str,
+    *,
+    exif: Image.Exif | None = None,
+    xmp: bytes | None = None,
+    software: str = "archive-colorize",
+    quality: int = 92,
+) -> bytes:
+    """(H, W, 3) uint8 or uint16 sRGB -> file bytes in `fmt`."""
+    if fmt not in FORMATS:
+        raise ImageError(f"unsupported output format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    exif = Image.Exif() if exif is None else exif
+    exif[EXIF_SOFTWARE] = software  # provenance: this file is a machine colorization
+    exif_bytes = exif.tobytes()
+    if rgb.dtype == np.uint16:
+        if fmt == "png":
+            import cv2
+
+            ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+            if not ok:
+                raise ImageError("could not encode 16-bit PNG")
+            return _png_insert_metadata(buf.tobytes(), exif_bytes, xmp)
+        if fmt == "tiff":
+            import tifffile
+
+            tags = [(tag, "s", 0, str(exif[tag]), True) for tag in ARCHIVE_TAGS if tag in exif and tag != 0x010E]
+            if xmp:
+                tags.append((700, "B", len(xmp), xmp, True))
+            out = io.BytesIO()
+            tifffile.imwrite(
+                out, rgb, photometric="rgb", compression="zlib", software=software,
+                description=str(exif.get(0x010E, "")) or None, metadata=None, extratags=tags,
+            )
+            return out.getvalue()
+        rgb = (rgb // 257).astype(np.uint8)  # JPEG/WebP cannot hold 16 bits
+    im = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+    out = io.BytesIO()
+    kwargs: dict = {"exif": exif_bytes}
+    if fmt == "jpeg":
+        kwargs.update(quality=quality, subsampling=0)
+    elif fmt == "webp":
+        kwargs.update(quality=quality)
+    elif fmt == "tiff":
+        kwargs.update(compression="tiff_deflate")
+    if xmp:
+        if fmt == "png":
+            info = PngImagePlugin.PngInfo()
+            info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"))
+            kwargs["pnginfo"] = info
+        elif fmt == "tiff":
+            kwargs["tiffinfo"] = {700: xmp}
+        else:
+            kwargs["xmp"] = xmp
+    im.save(out, format=fmt.upper(), **kwargs)
+    return out.getvalue()

@@ -1,0 +1,92 @@
+"""URLs at the edges: resolve once to (filesystem, path); atomic writes everywhere.
+
+Local writes go to a temporary file in the same directory and are renamed into place, so
+a crash leaves either the whole file or nothing. On S3 a PUT is already all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from .errors import StorageError
+
+# Remote calls that fail for a moment (a dropped connection, a 503) are retried with backoff.
+RETRIES = 4
+BACKOFF_S = 0.5
+
+
+def resolve(url: str, storage_options: dict | None = None):
+    """-> (fs, path). Local paths come back absolute."""
+    fs, path = url_to_fs(str(url), **(storage_options or {}))
+    return fs, path
+
+
+def is_local(fs) -> bool:
+    return "file" in (fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,))
+
+
+def join(base: str, *parts: str) -> str:
+    base = str(base).rstrip("/")
+    return "/".join([base, *[p.strip("/") for p in parts]])
+
+
+def with_retries(fn, what: str):
+    """Run fn(); retry transient I/O errors; a missing file is not transient."""
+    delay = BACKOFF_S
+    for attempt in range(RETRIES + 1):
+        try:
+            return fn()
+        except (FileNotFoundError, PermissionError, IsADirectoryError):
+            raise
+        except OSError as e:
+            if attempt == RETRIES:
+                raise StorageError(f"{what}: {type(e).__name__}: {e} (after {RETRIES} retries)") from None
+            time.sleep(delay)
+            delay *= 2
+
+
+def read_bytes(fs, path: str) -> bytes:
+    return with_retries(lambda: fs.cat_file(path), f"reading {path}")
+
+
+def atomic_write_bytes(url_or_path: str, data: bytes, fs=None) -> None:
+    if fs is None:
+        fs, path = resolve(url_or_path)
+    else:
+        path = url_or_path
+    if is_local(fs):
+        _atomic_local(path, data)
+    else:
+        with_retries(lambda: fs.pipe_file(path, data), f"writing {path}")
+
+
+def _atomic_local(path: str, data: bytes) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_json(fs, path: str, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode(), fs=fs)
+
+
+def open_url(url: str, mode: str = "rb", storage_options: dict | None = None):
+    return fsspec.open(url, mode, **(storage_options or {}))
