@@ -200,14 +200,16 @@ def encode_image(
     elif fmt == "webp":
         kwargs.update(quality=quality)
     elif fmt == "tiff":
-        kwargs.update(compression="tiff_deflate")
+        # Pillow's TIFF writer takes the IFD0 tags (description, artist, ...) from tiffinfo, not exif=
+        info = {tag: exif[tag] for tag in (*ARCHIVE_TAGS, EXIF_SOFTWARE) if tag in exif}
+        kwargs.update(compression="tiff_deflate", tiffinfo=info)
     if xmp:
         if fmt == "png":
             info = PngImagePlugin.PngInfo()
             info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"))
             kwargs["pnginfo"] = info
         elif fmt == "tiff":
-            kwargs["tiffinfo"] = {700: xmp}
+            kwargs["tiffinfo"][700] = xmp
         else:
             kwargs["xmp"] = xmp
     im.save(out, format=fmt.upper(), **kwargs)

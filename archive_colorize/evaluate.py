@@ -1,0 +1,127 @@
+"""`evaluate`: colour and classification metrics against the grey and mean-colour baselines.
+
+Colour: a*b* MSE (normalised units, the training loss), PSNR of the RGB result against
+ground truth, Hasler-Suesstrunk colourfulness of outputs vs ground truth, and the AuC of
+the cumulative per-pixel a*b* error curve over thresholds 0..150 (Zhang et al. 2016).
+Classification: top-1 / top-5 on grayscale inputs (paper Table 2).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import iter_raw_batches, prepare_batch, resolve_source
+from .lab import denormalize_ab, lab_to_rgb, normalize_ab
+
+AUC_THRESHOLDS = torch.arange(0, 151, dtype=torch.float32)
+
+
+def _rgb(L01: torch.Tensor, ab01_half: torch.Tensor) -> torch.Tensor:
+    """L*/100 at full size + normalised a*b* at half size -> sRGB in [0,1]."""
+    ab = denormalize_ab(F.interpolate(ab01_half, size=L01.shape[-2:], mode="bilinear", align_corners=False))
+    return lab_to_rgb(torch.cat([L01 * 100, ab], 1))
+
+
+def psnr_rgb(L01, pred_ab01, true_ab01) -> torch.Tensor:
+    """Per-image PSNR (dB) of the recombined RGB against the ground-truth RGB."""
+    mse = (_rgb(L01, pred_ab01) - _rgb(L01, true_ab01)).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
+
+
+def colourfulness(rgb01: torch.Tensor) -> torch.Tensor:
+    """Hasler & Suesstrunk (2003), on 0..255 values; one number per image."""
+    r, g, b = (rgb01 * 255).unbind(1)
+    rg, yb = r - g, 0.5 * (r + g) - b
+    std = (rg.flatten(1).var(1, unbiased=False) + yb.flatten(1).var(1, unbiased=False)).sqrt()
+    mean = (rg.flatten(1).mean(1) ** 2 + yb.flatten(1).mean(1) ** 2).sqrt()
+    return std + 0.3 * mean
+
+
+class _Acc:
+    def __init__(self):
+        self.n = 0
+        self.sums: dict[str, float] = {}
+        self.hist = torch.zeros(len(AUC_THRESHOLDS))
+        self.pixels = 0
+
+    def add(self, name: str, per_image: torch.Tensor):
+        self.sums[name] = self.sums.get(name, 0.0) + float(per_image.sum())
+
+    def add_auc(self, pred_ab01, true_ab01):
+        err = (denormalize_ab(pred_ab01) - denormalize_ab(true_ab01)).norm(dim=1).flatten()
+        self.hist += (err[None, :] <= AUC_THRESHOLDS[:, None]).sum(1).float()
+        self.pixels += err.numel()
+
+    def result(self) -> dict:
+        out = {k: v / self.n for k, v in self.sums.items()}
+        out["auc"] = float((self.hist / max(self.pixels, 1)).mean())
+        return out
+
+
+def evaluate(weights, data: str, *, limit: int | None = None, batch_size: int = 32, size: int = 224,
+             root: str | None = None, mean_ab: list[float] | None = None, device: str = "auto") -> dict:
+    """-> {"model": {...}, "grey": {...}, "mean_colour": {...}, "images": n, "filtered_out": k}."""
+    from .engine import pick_device
+
+    dev = pick_device(device)
+    model = weights.model.fold_batchnorm().to(dev).eval()
+    src = resolve_source(data, root)
+    if mean_ab is None:
+        mean_ab = weights.metadata.get("data", {}).get("train_mean_ab")
+    mean_source = "training set (from weights metadata)" if mean_ab is not None else "evaluation set itself"
+    prepared = []
+    for raw in iter_raw_batches(src, batch_size, limit=limit):
+        b = prepare_batch(raw, train=False, size=size)
+        prepared.append({k: torch.as_tensor(b[k][b["keep"]]) for k in ("L", "ab", "label")} | {"dropped": int((~b["keep"]).sum())})
+    if mean_ab is None:
+        allab = torch.cat([b["ab"] for b in prepared])
+        mean_ab = denormalize_ab(allab.mean(dim=(0, 2, 3))).tolist()
+    mean01 = normalize_ab(torch.tensor(mean_ab, dtype=torch.float32)).view(1, 2, 1, 1)
+    accs = {"model": _Acc(), "grey": _Acc(), "mean_colour": _Acc()}
+    gt_colour = 0.0
+    t1 = t5 = 0.0
+    n = 0
+    with torch.inference_mode():
+        for b in prepared:
+            L, ab, label = b["L"].to(dev), b["ab"].to(dev), b["label"].to(dev)
+            if not len(label):
+                continue
+            pred, logits = model(L)
+            pred = pred.float().cpu()
+            L, ab = L.cpu(), ab.cpu()
+            gt_colour += float(colourfulness(_rgb(L, ab)).sum())
+            if logits is not None:
+                top = logits.float().topk(min(5, logits.shape[1]), 1).indices.cpu()
+                t1 += float((top[:, 0] == label.cpu()).sum())
+                t5 += float((top == label.cpu()[:, None]).any(1).sum())
+            for name, p in (("model", pred), ("grey", normalize_ab(torch.zeros(1, 2, 1, 1))),
+                            ("mean_colour", mean01.expand_as(ab))):
+                p = p.expand_as(ab)
+                a = accs[name]
+                a.n += len(label)
+                a.add("ab_mse", (p - ab).pow(2).flatten(1).mean(1))
+                a.add("psnr", psnr_rgb(L, p, ab))
+                a.add("colourfulness", colourfulness(_rgb(L, p)))
+                a.add_auc(p, ab)
+            n += len(label)
+    if n == 0:
+        from .errors import ConfigError
+
+        raise ConfigError(f"no usable images in {data}")
+    report = {name: a.result() for name, a in accs.items()}
+    gt = gt_colour / n
+    for r in report.values():
+        r["colourfulness_ratio_to_truth"] = r["colourfulness"] / gt if gt else math.nan
+    report["ground_truth"] = {"colourfulness": gt}
+    report["model"]["top1"] = t1 / n if weights.config.global_branch else None
+    report["model"]["top5"] = t5 / n if weights.config.global_branch else None
+    report["images"] = n
+    report["filtered_out"] = sum(b["dropped"] for b in prepared)
+    report["data"] = data
+    report["mean_colour_source"] = mean_source
+    report["weights_sha256"] = weights.file_sha256
+    return report

@@ -1,0 +1,402 @@
+"""Training (paper §3.3-§4): joint loss, ADADELTA, checkpoints, Ray Train wiring, export.
+
+`train_step` and `train_loop` are plain PyTorch: the same loop runs inside Ray Train workers
+(DDP, data from a Ray Dataset shard) and in a single process on a machine without Ray.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import random
+import re
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import Config, config_from_dict
+from .data import iter_raw_batches, prepare_batch, ray_dataset, resolve_source
+from .errors import ConfigError
+from .lab import AB_NORM
+from .model import ColorizationModel
+from .storage import atomic_write_bytes, join, resolve
+
+METRIC_FIELDS = [
+    "step", "images", "filtered", "loss", "colour_loss", "class_loss", "top1", "top5",
+    "val_ab_mse", "val_psnr", "val_top1", "val_top5", "seconds",
+]
+
+
+# ---------------------------------------------------------------- the loss and one step
+
+
+def joint_loss(model, L, ab, label, alpha: float):
+    """MSE on normalised a*b* + alpha * cross-entropy (paper Eq. 5). Returns (total, colour, class, logits).
+
+    The class loss is computed from the logits, which depend only on the classification,
+    global and low-level networks, so its gradient reaches nothing else."""
+    pred_ab, logits = model(L)
+    colour = F.mse_loss(pred_ab.float(), ab)
+    if logits is None or alpha == 0:
+        cls = torch.zeros((), device=L.device)
+        return colour, colour, cls, logits
+    cls = F.cross_entropy(logits.float(), label)
+    return colour + alpha * cls, colour, cls, logits
+
+
+def topk_hits(logits, label, k: int) -> float:
+    if logits is None:
+        return float("nan")
+    k = min(k, logits.shape[1])
+    return float((logits.topk(k, dim=1).indices == label[:, None]).any(1).float().mean())
+
+
+def make_optimizer(model, tc) -> torch.optim.Optimizer:
+    if tc.optimizer == "adadelta":
+        return torch.optim.Adadelta(model.parameters(), lr=tc.lr, rho=tc.rho, eps=tc.eps)
+    if tc.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=tc.lr)
+    if tc.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=0.9)
+    raise ConfigError(f"train.optimizer must be adadelta, adam or sgd, not {tc.optimizer!r}")
+
+
+def train_step(model, optimizer, batch: dict, alpha: float, device, bf16: bool = False) -> dict:
+    """One optimisation step on a prepared batch {L, ab, label} (torch tensors or numpy)."""
+    L, ab, label = (torch.as_tensor(batch[k]).to(device, non_blocking=True) for k in ("L", "ab", "label"))
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
+        loss, colour, cls, logits = joint_loss(model, L, ab, label, alpha)
+    loss.backward()
+    optimizer.step()
+    return {
+        "loss": float(loss.detach()), "colour_loss": float(colour.detach()), "class_loss": float(cls.detach()),
+        "top1": topk_hits(logits, label, 1), "top5": topk_hits(logits, label, 5),
+    }
+
+
+@torch.inference_mode()
+def validate(model, batches: list[dict], device) -> dict:
+    """a*b* MSE (normalised units), PSNR of the RGB result, top-1/top-5 on grayscale input."""
+    from .evaluate import psnr_rgb
+
+    model.eval()
+    mse, psnr, t1, t5, n = 0.0, 0.0, 0.0, 0.0, 0
+    for b in batches:
+        L, ab, label = (torch.as_tensor(b[k]).to(device) for k in ("L", "ab", "label"))
+        pred, logits = model(L)
+        k = len(label)
+        mse += float(F.mse_loss(pred.float(), ab)) * k
+        psnr += float(psnr_rgb(L, pred.float(), ab).sum())
+        t1 += topk_hits(logits, label, 1) * k
+        t5 += topk_hits(logits, label, 5) * k
+        n += k
+    return {"val_ab_mse": mse / n, "val_psnr": psnr / n, "val_top1": t1 / n, "val_top5": t5 / n} if n else {}
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+_CKPT = re.compile(r"step-(\d{9})\.pt$")
+
+
+def checkpoint_dir(run_dir: str) -> str:
+    return join(run_dir, "checkpoints")
+
+
+def list_checkpoints(run_dir: str) -> list[tuple[int, str]]:
+    fs, path = resolve(checkpoint_dir(run_dir))
+    if not fs.exists(path):
+        return []
+    found = []
+    for p in fs.ls(path, detail=False):
+        m = _CKPT.search(p)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def save_checkpoint(run_dir: str, state: dict, keep: int) -> str:
+    """Atomic: the file appears whole under its final name, or not at all."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    fs, base = resolve(checkpoint_dir(run_dir))
+    path = f"{base}/step-{state['step']:09d}.pt"
+    atomic_write_bytes(path, buf.getvalue(), fs=fs)
+    for _, old in list_checkpoints(run_dir)[:-keep]:
+        fs.rm(old)
+    return path
+
+
+def load_checkpoint(path: str) -> dict:
+    fs, p = resolve(path)
+    with fs.open(p, "rb") as f:
+        # weights_only: tensors and plain containers only, never arbitrary pickled objects
+        return torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_pos": random.getstate()[2]}
+
+
+def _set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    random.setstate((3, tuple(s["python"]), s["python_pos"]))
+
+
+# ---------------------------------------------------------------- the loop
+
+
+@dataclass
+class Context:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def write_metrics(run_dir: str, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    fs, path = resolve(join(run_dir, "metrics.csv"))
+    atomic_write_bytes(path, buf.getvalue().encode(), fs=fs)
+
+
+def read_metrics(run_dir: str) -> list[dict]:
+    fs, path = resolve(join(run_dir, "metrics.csv"))
+    if not fs.exists(path):
+        return []
+    with fs.open(path, "rt") as f:
+        return [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def _local_batches(cfg: Config, per_worker: int, seed: int):
+    """Endless prepared training batches without Ray (shuffled per epoch)."""
+    src = resolve_source(cfg.data.train, cfg.data.train_root or None)
+    epoch = 0
+    while True:
+        pool = list(iter_raw_batches(src, per_worker * 8, limit=cfg.data.train_limit or None))
+        order = np.random.default_rng(seed + epoch).permutation(len(pool))
+        for j in order:
+            raw = pool[j]
+            perm = np.random.default_rng(seed + epoch + int(j)).permutation(len(raw["label"]))
+            for i in range(0, len(perm) - per_worker + 1, per_worker):
+                idx = perm[i : i + per_worker]
+                yield prepare_batch({k: v[idx] for k, v in raw.items()}, train=True, size=cfg.data.crop, scale=cfg.data.scale)
+        epoch += 1
+
+
+def _val_batches(cfg: Config, batch: int = 64) -> list[dict]:
+    if not cfg.data.val:
+        return []
+    src = resolve_source(cfg.data.val, cfg.data.val_root or None)
+    out = []
+    for raw in iter_raw_batches(src, batch, limit=cfg.data.val_limit or None):
+        b = prepare_batch(raw, train=False, size=cfg.data.crop)
+        out.append({k: b[k][b["keep"]] for k in ("L", "ab", "label")})
+    return [b for b in out if len(b["label"])]
+
+
+def train_loop(loop_config: dict) -> None:
+    """The per-worker loop. loop_config: {config, run_dir, resume, categories, started}."""
+    cfg = config_from_dict(loop_config["config"])
+    run_dir, tc = loop_config["run_dir"], cfg.train
+    ctx, shard = Context(), None
+    try:
+        import ray.train
+
+        tctx = ray.train.get_context()
+        ctx = Context(tctx.get_world_rank(), tctx.get_world_size())
+        shard = ray.train.get_dataset_shard("train")
+    except Exception:  # not inside Ray Train
+        pass
+    if torch.cuda.is_available() and tc.use_gpu:
+        ctx.device = torch.device("cuda", torch.cuda.current_device())
+    if loop_config.get("threads"):
+        torch.set_num_threads(loop_config["threads"])
+
+    torch.manual_seed(tc.seed + ctx.rank)
+    random.seed(tc.seed + ctx.rank)
+    model = ColorizationModel(cfg.model).to(ctx.device)
+    optimizer = make_optimizer(model, tc)
+    step, images, filtered, mean_ab = 0, 0, 0, torch.zeros(2, dtype=torch.float64)
+    history: list[dict] = []
+    if loop_config.get("resume"):
+        ckpts = list_checkpoints(run_dir)
+        if ckpts:
+            state = load_checkpoint(ckpts[-1][1])
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            step, images, filtered = state["step"], state["images"], state["filtered"]
+            mean_ab = state["mean_ab"].double()
+            _set_rng_state(state["rng"])
+            history = [r for r in read_metrics(run_dir) if r["step"] is not None and r["step"] <= step]
+            if ctx.rank == 0:
+                print(f"resumed from checkpoint at step {step}", flush=True)
+    if ctx.world > 1:
+        import ray.train.torch
+
+        model = ray.train.torch.prepare_model(model, move_to_device=False)
+
+    per_worker = tc.batch_size // ctx.world
+    if shard is not None:
+        def batches():
+            while True:  # epochs; each pass re-reads and re-augments the shard
+                yield from shard.iter_batches(batch_size=per_worker, batch_format="numpy", drop_last=True)
+        stream = batches()
+    else:
+        stream = _local_batches(cfg, per_worker, tc.seed + step)
+    val = _val_batches(cfg) if ctx.rank == 0 else []
+
+    def state_dict():
+        return {
+            "step": step, "images": images, "filtered": filtered, "mean_ab": mean_ab,
+            "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+            "config": cfg.to_dict(), "categories": loop_config["categories"], "rng": _rng_state(),
+        }
+
+    t0, acc = time.time(), []
+    while step < tc.steps:
+        b = next(stream)
+        keep = np.asarray(b["keep"], bool)
+        filtered += int((~keep).sum()) * ctx.world
+        if not keep.any():
+            continue
+        b = {k: np.asarray(b[k])[keep] for k in ("L", "ab", "label")}
+        acc.append(train_step(model, optimizer, b, tc.alpha, ctx.device, tc.bf16))
+        step += 1
+        images += len(b["label"]) * ctx.world
+        mean_ab += torch.as_tensor(b["ab"]).double().mean(dim=(0, 2, 3))
+        row = None
+        if step % tc.log_every == 0 or step == tc.steps:
+            row = {k: float(np.nanmean([a[k] for a in acc])) for k in acc[0]}
+            acc = []
+        if ctx.rank == 0 and val and (step % tc.eval_every == 0 or step == tc.steps):
+            row = (row or {}) | validate(model, val, ctx.device)
+        if row is not None and ctx.rank == 0:
+            row |= {"step": step, "images": images, "filtered": filtered, "seconds": round(time.time() - t0, 1)}
+            history.append(row)
+            write_metrics(run_dir, history)
+            shown = ", ".join(f"{k} {row[k]:.4g}" for k in ("loss", "colour_loss", "class_loss", "val_ab_mse", "val_psnr") if k in row)
+            print(f"step {step}/{tc.steps}  {shown}", flush=True)
+        if ctx.rank == 0 and (step % tc.checkpoint_every == 0 or step == tc.steps):
+            save_checkpoint(run_dir, state_dict(), tc.keep_checkpoints)
+        if shard is not None:
+            import ray.train
+
+            ray.train.report({"step": step, **(row or {})})
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def default_run_dir(config_path: str | None) -> str:
+    from pathlib import Path
+
+    name = Path(config_path).stem if config_path else "default"
+    return str(Path("runs") / name)
+
+
+def run_training(cfg: Config, run_dir: str, resume: bool = False, categories: list[str] | None = None) -> str:
+    """Train to cfg.train.steps; returns the path of the last checkpoint."""
+    from .storage import write_json
+    from .weights import load_categories
+
+    if not cfg.data.train:
+        raise ConfigError("config key data.train is empty: point it at Parquet shards or a Places file list")
+    if categories is None:
+        if not cfg.data.categories:
+            raise ConfigError("config key data.categories is empty: point it at a Places categories file")
+        categories = load_categories(cfg.data.categories)
+    if len(categories) != cfg.model.num_classes:
+        raise ConfigError(f"data.categories has {len(categories)} names but model.num_classes is {cfg.model.num_classes}")
+    source = resolve_source(cfg.data.train, cfg.data.train_root or None)  # fail early on bad paths
+    if cfg.data.val:
+        resolve_source(cfg.data.val, cfg.data.val_root or None)
+    fs, rd = resolve(run_dir)
+    if not resume and list_checkpoints(run_dir):
+        raise ConfigError(f"{run_dir} already holds checkpoints", hint="pass --resume to continue, or choose another --out")
+    write_json(fs, f"{rd}/config.json", cfg.to_dict())
+    loop_config = {"config": cfg.to_dict(), "run_dir": run_dir, "resume": resume, "categories": categories}
+    tc = cfg.train
+    if not tc.use_ray:
+        train_loop(loop_config)
+    else:
+        _fit_with_ray(cfg, source, loop_config)
+    ckpts = list_checkpoints(run_dir)
+    return ckpts[-1][1] if ckpts else ""
+
+
+def _fit_with_ray(cfg: Config, source, loop_config: dict) -> None:
+    import os
+    import tempfile
+
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    tc = cfg.train
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True, include_dashboard=False,
+                 configure_logging=True, logging_level="WARNING")
+    total_cpus = ray.cluster_resources().get("CPU", 1)
+    cpus = tc.cpus_per_worker or (1.0 if total_cpus - tc.num_workers >= 1 else max(0.25, (total_cpus - 1) / tc.num_workers))
+    loop_config["threads"] = max(1, int(cpus))
+    ds = ray_dataset(source, cfg.data.train_limit or None).map_batches(
+        prepare_batch, fn_kwargs={"train": True, "size": cfg.data.crop, "scale": cfg.data.scale},
+        batch_format="numpy", batch_size=64,
+    )
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu, resources_per_worker={"CPU": cpus} | ({"GPU": 1} if tc.use_gpu else {})),
+        run_config=RunConfig(storage_path=tempfile.mkdtemp(prefix="ray-train-"), name="archive-colorize"),
+        datasets={"train": ds},
+    )
+    trainer.fit()
+
+
+# ---------------------------------------------------------------- export
+
+
+def export_checkpoint(checkpoint: str, out: str, storage: str = "fp32", extra_training: dict | None = None) -> dict:
+    """Checkpoint (or a run folder: its latest checkpoint) -> inference weights with metadata."""
+    from .weights import save_weights
+
+    fs, p = resolve(checkpoint)
+    if fs.isdir(p):
+        ckpts = list_checkpoints(checkpoint)
+        if not ckpts:
+            raise ConfigError(f"no checkpoints under {checkpoint}")
+        checkpoint = ckpts[-1][1]
+        run_dir = checkpoint.rsplit("/checkpoints/", 1)[0]
+    else:
+        run_dir = p.rsplit("/checkpoints/", 1)[0]
+    state = load_checkpoint(checkpoint)
+    cfg = config_from_dict(state["config"])
+    model = ColorizationModel(cfg.model)
+    model.load_state_dict(state["model"])
+    history = read_metrics(run_dir)
+    last_val = next((r for r in reversed(history) if r.get("val_ab_mse") is not None), {})
+    mean_ab01 = (state["mean_ab"] / max(state["step"], 1)).tolist()
+    mean_ab = [v * AB_NORM["scale"] - AB_NORM["offset"] for v in mean_ab01]
+    data = {
+        "description": cfg.data.description, "train": cfg.data.train, "val": cfg.data.val,
+        "images_seen": state["images"], "filtered_out": state["filtered"], "train_mean_ab": mean_ab,
+    }
+    metrics = {k: last_val[k] for k in ("val_ab_mse", "val_psnr", "val_top1", "val_top5") if k in last_val}
+    if metrics:
+        metrics["val_images"] = cfg.data.val_limit
+    training = {"steps": state["step"], "checkpoint": checkpoint.rsplit("/", 1)[-1]} | (extra_training or {})
+    recipe = cfg.to_dict()["train"] | {"augmentation": f"scale {cfg.data.scale}, random crop {cfg.data.crop}, hflip 0.5"}
+    return save_weights(model, out, state["categories"], storage=storage, recipe=recipe, data=data, metrics=metrics, training=training)

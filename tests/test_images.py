@@ -1,0 +1,169 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from archive_colorize.engine import recombine
+from archive_colorize.errors import ImageError
+from archive_colorize.images import decode_image, encode_image, output_bit_depth
+from archive_colorize.lab import gray_to_lightness, rgb_to_lab
+
+from .conftest import historical
+
+
+def to_bytes(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def lightness_of(rgb: np.ndarray) -> torch.Tensor:
+    maxval = 65535.0 if rgb.dtype == np.uint16 else 255.0
+    t = torch.from_numpy(rgb.astype(np.float64) / maxval).permute(2, 0, 1)[None]
+    return rgb_to_lab(t)[0, 0]
+
+
+def test_grayscale_8bit_lightness_is_exact():
+    g = np.array([[0, 119, 255]], np.uint8)
+    d = decode_image(to_bytes(Image.fromarray(g, "L"), "PNG"))
+    assert d.bit_depth == 8 and (d.width, d.height) == (3, 1)
+    assert torch.allclose(d.lightness[0], gray_to_lightness(torch.tensor([0, 119, 255]) / 255.0).float(), atol=1e-4)
+
+
+def test_sepia_rgb_uses_luminance():
+    path = historical("adams_mural_project_2.jpg")  # an RGB scan of a toned print
+    d = decode_image(path.read_bytes())
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    assert torch.allclose(d.lightness, lightness_of(rgb).float(), atol=0.01)
+
+
+def test_16bit_in_16bit_out(engine):
+    ramp = (np.linspace(0, 65535, 64 * 48).reshape(48, 64)).astype(np.uint16)
+    d = decode_image(to_bytes(Image.fromarray(ramp), "PNG"))
+    assert d.bit_depth == 16
+    for fmt in ("png", "tiff"):
+        out = engine.colorize(d, bit_depth=output_bit_depth(d.bit_depth, fmt))
+        data = encode_image(out.rgb, fmt)
+        import cv2
+
+        back = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        assert back.dtype == np.uint16 and back.shape == (48, 64, 3)
+        assert len(np.unique(back)) > 256  # really 16 bits of tone, not 8 scaled up
+        assert (lightness_of(back[..., ::-1].copy()).float() - d.lightness).abs().max() < 0.05
+    assert output_bit_depth(16, "jpeg") == 8
+
+
+def test_exif_orientation_is_applied():
+    src = Image.open(historical("adams_mural_project_1.jpg"))  # 375x331
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    exif[0x013B] = "Ansel Adams"
+    d = decode_image(to_bytes(src, "JPEG", exif=exif.tobytes()))
+    assert (d.width, d.height) == (331, 375)
+    assert d.exif[0x0112] == 1 and d.exif[0x013B] == "Ansel Adams"
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "tiff", "webp"])
+def test_archive_metadata_survives_encoding(fmt):
+    exif = Image.Exif()
+    exif[0x010E] = "Migrant Mother, Nipomo"
+    exif[0x013B] = "Dorothea Lange"
+    exif[0x8298] = "Public domain"
+    exif[0x0132] = "1936:03:01 00:00:00"
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><dc:title>mm</dc:title></x:xmpmeta>'
+    rgb = np.full((20, 30, 3), 128, np.uint8)
+    back = Image.open(io.BytesIO(encode_image(rgb, fmt, exif=exif, xmp=xmp)))
+    got = back.getexif()
+    for tag in (0x010E, 0x013B, 0x8298, 0x0132):
+        assert got.get(tag) == exif[tag], (fmt, hex(tag))
+    assert "archive-colorize" in got.get(0x0131)
+    raw = back.tag_v2.get(700) if fmt == "tiff" else back.info.get("xmp") or back.info.get("XML:com.adobe.xmp")
+    assert raw and b"dc:title" in (raw if isinstance(raw, bytes) else raw.encode())
+
+
+@pytest.mark.parametrize("mode", ["P", "RGBA", "LA", "CMYK", "1"])
+def test_other_modes_decode(mode):
+    base = Image.open(historical("adams_mural_project_1.jpg")).convert("RGB").resize((40, 30))
+    im = base.convert(mode)
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    d = decode_image(to_bytes(im, fmt))
+    assert (d.width, d.height) == (40, 30) and 0 <= float(d.lightness.min()) and float(d.lightness.max()) <= 100
+
+
+def test_multipage_tiff_uses_first_page():
+    a = Image.new("L", (10, 10), 20)
+    b = Image.new("L", (10, 10), 240)
+    buf = io.BytesIO()
+    a.save(buf, format="TIFF", save_all=True, append_images=[b])
+    d = decode_image(buf.getvalue())
+    assert abs(float(d.lightness.mean()) - float(gray_to_lightness(torch.tensor(20 / 255)))) < 1e-3
+
+
+def test_pixel_limit_is_checked_before_decoding():
+    data = to_bytes(Image.new("L", (300, 200)), "PNG")
+    with pytest.raises(ImageError, match=r"300x200 = 0.1 Mpx, above the 0 Mpx limit"):
+        decode_image(data, max_pixels=50_000)
+
+
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        (b"", "empty file"),
+        (b"%PDF-1.4 ...", "PDF document"),
+        (b"<!DOCTYPE html><html>Not found</html>", "HTML"),
+        (b"\x00\x01garbage" * 10, "not a recognised image format"),
+    ],
+)
+def test_bad_bytes_give_reasons(data, message):
+    with pytest.raises(ImageError, match=message):
+        decode_image(data)
+
+
+def test_truncated_jpeg_is_refused():
+    data = historical("adams_mural_project_1.jpg").read_bytes()
+    with pytest.raises(ImageError, match="truncated or corrupt JPEG"):
+        decode_image(data[: len(data) // 2])
+
+
+def test_full_resolution_lightness_is_the_original(engine):
+    """The 2590x3367 print scan: output L* equals input L* at every pixel (8-bit quantisation)."""
+    path = historical("evans_allie_mae_burroughs_1936.jpg")
+    d = decode_image(path.read_bytes())
+    assert (d.width, d.height) == (2590, 3367)
+    out = engine.colorize(d)
+    assert out.rgb.shape == (3367, 2590, 3)
+    diff = (lightness_of(out.rgb).float() - d.lightness).abs()
+    assert float(diff.max()) < 0.6 and float(diff.mean()) < 0.15
+    assert out.mean_chroma > 1  # it is coloured, not grey
+
+
+def test_recombine_strips_equal_one_pass():
+    L = torch.rand(37, 53) * 100
+    ab = torch.randn(2, 10, 14) * 30
+    assert np.array_equal(recombine(L, ab, strip_rows=5), recombine(L, ab, strip_rows=1000))
+
+
+@pytest.mark.parametrize("fmt", ["png", "tiff"])
+def test_archive_metadata_survives_16bit_encoding(fmt):
+    exif = Image.Exif()
+    exif[0x013B] = "Dorothea Lange"
+    exif[0x8298] = "Public domain"
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><dc:title>mm</dc:title></x:xmpmeta>'
+    rgb = np.full((20, 30, 3), 30000, np.uint16)
+    data = encode_image(rgb, fmt, exif=exif, xmp=xmp)
+    if fmt == "png":
+        back = Image.open(io.BytesIO(data))
+        back.load()
+        assert back.getexif().get(0x013B) == "Dorothea Lange"
+        assert b"dc:title" in back.info["XML:com.adobe.xmp"].encode()
+    else:
+        import tifffile
+
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            tags = tif.pages[0].tags
+            assert tags["Artist"].value == "Dorothea Lange"
+            assert tags["Copyright"].value == "Public domain"
+            assert b"dc:title" in bytes(tags["XMP"].value)
+            assert tif.pages[0].dtype == np.uint16
