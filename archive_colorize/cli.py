@@ -24,8 +24,8 @@ manifest_app = typer.Typer(no_args_is_help=True, help="Build and check Parquet m
 app.add_typer(weights_app, name="weights")
 app.add_typer(manifest_app, name="manifest")
 
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False}
 
 
