@@ -114,6 +114,92 @@ def weights_inspect(
     console.print(table)
 
 
+def _storage_options(text: Optional[str]) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ColorizeError(f"--storage-options is not valid JSON: {e.msg}") from None
+    if not isinstance(value, dict):
+        raise ColorizeError("--storage-options must be a JSON object, e.g. '{\"anon\": true}'")
+    return value
+
+
+@app.command()
+@friendly
+def run(
+    manifest: str = typer.Argument(..., help="Parquet manifest: a local path or s3:// URL."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder or URL (default: next to the manifest, NAME-out)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="A .safetensors weights file (default: the shipped one)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Images per Ray batch (and per progress file)."),
+    fmt: str = typer.Option("png", "--format", help="jpeg, png, tiff or webp."),
+    working_size: int = typer.Option(512, "--working-size", help="Long side (px) at which the network predicts colour."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Process at most this many pending rows."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry rows that failed in earlier runs."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)."),
+    actors: Optional[int] = typer.Option(None, "--actors", help="Model actors (default: from the cluster's GPUs/CPUs)."),
+    cpus_per_actor: Optional[float] = typer.Option(None, "--cpus-per-actor", help="CPUs reserved by each model actor."),
+    gpus_per_actor: Optional[float] = typer.Option(None, "--gpus-per-actor", help="GPUs per model actor (fractions share a GPU)."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    max_pixels: int = typer.Option(250_000_000, "--max-pixels", help="Refuse images larger than this (decompression bombs)."),
+    storage_options: Optional[str] = typer.Option(None, "--storage-options", help='fsspec options as JSON, e.g. \'{"anon": true}\'.'),
+    verbose: bool = typer.Option(False, "--verbose", help="Show Ray's own logs and progress bars."),
+):
+    """Colorize every scan in a manifest on Ray; rerun the same command to resume.
+
+    Example: archive-colorize run manifests/sample.parquet --out colorized-sample
+    """
+    from .pipeline import RunOptions
+    from .pipeline import run as run_pipeline
+    from .progress_view import summary_table
+
+    opts = RunOptions(manifest=manifest, out=out, weights=str(weights) if weights else None, batch_size=batch_size,
+                      fmt=fmt, working_size=working_size, limit=limit, retry_failed=retry_failed, address=address,
+                      actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, device=device,
+                      max_pixels=max_pixels, storage_options=_storage_options(storage_options), verbose=verbose)
+    summary = run_pipeline(opts, console=err)
+    console.print(summary_table(summary))
+    if summary.processed_now == 0:
+        console.print("Nothing to do: every row is already settled (use --retry-failed to retry failures).")
+    console.print(f"results: {summary.out}/results.parquet")
+
+
+@manifest_app.command("build")
+@friendly
+def manifest_build(
+    source: str = typer.Argument(..., help="A folder, a glob ('scans/**/*.tif') or an S3 prefix."),
+    out: str = typer.Option(..., "--out", "-o", help="Where to write the manifest (.parquet)."),
+    catalog: Optional[str] = typer.Option(None, "--catalog", help="A catalog CSV to join (its columns ride along)."),
+    key: Optional[str] = typer.Option(None, "--key", help="The catalog column that holds the file name, stem or relative path."),
+    storage_options: Optional[str] = typer.Option(None, "--storage-options", help="fsspec options as JSON."),
+):
+    """Make a manifest from a folder, glob or S3 prefix; ids are relative paths without extension.
+
+    Example: archive-colorize manifest build s3://archive/scans/ --out manifests/nara.parquet --catalog catalog.csv --key filename
+    """
+    from .manifest import build_manifest
+
+    table = build_manifest(source, out, catalog=catalog, key=key, storage_options=_storage_options(storage_options))
+    console.print(f"wrote {out}: {table.num_rows} rows, columns {', '.join(table.column_names)}")
+
+
+@manifest_app.command("check")
+@friendly
+def manifest_check(
+    manifest: str = typer.Argument(..., help="Parquet manifest to validate."),
+    storage_options: Optional[str] = typer.Option(None, "--storage-options", help="fsspec options as JSON."),
+):
+    """Validate a manifest without running anything.
+
+    Example: archive-colorize manifest check manifests/sample.parquet
+    """
+    from .manifest import load_manifest
+
+    m = load_manifest(manifest, _storage_options(storage_options))
+    console.print(f"{manifest}: {m.num_rows} rows OK; metadata columns: {', '.join(m.metadata_columns) or 'none'}")
+
+
 def run_cli():  # console-script entry point
     app()
 

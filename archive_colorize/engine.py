@@ -105,11 +105,17 @@ class Engine:
         self.model = weights.model.fold_batchnorm().to(self.device).eval()
         self.categories = weights.categories
 
-    @torch.inference_mode()
     def predict(self, lightness: torch.Tensor, style: torch.Tensor | None = None) -> Prediction:
-        x = working_copy(lightness, self.working_size).to(self.device)
-        s = None if style is None else working_copy(style, self.working_size).to(self.device)
-        ab01, logits = self.model(x, style=s)
+        """Full-resolution L* (H, W) [+ a style image's L*] -> Prediction."""
+        x = working_copy(lightness, self.working_size)
+        s = None if style is None else working_copy(style, self.working_size)
+        return self.predict_working(x, s)
+
+    @torch.inference_mode()
+    def predict_working(self, x: torch.Tensor, style: torch.Tensor | None = None) -> Prediction:
+        """Working-size L*/100 (1, 1, h, w) -> Prediction."""
+        s = None if style is None else style.to(self.device)
+        ab01, logits = self.model(x.to(self.device), style=s)
         ab = denormalize_ab(ab01[0].float().cpu(), self.weights.ab_norm)
         probs = None if logits is None else torch.softmax(logits[0].float(), 0).cpu()
         return Prediction(ab, probs)

@@ -17,7 +17,7 @@ MINIPLACES = SHARED / "data" / "miniplaces"
 def historical(name: str) -> Path:
     p = HISTORICAL / name
     if not p.exists():
-        pytest.skip(f"shared data missing: {p}")
+        pytest.fail(f"shared data missing: {p} (set ARCHIVE_COLORIZE_SHARED)")
     return p
 
 
@@ -62,3 +62,66 @@ def engine(weights):
     from archive_colorize.engine import Engine
 
     return Engine(weights, device="cpu", working_size=256)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One real local Ray cluster for the whole session, sized like the CI machine: 2 CPUs."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                 runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore"}})
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on loopback, started by the tests themselves."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    yield {"endpoint_url": endpoint, "key": "testing-key-id", "secret": "testing-secret-value"}
+    server.stop()
+
+
+@pytest.fixture()
+def s3(s3_server):
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**s3_server)
+    fs.invalidate_cache()
+    return fs
+
+
+def write_broken_files(folder: Path) -> dict[str, str]:
+    """Three real broken inputs: empty, an HTML error page named .jpg, a truncated JPEG."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "error_page.jpg").write_bytes(b"<!DOCTYPE html><html><body>503 Service Unavailable</body></html>")
+    good = (HISTORICAL / "adams_mural_project_1.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    return {
+        "empty": "empty file (0 bytes)",
+        "error_page": "an HTML/XML page, not an image (an error page saved under an image name?)",
+        "truncated": "truncated or corrupt JPEG data",
+    }
+
+
+def historical_files() -> list[Path]:
+    files = sorted(p for p in HISTORICAL.iterdir() if p.suffix in (".jpg", ".png"))
+    if len(files) != 18:
+        pytest.fail("the 18 shared historical scans are not available (set ARCHIVE_COLORIZE_SHARED)")
+    return files

@@ -1,0 +1,103 @@
+"""The append-only progress log: one small Parquet file per finished batch.
+
+OUT/_progress/part-<time_ns>-<random>.parquet. Files are written atomically and never
+modified, so a crash at any moment leaves a readable log; names sort chronologically,
+so when an id appears twice (failed, then retried) the later row wins.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .storage import atomic_write_bytes, with_retries
+
+PROGRESS = "_progress"
+RESULTS = "results.parquet"
+
+RESULT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("uri", pa.string()),
+        ("status", pa.string()),  # "done" | "failed"
+        ("error", pa.string()),
+        ("output_uri", pa.string()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("input_sha256", pa.string()),
+        ("output_sha256", pa.string()),
+        ("scene_top5", pa.list_(pa.string())),
+        ("scene_top5_prob", pa.list_(pa.float32())),
+        ("weights_sha256", pa.string()),
+        ("seconds", pa.float64()),
+        ("mean_chroma", pa.float32()),
+    ]
+)
+
+
+def _to_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def append(fs, out_root: str, table: pa.Table) -> str:
+    path = f"{out_root}/{PROGRESS}/part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+    atomic_write_bytes(path, _to_bytes(table), fs=fs)
+    return path
+
+
+def _parts(fs, out_root: str) -> list[str]:
+    d = f"{out_root}/{PROGRESS}"
+    if not fs.exists(d):
+        return []
+    return sorted(p for p in fs.ls(d, detail=False) if p.rsplit("/", 1)[-1].startswith("part-") and p.endswith(".parquet"))
+
+
+def read_log(fs, out_root: str, columns: list[str] | None = None) -> pa.Table | None:
+    tables = []
+    for i, p in enumerate(_parts(fs, out_root)):
+        with fs.open(p, "rb") as f:
+            t = with_retries(lambda: pq.read_table(f, columns=columns), f"reading {p}")
+        tables.append(t.append_column("_seq", pa.array([i] * t.num_rows, pa.int64())))
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def latest_rows(log: pa.Table) -> pa.Table:
+    """One row per id: the last one written."""
+    log = log.append_column("_row", pa.array(range(log.num_rows), pa.int64()))
+    last = log.group_by("id").aggregate([("_row", "max")]).column("_row_max")
+    keep = pc.is_in(log.column("_row"), value_set=last)
+    return log.filter(keep).drop_columns(["_row", "_seq"])
+
+
+def status_by_id(fs, out_root: str) -> tuple[pa.Array, pa.Array]:
+    """(ids whose latest row is done, ids whose latest row is failed)."""
+    log = read_log(fs, out_root, columns=["id", "status"])
+    if log is None:
+        return pa.array([], pa.string()), pa.array([], pa.string())
+    last = latest_rows(log)
+    st = last.column("status")
+    return (last.filter(pc.equal(st, "done")).column("id").combine_chunks(),
+            last.filter(pc.equal(st, "failed")).column("id").combine_chunks())
+
+
+def compact(fs, out_root: str, manifest_ids: pa.ChunkedArray | None = None) -> pa.Table:
+    """Rebuild OUT/results.parquet from the log: exactly one row per processed id,
+    restricted to the ids of the current manifest, sorted by id."""
+    log = read_log(fs, out_root)
+    if log is None:
+        table = RESULT_SCHEMA.empty_table()
+    else:
+        table = latest_rows(log)
+        if manifest_ids is not None:
+            table = table.filter(pc.is_in(table.column("id"), value_set=manifest_ids.combine_chunks()))
+        table = table.sort_by("id")
+    atomic_write_bytes(f"{out_root}/{RESULTS}", _to_bytes(table), fs=fs)
+    return table

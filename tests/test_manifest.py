@@ -1,0 +1,100 @@
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from archive_colorize.cli import app
+from archive_colorize.errors import ManifestError
+from archive_colorize.manifest import build_manifest, load_manifest, safe_name
+
+from .conftest import HISTORICAL, ROOT
+
+runner = CliRunner()
+
+
+def write(tmp_path, **cols):
+    p = tmp_path / "m.parquet"
+    pq.write_table(pa.table(cols), p)
+    return p
+
+
+def run_cli(*args):
+    r = runner.invoke(app, list(map(str, args)))
+    return r.exit_code, r.output.splitlines()[0] if r.output else ""
+
+
+@pytest.mark.parametrize(
+    "cols,message",
+    [
+        ({"uri": ["a.jpg"]}, "is missing required column(s) 'id' (it has: uri)"),
+        ({"id": ["a", "b", "a", "c"], "uri": ["1", "2", "3", "4"]}, "manifest column 'id' has duplicate value(s) ['a'] at row(s) [0, 2]"),
+        ({"id": ["a", None, "c"], "uri": ["1", "2", "3"]}, "manifest column 'id' has 1 null value(s), first at row(s) [1]"),
+        ({"id": ["a", "b"], "uri": ["1", None]}, "manifest column 'uri' has null or empty value(s) at row(s) [1]"),
+        ({"id": [1, 2], "uri": ["1", "2"]}, "manifest column 'id' must be string, not int64"),
+        ({"id": ["a"], "uri": ["1"], "status": ["x"]}, "manifest column(s) 'status' clash with result columns; rename them"),
+    ],
+)
+def test_bad_manifests_are_refused_before_work(tmp_path, cols, message):
+    p = write(tmp_path, **cols)
+    code, line = run_cli("run", p, "--out", tmp_path / "out")
+    assert code == 1
+    assert line == f"Error: manifest {p} {message}" if message.startswith("is missing") else line.endswith(message), line
+    assert not (tmp_path / "out").exists()  # nothing started
+
+
+def test_unreadable_parquet(tmp_path):
+    p = tmp_path / "m.parquet"
+    p.write_bytes(b"PAR1 this is not parquet")
+    code, line = run_cli("run", p)
+    assert code == 1 and line.startswith(f"Error: manifest {p} is not a readable Parquet file")
+
+
+def test_missing_manifest(tmp_path):
+    code, line = run_cli("manifest", "check", tmp_path / "nope.parquet")
+    assert (code, line) == (1, f"Error: manifest not found: {tmp_path / 'nope.parquet'}")
+
+
+def test_sample_manifest_is_valid():
+    m = load_manifest(str(ROOT / "manifests" / "sample.parquet"))
+    assert m.num_rows == 5 and {"title", "creator", "rights"} <= set(m.metadata_columns)
+
+
+def test_safe_names_stay_inside_and_never_collide():
+    hostile = ["../../etc/passwd", "/abs/path", "a\x00b", "é" * 300, "a/b", "a_b", "a?b", ".", ""]
+    names = [safe_name(h) for h in hostile]
+    assert len(set(names)) == len(names)
+    for n in names:
+        assert "/" not in n and "\x00" not in n and not n.startswith(".") and 0 < len(n) <= 130
+    assert safe_name("a_b") == "a_b" and safe_name("a/b").startswith("a_b-")
+    assert safe_name("../../etc/passwd") == safe_name("../../etc/passwd")  # deterministic
+
+
+def test_build_from_folder_with_catalog(tmp_path):
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_text("filename,naId,title\nlange_migrant_mother_1936.jpg,1234,Migrant Mother\n")
+    out = tmp_path / "m.parquet"
+    code, line = run_cli("manifest", "build", HISTORICAL, "--out", out, "--catalog", catalog, "--key", "filename")
+    assert code == 0, line
+    t = pq.read_table(out)
+    rows = {r["id"]: r for r in t.to_pylist()}
+    assert len(rows) == 18
+    assert rows["lange_migrant_mother_1936"]["naId"] == 1234
+    assert rows["lange_migrant_mother_1936"]["title"] == "Migrant Mother"
+    assert rows["parks_american_gothic_1942"]["title"] is None
+    assert rows["parks_american_gothic_1942"]["uri"] == str(HISTORICAL / "parks_american_gothic_1942.jpg")
+    load_manifest(str(out))  # what build writes, run accepts
+
+
+def test_build_from_s3_prefix(s3, s3_server, tmp_path):
+    s3.mkdir("buildsrc")
+    s3.pipe("buildsrc/scans/box1/a.jpg", (HISTORICAL / "adams_mural_project_1.jpg").read_bytes())
+    s3.pipe("buildsrc/scans/box2/a.jpg", (HISTORICAL / "adams_mural_project_2.jpg").read_bytes())
+    s3.pipe("buildsrc/scans/notes.txt", b"not an image")
+    t = build_manifest("s3://buildsrc/scans/", str(tmp_path / "m.parquet"), storage_options=s3_server)
+    assert t.column("id").to_pylist() == ["box1/a", "box2/a"]
+    assert t.column("uri").to_pylist() == ["s3://buildsrc/scans/box1/a.jpg", "s3://buildsrc/scans/box2/a.jpg"]
+
+
+def test_build_refuses_empty_source(tmp_path):
+    with pytest.raises(ManifestError, match="no images"):
+        build_manifest(str(tmp_path), str(tmp_path / "m.parquet"))

@@ -1,0 +1,175 @@
+"""`archive-colorize run` on a real local Ray cluster (2 CPUs), real scans, real S3 (moto)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image, ImageOps
+
+from archive_colorize.pipeline import RunOptions, plan_resources, run
+from archive_colorize.errors import ConfigError
+
+from .conftest import ROOT, historical_files, write_broken_files
+
+WORKING = 128  # small working size: these tests check the plumbing, not colour quality
+
+
+def make_manifest(path: Path, uris: list[str], ids: list[str]) -> Path:
+    t = pa.table({"id": ids, "uri": uris, "archive_ref": [f"NARA-{i:04d}" for i in range(len(ids))]})
+    pq.write_table(t, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def historical_manifest(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hist")
+    files = historical_files()
+    reasons = write_broken_files(d / "broken")
+    uris = [str(f) for f in files] + [str(d / "broken" / f"{k}.jpg") for k in reasons]
+    ids = [f.stem for f in files] + list(reasons)
+    return make_manifest(d / "historical.parquet", uris, ids), files, reasons
+
+
+@pytest.fixture(scope="module")
+def clean_run(ray_cluster, historical_manifest, weights_path, tmp_path_factory):
+    manifest, files, reasons = historical_manifest
+    out = tmp_path_factory.mktemp("clean") / "out"
+    summary = run(RunOptions(manifest=str(manifest), out=str(out), weights=str(weights_path), working_size=WORKING, batch_size=4))
+    return summary, out
+
+
+def test_historical_run_18_done_3_failed(clean_run, historical_manifest, weights):
+    summary, out = clean_run
+    _, files, reasons = historical_manifest
+    assert (summary.done, summary.failed, summary.total) == (18, 3, 21)
+    res = pq.read_table(out / "results.parquet")
+    assert res.num_rows == 21 and len(set(res.column("id").to_pylist())) == 21
+    for col in ("id", "uri", "status", "error", "output_uri", "width", "height", "input_sha256", "output_sha256",
+                "scene_top5", "scene_top5_prob", "weights_sha256", "seconds", "archive_ref"):
+        assert col in res.column_names, col
+    rows = {r["id"]: r for r in res.to_pylist()}
+    for key, reason in reasons.items():
+        assert rows[key]["status"] == "failed" and rows[key]["error"].startswith(reason), rows[key]["error"]
+        assert rows[key]["output_uri"] is None
+    for f in files:
+        r = rows[f.stem]
+        assert r["status"] == "done" and r["error"] is None
+        src = ImageOps.exif_transpose(Image.open(f))
+        img = Image.open(r["output_uri"])
+        assert img.size == src.size == (r["width"], r["height"])
+        assert len(r["scene_top5"]) == 5 and r["scene_top5"][0] in weights.categories
+        assert abs(sum(r["scene_top5_prob"])) <= 1.0001
+        assert r["weights_sha256"] == weights.file_sha256
+        assert r["archive_ref"].startswith("NARA-")
+        assert Path(r["output_uri"]).parent == out / "images"
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["counts"]["done"] == 18 and run_json["weights"]["sha256"] == weights.file_sha256
+    assert not (out / "_lock.json").exists()
+    assert not list((out / "images").glob(".tmp-*"))
+
+
+def test_rerun_does_no_work(clean_run, historical_manifest, weights_path):
+    summary, out = clean_run
+    manifest, _, _ = historical_manifest
+    parts = sorted((out / "_progress").iterdir())
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "images").iterdir()}
+    again = run(RunOptions(manifest=str(manifest), out=str(out), weights=str(weights_path), working_size=WORKING))
+    assert again.processed_now == 0 and again.skipped == 21
+    assert sorted((out / "_progress").iterdir()) == parts
+    assert {p: p.stat().st_mtime_ns for p in (out / "images").iterdir()} == mtimes
+    assert pq.read_table(out / "results.parquet").num_rows == 21
+
+
+def test_retry_failed_only_retries_failures(clean_run, historical_manifest, weights_path, tmp_path):
+    # work on a copy so the module's clean run stays untouched
+    import shutil
+
+    summary, out = clean_run
+    manifest, _, _ = historical_manifest
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    again = run(RunOptions(manifest=str(manifest), out=str(copy), weights=str(weights_path), working_size=WORKING, retry_failed=True))
+    assert again.processed_now == 3 and again.failed_now == 3
+    assert pq.read_table(copy / "results.parquet").num_rows == 21
+
+
+def test_kill_and_resume_gives_identical_images(clean_run, historical_manifest, weights_path, ray_cluster, tmp_path):
+    _, clean_out = clean_run
+    manifest, _, _ = historical_manifest
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "archive_colorize.cli", "run", str(manifest), "--out", str(out),
+           "--weights", str(weights_path), "--working-size", str(WORKING), "--batch-size", "1", "--address", ray_cluster]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        parts = list((out / "_progress").glob("part-*.parquet")) if (out / "_progress").exists() else []
+        if len(parts) >= 4:
+            break
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "_lock.json").exists()  # the dead run's lock is left behind...
+    done_before = len(list((out / "_progress").glob("part-*.parquet")))
+    assert 4 <= done_before < 21
+    summary = run(RunOptions(manifest=str(manifest), out=str(out), weights=str(weights_path), working_size=WORKING))
+    assert summary.processed_now <= 21 - 4  # ...taken over, and only the remainder processed
+    res = pq.read_table(out / "results.parquet")
+    assert res.num_rows == 21 and len(set(res.column("id").to_pylist())) == 21
+    clean = {p.name: p.read_bytes() for p in (clean_out / "images").iterdir()}
+    resumed = {p.name: p.read_bytes() for p in (out / "images").iterdir()}
+    assert resumed.keys() == clean.keys() and all(resumed[k] == clean[k] for k in clean)
+
+
+def test_s3_manifest_inputs_and_outputs(ray_cluster, s3, s3_server, weights_path, clean_run, historical_manifest, tmp_path):
+    _, clean_out = clean_run
+    _, files, reasons = historical_manifest
+    s3.mkdir("archive")
+    uris, ids = [], []
+    for f in files:
+        s3.put(str(f), f"archive/scans/{f.name}")
+        uris.append(f"s3://archive/scans/{f.name}")
+        ids.append(f.stem)
+    broken = tmp_path / "broken"
+    write_broken_files(broken)
+    for k in reasons:
+        s3.put(str(broken / f"{k}.jpg"), f"archive/scans/{k}.jpg")
+        uris.append(f"s3://archive/scans/{k}.jpg")
+        ids.append(k)
+    uris.append("s3://archive/scans/does-not-exist.jpg")
+    ids.append("missing")
+    local = make_manifest(tmp_path / "m.parquet", uris, ids)
+    s3.put(str(local), "archive/manifests/nara.parquet")
+    summary = run(RunOptions(manifest="s3://archive/manifests/nara.parquet", weights=str(weights_path),
+                             working_size=WORKING, batch_size=4, storage_options=s3_server))
+    assert summary.out == "s3://archive/manifests/nara-out"  # the documented default
+    assert (summary.done, summary.failed) == (18, 4)
+    s3.invalidate_cache()
+    with s3.open("archive/manifests/nara-out/results.parquet", "rb") as f:
+        rows = {r["id"]: r for r in pq.read_table(f).to_pylist()}
+    assert rows["missing"]["error"] == "input not found: s3://archive/scans/does-not-exist.jpg"
+    for f in files:
+        r = rows[f.stem]
+        assert r["output_uri"] == f"s3://archive/manifests/nara-out/images/{f.stem}.png"
+        # same model, same bytes as the local run
+        assert s3.cat_file(r["output_uri"]) == (clean_out / "images" / f"{f.stem}.png").read_bytes()
+    run_json = s3.cat_file("archive/manifests/nara-out/run.json").decode()
+    assert s3_server["secret"] not in run_json and s3_server["key"] not in run_json
+    with s3.open("archive/manifests/nara-out/results.parquet", "rb") as f:
+        assert s3_server["secret"].encode() not in f.read()
+
+
+def test_default_resources_leave_a_cpu_for_decoding():
+    plan = plan_resources({"CPU": 2.0}, RunOptions(manifest="m"))
+    assert plan["actors"] == 1 and plan["num_cpus"] == 1.0 and plan["device"] == "cpu"
+    plan = plan_resources({"CPU": 16.0, "GPU": 4.0}, RunOptions(manifest="m"))
+    assert plan["actors"] == 4 and plan["num_gpus"] == 1.0 and plan["device"] == "cuda"
+    with pytest.raises(ConfigError, match="2 actors x 1 CPUs leaves no CPU for decoding on a 2-CPU cluster"):
+        plan_resources({"CPU": 2.0}, RunOptions(manifest="m", actors=2, cpus_per_actor=1))
