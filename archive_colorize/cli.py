@@ -200,6 +200,80 @@ def manifest_check(
     console.print(f"{manifest}: {m.num_rows} rows OK; metadata columns: {', '.join(m.metadata_columns) or 'none'}")
 
 
+@app.command()
+@friendly
+def train(
+    config: Path = typer.Option(..., "--config", "-c", help="A TOML config from training/ (or your own)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Run folder, local or s3:// (default: runs/<config name>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in the run folder."),
+    overrides: List[str] = typer.Argument(None, help="section.key=value overrides, e.g. train.steps=100."),
+):
+    """Train the network with the paper's joint loss; checkpoints and metrics go to the run folder.
+
+    Example: archive-colorize train --config training/smoke.toml --out runs/smoke train.steps=10
+    """
+    from .config import load_config
+    from .train import default_run_dir, run_training
+
+    cfg = load_config(config, overrides or [])
+    run_dir = out or default_run_dir(str(config))
+    last = run_training(cfg, run_dir, resume=resume)
+    console.print(f"trained to step {cfg.train.steps}; latest checkpoint: {last}")
+    console.print(f"export with: archive-colorize weights export {run_dir} --out weights.safetensors")
+
+
+@weights_app.command("export")
+@friendly
+def weights_export(
+    checkpoint: str = typer.Argument(..., help="A checkpoint file, or a run folder (its latest checkpoint)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The .safetensors file to write."),
+    storage: str = typer.Option("fp32", "--storage", help="fp32, fp16 or int8 (per-output-channel, dequantized on load)."),
+):
+    """Write inference weights, with categories, recipe, data and latest validation metrics.
+
+    Example: archive-colorize weights export runs/miniplaces --out miniplaces.safetensors --storage int8
+    """
+    from .train import export_checkpoint
+
+    meta = export_checkpoint(checkpoint, str(out), storage=storage)
+    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {storage}, step {meta['training']['steps']})")
+
+
+@app.command()
+@friendly
+def evaluate(
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Weights to evaluate (default: the shipped one)."),
+    data: str = typer.Option(..., "--data", help="val.parquet (or a glob), or a Places list such as val.txt."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the JSON report here."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate at most this many images."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+):
+    """Colour and scene metrics against the grey and mean-colour baselines.
+
+    Example: archive-colorize evaluate --data ../shared/data/miniplaces/val.parquet --out report.json
+    """
+    from .evaluate import evaluate as run_eval
+    from .weights import load_weights
+
+    report = run_eval(load_weights(weights), data, limit=limit, device=device)
+    table = Table(title=f"{report['images']} images ({report['filtered_out']} removed by the colour filter)")
+    table.add_column("", no_wrap=True, min_width=12)
+    for col in ("a*b* MSE", "PSNR", "AuC", "colour", "/truth", "top-1", "top-5"):
+        table.add_column(col, overflow="fold")
+    for name in ("model", "grey", "mean_colour"):
+        r = report[name]
+        table.add_row(name, f"{r['ab_mse']:.5f}", f"{r['psnr']:.2f}", f"{r['auc']:.4f}", f"{r['colourfulness']:.2f}",
+                      f"{r['colourfulness_ratio_to_truth']:.2f}",
+                      f"{r['top1']:.3f}" if r.get("top1") is not None else "", f"{r['top5']:.3f}" if r.get("top5") is not None else "")
+    table.add_row("ground truth", "", "", "", f"{report['ground_truth']['colourfulness']:.2f}", "1.00", "", "")
+    console.print(table)
+    if out:
+        from .storage import atomic_write_bytes
+
+        atomic_write_bytes(str(out), (json.dumps(report, indent=2) + "\n").encode())
+        console.print(f"report: {out}")
+
+
 def run_cli():  # console-script entry point
     app()
 
