@@ -206,7 +206,7 @@ class OutputWriteError(ColorizeError):
     """The output location refused a write: the run must stop, not mark rows failed."""
 
 
-def finish(batch: pa.Table, *, base_dir: str, out_root: str, out_url: str, storage_options: dict, fmt: str,
+def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dict, fmt: str,
            max_pixels: int, software: str) -> pa.Table:
     """Recombine the predicted chroma with the original full-resolution L*, encode, write."""
     n = batch.num_rows
@@ -215,7 +215,7 @@ def finish(batch: pa.Table, *, base_dir: str, out_root: str, out_url: str, stora
     errors, shas = batch.column("error").to_pylist(), batch.column("input_sha256").to_pylist()
     ab_b, abh, abw = (batch.column(c).to_pylist() for c in ("_ab", "_ab_h", "_ab_w"))
     t = batch.column("_t").to_pylist()
-    out_fs, _ = resolve(out_root, storage_options)
+    out_fs, out_root = resolve(out_url, storage_options)  # the URL, not the bare path: keep the protocol
     status, out_uris, out_shas, chroma = ["failed"] * n, [None] * n, [None] * n, [None] * n
     ext = FORMATS[fmt]
     for i in range(n):
@@ -478,7 +478,7 @@ def _execute(opts, manifest, weights, weights_blob, out_fs, out_root, out_url, l
         compute=ActorPoolStrategy(size=plan["actors"]), num_cpus=plan["num_cpus"], num_gpus=plan["num_gpus"], **common,
     )
     software = f"archive-colorize {__version__} (weights {weights.file_sha256[:12]})"
-    ds = ds.map_batches(finish, fn_kwargs={"base_dir": manifest.base_dir, "out_root": out_root, "out_url": out_url,
+    ds = ds.map_batches(finish, fn_kwargs={"base_dir": manifest.base_dir, "out_url": out_url,
                                            "storage_options": so, "fmt": opts.fmt, "max_pixels": opts.max_pixels,
                                            "software": software}, **common)
     meta_cols = manifest.metadata_columns + [c for c in ("style_uri", "output_name") if c in manifest.schema.names]

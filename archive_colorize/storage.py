@@ -18,6 +18,8 @@ from .errors import StorageError
 
 # Remote calls that fail for a moment (a dropped connection, a 503) are retried with backoff.
 RETRIES = 4
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 BACKOFF_S = 0.5
 
 
@@ -71,6 +73,7 @@ def _atomic_local(path: str, data: bytes) -> None:
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs should read like any other file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
