@@ -156,16 +156,16 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
-def ray_dataset(source: Source, limit: int | None = None):
+def ray_dataset(source: Source, limit: int | None = None, task_cpus: float = 1.0):
     """The same rows as a Ray Dataset of {image, label}, read in parallel across the cluster."""
     import ray.data
 
     if source.kind == "parquet":
-        ds = ray.data.read_parquet(list(source.paths), columns=["image", "label"])
+        ds = ray.data.read_parquet(list(source.paths), columns=["image", "label"], ray_remote_args={"num_cpus": task_cpus})
     else:
         ds = ray.data.from_items(read_places_list(source)).map_batches(
             lambda b: {"image": np.asarray([_read(p) for p in b["path"]], dtype=object), "label": b["label"]},
-            batch_format="numpy",
+            batch_format="numpy", num_cpus=task_cpus,
         )
     return ds.limit(limit) if limit else ds
 

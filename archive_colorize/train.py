@@ -271,7 +271,9 @@ def train_loop(loop_config: dict) -> None:
         keep = np.asarray(b["keep"], bool)
         filtered += int((~keep).sum()) * ctx.world
         if not keep.any():
-            continue
+            if ctx.world == 1:
+                continue
+            keep[:] = True  # every DDP rank must take every step, or the all-reduce hangs
         b = {k: np.asarray(b[k])[keep] for k in ("L", "ab", "label")}
         acc.append(train_step(model, optimizer, b, tc.alpha, ctx.device, tc.bf16))
         step += 1
@@ -282,7 +284,8 @@ def train_loop(loop_config: dict) -> None:
             row = {k: float(np.nanmean([a[k] for a in acc])) for k in acc[0]}
             acc = []
         if ctx.rank == 0 and val and (step % tc.eval_every == 0 or step == tc.steps):
-            row = (row or {}) | validate(model, val, ctx.device)
+            # the bare module: DDP's forward broadcasts buffers, a collective the other ranks never join
+            row = (row or {}) | validate(_unwrap(model), val, ctx.device)
         if row is not None and ctx.rank == 0:
             row |= {"step": step, "images": images, "filtered": filtered, "seconds": round(time.time() - t0, 1)}
             history.append(row)
@@ -352,9 +355,13 @@ def _fit_with_ray(cfg: Config, source, loop_config: dict) -> None:
     total_cpus = ray.cluster_resources().get("CPU", 1)
     cpus = tc.cpus_per_worker or (1.0 if total_cpus - tc.num_workers >= 1 else max(0.25, (total_cpus - 1) / tc.num_workers))
     loop_config["threads"] = max(1, int(cpus))
-    ds = ray_dataset(source, cfg.data.train_limit or None).map_batches(
+    # Ray Data gets what the workers leave; on a small machine that budget is split across
+    # the read and transform operators, so 1-CPU tasks would never be scheduled (a hang).
+    free = total_cpus - cpus * tc.num_workers
+    task_cpus = 1.0 if free >= 4 else max(0.25, free / 4)
+    ds = ray_dataset(source, cfg.data.train_limit or None, task_cpus).map_batches(
         prepare_batch, fn_kwargs={"train": True, "size": cfg.data.crop, "scale": cfg.data.scale},
-        batch_format="numpy", batch_size=64,
+        batch_format="numpy", batch_size=64, num_cpus=task_cpus,
     )
     trainer = TorchTrainer(
         train_loop,

@@ -144,7 +144,7 @@ def test_export_and_evaluate_on_both_formats(tmp_path):
     "override,message",
     [
         ("train.stepz=3", "unknown config key train.stepz"),
-        ("optim.lr=1", "unknown config section [optim]"),
+        ("optim.lr=1", "unknown config section [optim] (known: model, data, train)"),
         ("train.steps=many", "config key train.steps must be int, got 'many'"),
     ],
 )
