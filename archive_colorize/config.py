@@ -47,6 +47,7 @@ class TrainConfig:
     eval_every: int = 1000
     log_every: int = 50
     use_ray: bool = True  # false runs the same loop in this process (machines without Ray)
+    max_minutes: float = 0.0  # >0: stop (with a checkpoint) after this much wall time, e.g. a GPU lease
 
 
 @dataclass

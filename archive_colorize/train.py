@@ -266,7 +266,9 @@ def train_loop(loop_config: dict) -> None:
         }
 
     t0, acc = time.time(), []
-    while step < tc.steps:
+    deadline = t0 + tc.max_minutes * 60 if tc.max_minutes > 0 else float("inf")
+    stop_at = tc.steps
+    while step < stop_at:
         b = next(stream)
         keep = np.asarray(b["keep"], bool)
         filtered += int((~keep).sum()) * ctx.world
@@ -277,13 +279,15 @@ def train_loop(loop_config: dict) -> None:
         b = {k: np.asarray(b[k])[keep] for k in ("L", "ab", "label")}
         acc.append(train_step(model, optimizer, b, tc.alpha, ctx.device, tc.bf16))
         step += 1
+        if time.time() > deadline and stop_at == tc.steps and ctx.world == 1:
+            stop_at = step  # out of time: finish this step as the last one (logged, evaluated, saved)
         images += len(b["label"]) * ctx.world
         mean_ab += torch.as_tensor(b["ab"]).double().mean(dim=(0, 2, 3))
         row = None
-        if step % tc.log_every == 0 or step == tc.steps:
+        if step % tc.log_every == 0 or step == stop_at:
             row = {k: float(np.nanmean([a[k] for a in acc])) for k in acc[0]}
             acc = []
-        if ctx.rank == 0 and val and (step % tc.eval_every == 0 or step == tc.steps):
+        if ctx.rank == 0 and val and (step % tc.eval_every == 0 or step == stop_at):
             # the bare module: DDP's forward broadcasts buffers, a collective the other ranks never join
             row = (row or {}) | validate(_unwrap(model), val, ctx.device)
         if row is not None and ctx.rank == 0:
@@ -291,8 +295,8 @@ def train_loop(loop_config: dict) -> None:
             history.append(row)
             write_metrics(run_dir, history)
             shown = ", ".join(f"{k} {row[k]:.4g}" for k in ("loss", "colour_loss", "class_loss", "val_ab_mse", "val_psnr") if k in row)
-            print(f"step {step}/{tc.steps}  {shown}", flush=True)
-        if ctx.rank == 0 and (step % tc.checkpoint_every == 0 or step == tc.steps):
+            print(f"step {step}/{stop_at}  {shown}", flush=True)
+        if ctx.rank == 0 and (step % tc.checkpoint_every == 0 or step == stop_at):
             save_checkpoint(run_dir, state_dict(), tc.keep_checkpoints)
         if shard is not None:
             import ray.train
