@@ -173,3 +173,25 @@ def test_default_resources_leave_a_cpu_for_decoding():
     assert plan["actors"] == 4 and plan["num_gpus"] == 1.0 and plan["device"] == "cuda"
     with pytest.raises(ConfigError, match="2 actors x 1 CPUs leaves no CPU for decoding on a 2-CPU cluster"):
         plan_resources({"CPU": 2.0}, RunOptions(manifest="m", actors=2, cpus_per_actor=1))
+
+
+def test_style_uri_and_output_name(ray_cluster, weights_path, tmp_path):
+    a = str(historical_files()[1])  # adams_mural_project_1.jpg
+    b = str(historical_files()[14])  # lange_migrant_mother_1936.jpg
+    t = pa.table({"id": ["plain", "styled", "../escape"], "uri": [a, a, a], "style_uri": [None, b, None],
+                  "output_name": ["mural", "mural-styled", None]})
+    pq.write_table(t, tmp_path / "m.parquet")
+    s = run(RunOptions(manifest=str(tmp_path / "m.parquet"), weights=str(weights_path), working_size=WORKING))
+    out = tmp_path / "m-out"
+    assert s.out == str(out) and s.done == 3
+    from archive_colorize.manifest import safe_name
+
+    names = sorted(p.name for p in (out / "images").iterdir())
+    assert names == sorted(["mural.png", "mural-styled.png", f"{safe_name('../escape')}.png"])
+    assert safe_name("../escape").startswith("escape-")  # inside OUT/images, with a hash of the raw id
+    assert not (tmp_path / "escape.png").exists()
+    plain = Image.open(out / "images" / "mural.png")
+    styled = Image.open(out / "images" / "mural-styled.png")
+    assert plain.tobytes() != styled.tobytes()
+    rows = {r["id"]: r for r in pq.read_table(out / "results.parquet").to_pylist()}
+    assert rows["styled"]["style_uri"] == b and rows["../escape"]["output_uri"].startswith(str(out / "images" / "escape-"))
