@@ -228,14 +228,26 @@ def weights_export(
     checkpoint: str = typer.Argument(..., help="A checkpoint file, or a run folder (its latest checkpoint)."),
     out: Path = typer.Option(..., "--out", "-o", help="The .safetensors file to write."),
     storage: str = typer.Option("fp32", "--storage", help="fp32, fp16 or int8 (per-output-channel, dequantized on load)."),
+    info: List[str] = typer.Option([], "--info", help="KEY=VALUE facts for the 'training' metadata, e.g. gpu=H100 minutes=9."),
 ):
     """Write inference weights, with categories, recipe, data and latest validation metrics.
 
-    Example: archive-colorize weights export runs/miniplaces --out miniplaces.safetensors --storage int8
+    Example: archive-colorize weights export runs/miniplaces --out miniplaces.safetensors --storage int8 --info gpu=H200
     """
+    import tomllib
+
     from .train import export_checkpoint
 
-    meta = export_checkpoint(checkpoint, str(out), storage=storage)
+    extra = {}
+    for item in info:
+        if "=" not in item:
+            raise ColorizeError(f"--info {item!r} must look like KEY=VALUE")
+        k, v = item.split("=", 1)
+        try:
+            extra[k] = tomllib.loads(f"v = {v}")["v"]
+        except tomllib.TOMLDecodeError:
+            extra[k] = v
+    meta = export_checkpoint(checkpoint, str(out), storage=storage, extra_training=extra)
     console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {storage}, step {meta['training']['steps']})")
 
 

@@ -398,7 +398,7 @@ def export_checkpoint(checkpoint: str, out: str, storage: str = "fp32", extra_tr
     model = ColorizationModel(cfg.model)
     model.load_state_dict(state["model"])
     history = read_metrics(run_dir)
-    last_val = next((r for r in reversed(history) if r.get("val_ab_mse") is not None), {})
+    last_val = next((r for r in reversed(history) if r.get("val_ab_mse") is not None and r["step"] <= state["step"]), {})
     mean_ab01 = (state["mean_ab"] / max(state["step"], 1)).tolist()
     mean_ab = [v * AB_NORM["scale"] - AB_NORM["offset"] for v in mean_ab01]
     data = {

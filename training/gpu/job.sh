@@ -27,7 +27,8 @@ python -m archive_colorize.cli train --config training/miniplaces.toml --out .de
 minutes=$(( ($(date +%s) - start) / 60 ))
 cp .device/run/metrics.csv "$OUT/metrics.csv"
 for storage in fp32 int8; do
-  python -m archive_colorize.cli weights export .device/run --out .device/$storage.safetensors --storage $storage
+  python -m archive_colorize.cli weights export .device/run --out .device/$storage.safetensors --storage $storage \
+    --info "gpu=\"$(head -1 "$OUT/gpu.txt")\"" --info minutes=$minutes --info interim=false
   python -m archive_colorize.cli evaluate --weights .device/$storage.safetensors --device "$DEVICE" \
     --data .device/data/val-heldout.parquet --limit "$EVAL_LIMIT" --out "$OUT/eval-$storage.json" | tee -a "$OUT/eval.log"
 done
