@@ -15,10 +15,12 @@ that changed in between.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import sys
 import platform
 import socket
 import time
@@ -146,22 +148,19 @@ def prepare(batch: pa.Table, *, base_dir: str, storage_options: dict, working_si
 class Colorizer:
     """The one stateful step: holds the model, loaded once per actor."""
 
-    def __init__(self, weights_ref, device: str, working_size: int, threads: int | None = None):
-        import tempfile
-
-        import ray
-
+    def __init__(self, weights: str, device: str, working_size: int, threads: int | None = None,
+                 storage_options: dict | None = None, expect_sha256: str | None = None):
         from .weights import load_weights
 
         if threads:
             torch.set_num_threads(threads)
-        blob = ray.get(weights_ref[0]) if isinstance(weights_ref, list) else weights_ref
-        with tempfile.NamedTemporaryFile(suffix=".safetensors") as f:  # the loader verifies a file
-            f.write(blob)
-            f.flush()
-            weights = load_weights(f.name)
-        self.engine = Engine(weights, device=device, working_size=working_size)
-        self.weights_sha256 = hashlib.sha256(blob).hexdigest()
+        # A path or URL, not the bytes: constructor arguments that live in the object store
+        # make Ray warn on every actor start, and a URL works on any node of a cluster.
+        loaded = load_weights(weights, storage_options=storage_options)
+        if expect_sha256 and loaded.file_sha256 != expect_sha256:
+            raise StorageError(f"weights {weights} changed since the run started (sha256 differs)")
+        self.engine = Engine(loaded, device=device, working_size=working_size)
+        self.weights_sha256 = loaded.file_sha256
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         n = batch.num_rows
@@ -382,9 +381,7 @@ def run(opts: RunOptions, console=None) -> RunSummary:
         raise ConfigError("--batch-size must be >= 1 and --working-size >= 8")
     manifest = load_manifest(opts.manifest, opts.storage_options)
     _check_output_names(manifest)
-    weights = load_weights(opts.weights)  # verify before any work; actors get the same bytes
-    with open(weights.path, "rb") as f:
-        weights_blob = f.read()
+    weights = load_weights(opts.weights, storage_options=opts.storage_options)  # verify before any work
 
     out_url = (opts.out or default_out(opts.manifest)).rstrip("/")
     out_fs, out_root = resolve(out_url, opts.storage_options)
@@ -399,7 +396,7 @@ def run(opts: RunOptions, console=None) -> RunSummary:
         raise StorageError(f"cannot write to the output location {out_url}: {_one_line(e)}") from None
 
     try:
-        return _run_locked(opts, manifest, weights, weights_blob, out_fs, out_root, out_url, lock, console, t_start)
+        return _run_locked(opts, manifest, weights, out_fs, out_root, out_url, lock, console, t_start)
     finally:
         _release_lock(out_fs, out_root)
 
@@ -420,7 +417,7 @@ def _check_output_names(manifest: Manifest) -> None:
         raise ManifestError(f"manifest column 'output_name' has duplicate value(s) {dup.field('values').to_pylist()[:5]}")
 
 
-def _run_locked(opts, manifest, weights, weights_blob, out_fs, out_root, out_url, lock, console, t_start) -> RunSummary:
+def _run_locked(opts, manifest, weights, out_fs, out_root, out_url, lock, console, t_start) -> RunSummary:
     done_ids, failed_ids = progress.status_by_id(out_fs, out_root)
     ids = manifest.ids.combine_chunks()
     skip = done_ids if opts.retry_failed else pa.concat_arrays([done_ids, failed_ids])
@@ -430,7 +427,7 @@ def _run_locked(opts, manifest, weights, weights_blob, out_fs, out_root, out_url
         todo = min(todo, opts.limit)
     counts = {"done": 0, "failed": 0}
     if todo > 0:
-        _execute(opts, manifest, weights, weights_blob, out_fs, out_root, out_url, lock, skip, todo, counts, console)
+        _execute(opts, manifest, weights, out_fs, out_root, out_url, lock, skip, todo, counts, console)
     results = progress.compact(out_fs, out_root, manifest.ids)
     st = results.column("status")
     n_done = int(pc.sum(pc.equal(st, "done")).as_py() or 0)
@@ -453,7 +450,40 @@ def _run_locked(opts, manifest, weights, weights_blob, out_fs, out_root, out_url
     return summary
 
 
-def _execute(opts, manifest, weights, weights_blob, out_fs, out_root, out_url, lock, skip, todo, counts, console):
+@contextlib.contextmanager
+def _native_stderr_to(path: str | None):
+    """Send what Ray's C++ core writes to fd 2 into `path`; yield a stream on the real
+    terminal for our own progress display. Python-level errors still reach the user."""
+    if path is None:
+        yield sys.stderr
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+    term = os.fdopen(os.dup(saved), "w", buffering=1)
+    try:
+        yield term
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        term.close()
+
+
+def _execute(opts, manifest, weights, out_fs, out_root, out_url, lock, skip, todo, counts, console):
+    import tempfile
+
+    log_path = None if opts.verbose else os.path.join(tempfile.gettempdir(), f"archive-colorize-ray-{os.getpid()}.log")
+    with _native_stderr_to(log_path) as term:
+        from rich.console import Console
+
+        live = Console(file=term, force_terminal=console.is_terminal if console else None, soft_wrap=True)
+        _execute_quietly(opts, manifest, weights, out_fs, out_root, out_url, lock, skip, todo, counts, live)
+
+
+def _execute_quietly(opts, manifest, weights, out_fs, out_root, out_url, lock, skip, todo, counts, console):
     ray = _init_ray(opts)
     from ray.data import ActorPoolStrategy
 
@@ -473,8 +503,8 @@ def _execute(opts, manifest, weights, weights_blob, out_fs, out_root, out_url, l
                                             "working_size": opts.working_size, "max_pixels": opts.max_pixels}, **common)
     ds = ds.map_batches(
         Colorizer,
-        fn_constructor_kwargs={"weights_ref": [ray.put(weights_blob)], "device": plan["device"],
-                               "working_size": opts.working_size, "threads": plan["threads"]},
+        fn_constructor_kwargs={"weights": weights.source, "device": plan["device"], "working_size": opts.working_size,
+                               "threads": plan["threads"], "storage_options": so, "expect_sha256": weights.file_sha256},
         compute=ActorPoolStrategy(size=plan["actors"]), num_cpus=plan["num_cpus"], num_gpus=plan["num_gpus"], **common,
     )
     software = f"archive-colorize {__version__} (weights {weights.file_sha256[:12]})"

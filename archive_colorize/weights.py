@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -43,7 +43,7 @@ class Weights:
     metadata: dict
     path: str
     file_sha256: str
-    extra: dict = field(default_factory=dict)
+    source: str = ""  # where to load it again: an absolute path or a URL
 
     @property
     def ab_norm(self) -> dict:
@@ -194,8 +194,10 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def load_weights(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Weights:
-    """Load, verify and build. `path=None` means the shipped default."""
+def load_weights(path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+                 storage_options: dict | None = None) -> Weights:
+    """Load, verify and build. `path=None` means the shipped default; s3:// and other
+    fsspec URLs are fetched to a temporary file first."""
     if path is None:
         path = DEFAULT_WEIGHTS
         if not path.is_file():
@@ -203,6 +205,29 @@ def load_weights(path: str | os.PathLike | None = None, device: str | torch.devi
                 "no trained weights are installed with this copy of archive-colorize",
                 hint="pass --weights PATH to a .safetensors file (see README, 'Weights')",
             )
+    source = str(path)
+    if "://" in source and not source.startswith("file://"):
+        import tempfile
+
+        from .storage import read_bytes, resolve
+
+        try:
+            fs, p = resolve(source, storage_options)
+            blob = read_bytes(fs, p)
+        except FileNotFoundError:
+            raise WeightsError(f"weights file not found: {source}") from None
+        with tempfile.NamedTemporaryFile(suffix=".safetensors") as f:
+            f.write(blob)
+            f.flush()
+            w = load_weights(f.name, device)
+        w.path = w.source = source
+        return w
+    w = _load_local(path, device)
+    w.source = str(Path(path).resolve())
+    return w
+
+
+def _load_local(path, device) -> Weights:
     meta, tensors = _read(path, tensors=True)
     if _content_hash(meta, tensors) != meta["content_sha256"]:
         raise WeightsError(f"{path} failed its sha256 check: the file was modified or damaged after export")
