@@ -476,10 +476,12 @@ def _execute(opts, manifest, weights, out_fs, out_root, out_url, lock, skip, tod
     import tempfile
 
     log_path = None if opts.verbose else os.path.join(tempfile.gettempdir(), f"archive-colorize-ray-{os.getpid()}.log")
+    tty = console.is_terminal if console else sys.stderr.isatty()  # asked before fd 2 is redirected
     with _native_stderr_to(log_path) as term:
         from rich.console import Console
 
-        live = Console(file=term, force_terminal=console.is_terminal if console else None, soft_wrap=True)
+        on_stderr = console is None or console.file in (sys.stderr, sys.__stderr__) or getattr(console, "stderr", False)
+        live = Console(file=term, force_terminal=tty, soft_wrap=True) if on_stderr else console
         _execute_quietly(opts, manifest, weights, out_fs, out_root, out_url, lock, skip, todo, counts, live)
 
 

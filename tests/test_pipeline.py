@@ -181,7 +181,14 @@ def test_style_uri_and_output_name(ray_cluster, weights_path, tmp_path):
     t = pa.table({"id": ["plain", "styled", "../escape"], "uri": [a, a, a], "style_uri": [None, b, None],
                   "output_name": ["mural", "mural-styled", None]})
     pq.write_table(t, tmp_path / "m.parquet")
-    s = run(RunOptions(manifest=str(tmp_path / "m.parquet"), weights=str(weights_path), working_size=WORKING))
+    import io
+
+    from rich.console import Console
+
+    screen = io.StringIO()
+    s = run(RunOptions(manifest=str(tmp_path / "m.parquet"), weights=str(weights_path), working_size=WORKING),
+            console=Console(file=screen, force_terminal=True))
+    assert "3/3" in screen.getvalue() and "0 failed" in screen.getvalue()  # the live progress bar
     out = tmp_path / "m-out"
     assert s.out == str(out) and s.done == 3
     from archive_colorize.manifest import safe_name
