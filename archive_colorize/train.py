@@ -268,6 +268,7 @@ def train_loop(loop_config: dict) -> None:
     t0, acc = time.time(), []
     deadline = t0 + tc.max_minutes * 60 if tc.max_minutes > 0 else float("inf")
     stop_at = tc.steps
+    bar = _progress_bar(step, tc.steps) if ctx.rank == 0 and shard is None else None
     while step < stop_at:
         b = next(stream)
         keep = np.asarray(b["keep"], bool)
@@ -278,6 +279,7 @@ def train_loop(loop_config: dict) -> None:
             keep[:] = True  # every DDP rank must take every step, or the all-reduce hangs
         b = {k: np.asarray(b[k])[keep] for k in ("L", "ab", "label")}
         acc.append(train_step(model, optimizer, b, tc.alpha, ctx.device, tc.bf16))
+        last_loss = acc[-1]["loss"]
         step += 1
         if time.time() > deadline and stop_at == tc.steps and ctx.world == 1:
             stop_at = step  # out of time: finish this step as the last one (logged, evaluated, saved)
@@ -295,13 +297,35 @@ def train_loop(loop_config: dict) -> None:
             history.append(row)
             write_metrics(run_dir, history)
             shown = ", ".join(f"{k} {row[k]:.4g}" for k in ("loss", "colour_loss", "class_loss", "val_ab_mse", "val_psnr") if k in row)
-            print(f"step {step}/{stop_at}  {shown}", flush=True)
+            if bar is None:
+                print(f"step {step}/{stop_at}  {shown}", flush=True)
+            else:
+                bar.console.print(f"step {step}/{stop_at}  {shown}", highlight=False)
+        if bar is not None:
+            bar.update(bar.tasks[0].id, completed=step, total=stop_at, info=f"loss {last_loss:.4g}")
         if ctx.rank == 0 and (step % tc.checkpoint_every == 0 or step == stop_at):
             save_checkpoint(run_dir, state_dict(), tc.keep_checkpoints)
         if shard is not None:
             import ray.train
 
             ray.train.report({"step": step, **(row or {})})
+    if bar is not None:
+        bar.stop()
+
+
+def _progress_bar(start: int, total: int):
+    """A rich progress display on a terminal; plain log lines otherwise (CI, Ray workers)."""
+    import sys
+
+    if not sys.stdout.isatty():
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                   TimeRemainingColumn())
+    bar.add_task("train", total=total, completed=start, info="")
+    bar.start()
+    return bar
 
 
 # ---------------------------------------------------------------- the driver
