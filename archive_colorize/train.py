@@ -23,7 +23,7 @@ from .data import iter_raw_batches, prepare_batch, ray_dataset, resolve_source
 from .errors import ConfigError
 from .lab import AB_NORM
 from .model import ColorizationModel
-from .storage import atomic_write_bytes, join, resolve
+from .storage import atomic_write_bytes, is_local, join, resolve
 
 METRIC_FIELDS = [
     "step", "images", "filtered", "loss", "colour_loss", "class_loss", "top1", "top5",
@@ -116,8 +116,8 @@ def list_checkpoints(run_dir: str) -> list[tuple[int, str]]:
     found = []
     for p in fs.ls(path, detail=False):
         m = _CKPT.search(p)
-        if m:
-            found.append((int(m.group(1)), p))
+        if m:  # keep the protocol: a bare 'bucket/key' would later resolve as a local path
+            found.append((int(m.group(1)), p if is_local(fs) else fs.unstrip_protocol(p)))
     return sorted(found)
 
 

@@ -158,3 +158,21 @@ def test_baseline_config_requires_alpha_zero():
     with pytest.raises(ConfigError, match="train.alpha must be 0"):
         load_config(ROOT / "training" / "baseline.toml", ["train.alpha=0.01"])
     assert load_config(ROOT / "training" / "baseline.toml").model.global_branch is False
+
+
+def test_checkpoints_and_resume_on_s3(s3, s3_server, monkeypatch):
+    # the standard AWS environment is how training finds S3 (no storage options in configs)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server["key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server["secret"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server["endpoint_url"])
+    import fsspec
+
+    fsspec.config.conf.pop("s3", None)
+    s3.mkdir("runs")
+    run_dir = "s3://runs/smoke"
+    run_training(load_config(SMOKE, ["train.use_ray=false", "train.steps=4", "train.eval_every=100"]), run_dir)
+    assert [s for s, _ in list_checkpoints(run_dir)] == [2, 4]
+    run_training(load_config(SMOKE, ["train.use_ray=false", "train.steps=5", "train.eval_every=100"]), run_dir, resume=True)
+    assert [int(r["step"]) for r in read_metrics(run_dir)] == [1, 2, 3, 4, 5]
+    s3.invalidate_cache()
+    assert s3.exists("runs/smoke/checkpoints/step-000000005.pt") and s3.exists("runs/smoke/config.json")
