@@ -218,7 +218,7 @@ def train(
     cfg = load_config(config, overrides or [])
     run_dir = out or default_run_dir(str(config))
     last = run_training(cfg, run_dir, resume=resume)
-    console.print(f"trained to step {cfg.train.steps}; latest checkpoint: {last}")
+    console.print(f"latest checkpoint: {last}")
     console.print(f"export with: archive-colorize weights export {run_dir} --out weights.safetensors")
 
 
