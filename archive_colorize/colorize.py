@@ -9,9 +9,9 @@ from . import __version__
 from .engine import MIN_MEAN_CHROMA, Engine
 from .errors import ImageError
 from .images import DEFAULT_MAX_PIXELS, FORMATS, decode_image, encode_image, output_bit_depth
+from .manifest import IMAGE_SUFFIXES
 from .storage import atomic_write_bytes
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".jp2"}
 
 
 @dataclass

@@ -7,7 +7,6 @@ The transforms here are plain functions over numpy batches, so they run inside R
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -169,6 +168,3 @@ def ray_dataset(source: Source, limit: int | None = None, task_cpus: float = 1.0
         )
     return ds.limit(limit) if limit else ds
 
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
