@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
-from .engine import MIN_MEAN_CHROMA, Engine
+from .engine import Engine, render, software_tag
 from .errors import ImageError
-from .images import DEFAULT_MAX_PIXELS, FORMATS, decode_image, encode_image, output_bit_depth
+from .images import DEFAULT_MAX_PIXELS, FORMATS, decode_image
 from .manifest import IMAGE_SUFFIXES
 from .storage import atomic_write_bytes
 
@@ -40,12 +39,9 @@ def colorize_file(engine: Engine, path: Path, out_path: Path, fmt: str, style=No
     except OSError as e:
         raise ImageError(f"cannot read {path}: {e.strerror or e}") from None
     decoded = decode_image(data, max_pixels)
-    result = engine.colorize(decoded, style, output_bit_depth(decoded.bit_depth, fmt))
-    if result.mean_chroma < MIN_MEAN_CHROMA:
-        raise ImageError(f"the model produced no colour (mean chroma {result.mean_chroma:.2f}); nothing written")
-    software = f"archive-colorize {__version__} (weights {engine.weights.file_sha256[:12]})"
-    atomic_write_bytes(str(out_path), encode_image(result.rgb, fmt, exif=decoded.exif, xmp=decoded.xmp, software=software))
-    return result.top5
+    pred = engine.predict(decoded.lightness, None if style is None else style.lightness)
+    atomic_write_bytes(str(out_path), render(decoded, pred.ab, fmt, software_tag(engine.weights.file_sha256)))
+    return engine.top5(pred.probs)
 
 
 def colorize_paths(engine: Engine, inputs: list[Path], out_dir: Path, fmt: str = "png",

@@ -13,7 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .images import DecodedImage
+from . import __version__
+from .errors import ImageError
+from .images import DecodedImage, encode_image, output_bit_depth
 from .lab import denormalize_ab, lab_to_rgb_keep_lightness
 from .weights import Weights
 
@@ -96,6 +98,25 @@ def recombine(lightness: torch.Tensor, ab: torch.Tensor, bit_depth: int = 8, str
     return out
 
 
+def mean_chroma(ab: torch.Tensor) -> float:
+    return float(ab.norm(dim=0).mean())
+
+
+def software_tag(weights_sha256: str) -> str:
+    """EXIF Software of every output: this file is a machine colorization, by these weights."""
+    return f"archive-colorize {__version__} (weights {weights_sha256[:12]})"
+
+
+def render(decoded: DecodedImage, ab: torch.Tensor, fmt: str, software: str) -> bytes:
+    """The one path from predicted chroma to file bytes, for `colorize` and `run` alike:
+    refuse a grey result, recombine with the original L*, encode with the original metadata."""
+    chroma = mean_chroma(ab)
+    if chroma < MIN_MEAN_CHROMA:
+        raise ImageError(f"the model produced no colour (mean chroma {chroma:.2f}); nothing written")
+    rgb = recombine(decoded.lightness, ab, output_bit_depth(decoded.bit_depth, fmt))
+    return encode_image(rgb, fmt, exif=decoded.exif, xmp=decoded.xmp, software=software)
+
+
 class Engine:
     """Holds one model (batch norm folded, eval, inference mode) on one device."""
 
@@ -129,6 +150,6 @@ class Engine:
 
     def colorize(self, decoded: DecodedImage, style: DecodedImage | None = None, bit_depth: int = 8) -> Colorized:
         pred = self.predict(decoded.lightness, None if style is None else style.lightness)
-        chroma = float(pred.ab.norm(dim=0).mean())
+        chroma = mean_chroma(pred.ab)
         rgb = recombine(decoded.lightness, pred.ab, bit_depth)
         return Colorized(rgb, self.top5(pred.probs), chroma)

@@ -26,10 +26,15 @@ def _rgb(L01: torch.Tensor, ab01_half: torch.Tensor) -> torch.Tensor:
     return lab_to_rgb(torch.cat([L01 * 100, ab], 1))
 
 
+def psnr(rgb: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (dB) of sRGB images in [0, 1]."""
+    mse = (rgb - truth).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
+
+
 def psnr_rgb(L01, pred_ab01, true_ab01) -> torch.Tensor:
     """Per-image PSNR (dB) of the recombined RGB against the ground-truth RGB."""
-    mse = (_rgb(L01, pred_ab01) - _rgb(L01, true_ab01)).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
+    return psnr(_rgb(L01, pred_ab01), _rgb(L01, true_ab01))
 
 
 def colourfulness(rgb01: torch.Tensor) -> torch.Tensor:
@@ -93,7 +98,8 @@ def evaluate(weights, data: str, *, limit: int | None = None, batch_size: int = 
             pred, logits = model(L)
             pred = pred.float().cpu()
             L, ab = L.cpu(), ab.cpu()
-            gt_colour += float(colourfulness(_rgb(L, ab)).sum())
+            truth = _rgb(L, ab)  # once per batch, shared by every baseline
+            gt_colour += float(colourfulness(truth).sum())
             if logits is not None:
                 top = logits.float().topk(min(5, logits.shape[1]), 1).indices.cpu()
                 t1 += float((top[:, 0] == label.cpu()).sum())
@@ -104,8 +110,9 @@ def evaluate(weights, data: str, *, limit: int | None = None, batch_size: int = 
                 a = accs[name]
                 a.n += len(label)
                 a.add("ab_mse", (p - ab).pow(2).flatten(1).mean(1))
-                a.add("psnr", psnr_rgb(L, p, ab))
-                a.add("colourfulness", colourfulness(_rgb(L, p)))
+                rgb = _rgb(L, p)
+                a.add("psnr", psnr(rgb, truth))
+                a.add("colourfulness", colourfulness(rgb))
                 a.add_auc(p, ab)
             n += len(label)
     if n == 0:

@@ -32,9 +32,9 @@ import pyarrow.compute as pc
 import torch
 
 from . import __version__, progress
-from .engine import DEFAULT_WORKING_SIZE, MIN_MEAN_CHROMA, Engine, recombine, working_copy
+from .engine import DEFAULT_WORKING_SIZE, Engine, mean_chroma, render, software_tag, working_copy
 from .errors import ColorizeError, ConfigError, ImageError, StorageError
-from .images import DEFAULT_MAX_PIXELS, FORMATS, decode_image, encode_image, output_bit_depth
+from .images import DEFAULT_MAX_PIXELS, FORMATS, decode_image
 from .manifest import Manifest, load_manifest, safe_name
 from .storage import atomic_write_bytes, is_local, read_bytes, resolve, write_json
 
@@ -227,11 +227,8 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
                 raise ImageError("input changed while it was being processed (sha256 differs); retry it")
             d = decode_image(data, max_pixels)
             ab = torch.frombuffer(bytearray(ab_b[i]), dtype=torch.float32).view(2, abh[i], abw[i])
-            chroma[i] = float(ab.norm(dim=0).mean())
-            if chroma[i] < MIN_MEAN_CHROMA:
-                raise ImageError(f"the model produced no colour (mean chroma {chroma[i]:.2f}); nothing written")
-            rgb = recombine(d.lightness, ab, output_bit_depth(d.bit_depth, fmt))
-            blob = encode_image(rgb, fmt, exif=d.exif, xmp=d.xmp, software=software)
+            chroma[i] = mean_chroma(ab)  # recorded for failed (grey) rows too
+            blob = render(d, ab, fmt, software)
             name = f"{safe_name(onames[i] or ids[i])}.{ext}"
             try:
                 atomic_write_bytes(f"{out_root}/images/{name}", blob, fs=out_fs)
@@ -509,7 +506,7 @@ def _execute_quietly(opts, manifest, weights, out_fs, out_root, out_url, lock, s
                                "threads": plan["threads"], "storage_options": so, "expect_sha256": weights.file_sha256},
         compute=ActorPoolStrategy(size=plan["actors"]), num_cpus=plan["num_cpus"], num_gpus=plan["num_gpus"], **common,
     )
-    software = f"archive-colorize {__version__} (weights {weights.file_sha256[:12]})"
+    software = software_tag(weights.file_sha256)
     ds = ds.map_batches(finish, fn_kwargs={"base_dir": manifest.base_dir, "out_url": out_url,
                                            "storage_options": so, "fmt": opts.fmt, "max_pixels": opts.max_pixels,
                                            "software": software}, **common)
