@@ -132,7 +132,8 @@ def run(
     manifest: str = typer.Argument(..., help="Parquet manifest: a local path or s3:// URL."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder or URL (default: next to the manifest, NAME-out)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="A .safetensors weights file (default: the shipped one)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Images per Ray batch (and per progress file)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Images per Ray batch."),
+    progress_every: float = typer.Option(2.0, "--progress-every", help="Seconds between progress-log writes (a crash redoes at most this much work)."),
     fmt: str = typer.Option("png", "--format", help="jpeg, png, tiff or webp."),
     working_size: int = typer.Option(512, "--working-size", help="Long side (px) at which the network predicts colour."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Process at most this many pending rows."),
@@ -155,7 +156,7 @@ def run(
     from .progress_view import summary_table
 
     opts = RunOptions(manifest=manifest, out=out, weights=str(weights) if weights else None, batch_size=batch_size,
-                      fmt=fmt, working_size=working_size, limit=limit, retry_failed=retry_failed, address=address,
+                      progress_every=progress_every, fmt=fmt, working_size=working_size, limit=limit, retry_failed=retry_failed, address=address,
                       actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, device=device,
                       max_pixels=max_pixels, storage_options=_storage_options(storage_options), verbose=verbose)
     summary = run_pipeline(opts, console=err)

@@ -34,6 +34,7 @@ import torch
 from . import __version__, progress
 from .engine import DEFAULT_WORKING_SIZE, Engine, mean_chroma, render, software_tag, working_copy
 from .errors import ColorizeError, ConfigError, ImageError, StorageError
+from .faults import crash_point
 from .images import DEFAULT_MAX_PIXELS, FORMATS, decode_image
 from .manifest import Manifest, load_manifest, safe_name
 from .storage import atomic_write_bytes, is_local, read_bytes, resolve, write_json
@@ -41,6 +42,11 @@ from .storage import atomic_write_bytes, is_local, read_bytes, resolve, write_js
 log = logging.getLogger(__name__)
 LOCK = "_lock.json"
 STALE_LOCK_S = 600  # a lock whose holder has not written for this long is considered dead
+# The driver writes one progress file per FLUSH_ROWS rows or `progress_every` seconds,
+# whichever comes first: a file per batch would leave 100,000 small files on a big run
+# (slow to resume from on S3), while a crash costs at most those seconds of work, redone
+# with byte-identical results.
+FLUSH_ROWS = 2048
 
 
 @dataclass
@@ -49,6 +55,7 @@ class RunOptions:
     out: str | None = None
     weights: str | None = None
     batch_size: int = 8
+    progress_every: float = 2.0  # seconds between progress-log writes
     fmt: str = "png"
     working_size: int = DEFAULT_WORKING_SIZE
     limit: int | None = None
@@ -201,8 +208,13 @@ class Colorizer:
         )
 
 
+RESUME_HINT = "free space or fix permissions there, then run the same command again: it resumes where it stopped"
+
+
 class OutputWriteError(ColorizeError):
     """The output location refused a write: the run must stop, not mark rows failed."""
+
+    hint = RESUME_HINT
 
 
 def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dict, fmt: str,
@@ -387,10 +399,11 @@ def run(opts: RunOptions, console=None) -> RunSummary:
     try:
         out_fs.makedirs(out_root, exist_ok=True)
         lock = _acquire_lock(out_fs, out_root)
+        crash_point("lock-acquired")
     except ColorizeError:
         raise
     except OSError as e:
-        raise StorageError(f"cannot write to the output location {out_url}: {_one_line(e)}") from None
+        raise StorageError(f"cannot write to the output location {out_url}: {_one_line(e)}", hint=RESUME_HINT) from None
 
     try:
         return _run_locked(opts, manifest, weights, out_fs, out_root, out_url, lock, console, t_start)
@@ -425,7 +438,12 @@ def _run_locked(opts, manifest, weights, out_fs, out_root, out_url, lock, consol
     counts = {"done": 0, "failed": 0}
     if todo > 0:
         _execute(opts, manifest, weights, out_fs, out_root, out_url, lock, skip, todo, counts, console)
-    results = progress.compact(out_fs, out_root, manifest.ids)
+    crash_point("before-compact")
+    try:
+        results = progress.compact(out_fs, out_root, manifest.ids)
+    except OSError as e:
+        raise StorageError(f"cannot write {out_url}/{progress.RESULTS}: {_one_line(e)}") from None
+    crash_point("compacted")
     st = results.column("status")
     n_done = int(pc.sum(pc.equal(st, "done")).as_py() or 0)
     n_failed = int(pc.sum(pc.equal(st, "failed")).as_py() or 0)
@@ -514,6 +532,7 @@ def _execute_quietly(opts, manifest, weights, out_fs, out_root, out_url, lock, s
     from .progress_view import RunProgress
 
     with RunProgress(todo, console) as bar:
+        log = _ProgressWriter(out_fs, out_root, out_url, lock, opts.progress_every)
         try:
             for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
                 if batch.num_rows == 0:
@@ -522,15 +541,45 @@ def _execute_quietly(opts, manifest, weights, out_fs, out_root, out_url, lock, s
                 table = pa.Table.from_arrays(core, schema=progress.RESULT_SCHEMA)
                 for c in meta_cols:
                     table = table.append_column(c, batch.column(c))
-                progress.append(out_fs, out_root, table)
+                log.add(table)
                 st = table.column("status")
                 d = int(pc.sum(pc.equal(st, "done")).as_py() or 0)
                 counts["done"] += d
                 counts["failed"] += table.num_rows - d
                 bar.advance(d, table.num_rows - d)
-                _refresh_lock(out_fs, out_root, lock)
         except Exception as e:
+            log.flush()  # rows finished before the failure are kept: their images exist
             raise _unwrap_ray_error(e) from None
+        log.flush()
+
+
+class _ProgressWriter:
+    """Buffers finished rows; writes a progress file every FLUSH_ROWS rows or `every` s."""
+
+    def __init__(self, fs, out_root: str, out_url: str, lock: dict, every: float):
+        self.fs, self.out_root, self.out_url, self.lock, self.every = fs, out_root, out_url, lock, every
+        self.tables: list[pa.Table] = []
+        self.rows = 0
+        self.last = time.monotonic()
+
+    def add(self, table: pa.Table) -> None:
+        self.tables.append(table)
+        self.rows += table.num_rows
+        if self.rows >= FLUSH_ROWS or time.monotonic() - self.last >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.tables:
+            return
+        table = pa.concat_tables(self.tables, promote_options="permissive")
+        try:
+            progress.append(self.fs, self.out_root, table)
+            _refresh_lock(self.fs, self.out_root, self.lock)
+        except (OSError, StorageError) as e:
+            raise StorageError(f"cannot write to the output location {self.out_url} (progress log): {_one_line(e)}",
+                               hint=RESUME_HINT) from None
+        self.tables, self.rows, self.last = [], 0, time.monotonic()
+        crash_point("progress-written")
 
 
 def _unwrap_ray_error(e: Exception) -> Exception:
@@ -546,5 +595,5 @@ def _unwrap_ray_error(e: Exception) -> Exception:
     text = str(e)
     if "OutputWriteError" in text or "cannot write to the output location" in text:
         line = next((l for l in text.splitlines() if "cannot write to the output location" in l), text.splitlines()[-1])
-        return StorageError(line.split("OutputWriteError: ")[-1].strip())
+        return StorageError(line.split("OutputWriteError: ")[-1].strip(), hint=RESUME_HINT)
     return e
