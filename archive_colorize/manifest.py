@@ -111,14 +111,40 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_NAME = 120
 
 
+_HASHED = re.compile(r"-[0-9a-f]{8}$")
+
+
 def safe_name(raw: str) -> str:
     """A file name that stays inside OUT/images whatever the id holds ('../', '/', NUL,
-    unicode, 10 kB). Names that had to change get 8 hex of the raw id's sha256 appended,
-    so two ids never collide: e.g. 'a/b' -> 'a_b-1a2b3c4d', while a clean 'a_b' stays 'a_b'."""
+    unicode, 10 kB). A name that had to change gets 8 hex of the raw id's sha256 appended,
+    so two ids never collide: 'a/b' -> 'a_b-1a2b3c4d', while a clean 'a_b' stays 'a_b'.
+    A clean id that already ends like such a suffix gets one too, so no id can take the
+    name another id was given."""
     clean = _UNSAFE.sub("_", raw).strip("._-")[:MAX_NAME] or "image"
-    if clean != raw:
+    if clean != raw or _HASHED.search(clean):
         clean = f"{clean}-{hashlib.sha256(raw.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
     return clean
+
+
+def output_names(ids: list[str], output_names: list[str | None] | None = None) -> list[str]:
+    names = [safe_name(o or i) for i, o in zip(ids, output_names or [None] * len(ids))]
+    return names
+
+
+def check_output_names(ids: list[str], onames: list[str | None] | None = None) -> None:
+    """Refuse, before any work, names that would collide on a case-insensitive store
+    (an SMB share, macOS): 'Photo' and 'photo' are different ids but one file there."""
+    seen: dict[str, int] = {}
+    for row, name in enumerate(output_names(ids, onames)):
+        key = name.casefold()
+        if key in seen:
+            col = "output_name" if onames and (onames[row] or onames[seen[key]]) else "id"
+            raise ManifestError(
+                f"manifest column {col!r}: rows {seen[key]} and {row} give output names that differ only in case "
+                f"({output_names([ids[seen[key]]], [onames[seen[key]]] if onames else None)[0]!r} and {name!r})",
+                hint="they would overwrite each other on a case-insensitive filesystem; make them differ in more than case",
+            )
+        seen[key] = row
 
 
 # ---------------------------------------------------------------- manifest build

@@ -33,10 +33,10 @@ import torch
 
 from . import __version__, progress
 from .engine import DEFAULT_WORKING_SIZE, Engine, mean_chroma, render, software_tag, working_copy
-from .errors import ColorizeError, ConfigError, ImageError, StorageError
+from .errors import ColorizeError, ConfigError, ImageError, ManifestError, StorageError
 from .faults import crash_point
 from .images import DEFAULT_MAX_PIXELS, FORMATS, decode_image
-from .manifest import Manifest, load_manifest, safe_name
+from .manifest import Manifest, check_output_names, load_manifest, safe_name
 from .storage import atomic_write_bytes, is_local, read_bytes, resolve, write_json
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def _fetch(uri: str, storage_options: dict) -> tuple[bytes, str]:
     except IsADirectoryError:
         raise ImageError(f"input is a directory: {uri}") from None
     except StorageError as e:
-        raise ImageError(str(e)) from None
+        raise ImageError(str(e).replace(f"reading {path}", f"cannot read {uri}", 1)) from None
     except OSError as e:
         raise ImageError(f"cannot read {uri}: {e.strerror or e}") from None
     return data, hashlib.sha256(data).hexdigest()
@@ -326,10 +326,23 @@ def _release_lock(fs, out_root: str) -> None:
 # ---------------------------------------------------------------- the run
 
 
+_SECRET_WORDS = ("key", "secret", "token", "password", "session", "credential", "auth")
+
+
+def redact(obj):
+    """Storage options as they may be written down: every value under a key that names a
+    secret is replaced, at any depth (config_kwargs, client_kwargs...)."""
+    if isinstance(obj, dict):
+        return {k: ("***" if any(w in str(k).lower() for w in _SECRET_WORDS) and not isinstance(v, (dict, list))
+                    else redact(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj
+
+
 def _redact(opts: RunOptions) -> dict:
     d = asdict(opts)
-    d["storage_options"] = {k: ("***" if any(s in k.lower() for s in ("key", "secret", "token", "password", "session")) else v)
-                            for k, v in (opts.storage_options or {}).items()}
+    d["storage_options"] = redact(opts.storage_options or {})
     return d
 
 
@@ -412,19 +425,19 @@ def run(opts: RunOptions, console=None) -> RunSummary:
 
 
 def _check_output_names(manifest: Manifest) -> None:
-    if "output_name" not in manifest.schema.names:
-        return
     import pyarrow.parquet as pq
 
-    with manifest.fs.open(manifest.path, "rb") as f:
-        names = pq.read_table(f, columns=["output_name"]).column("output_name")
-    names = names.filter(pc.is_valid(names))
-    counts = pc.value_counts(names)
-    dup = counts.filter(pc.greater(counts.field("counts"), 1))
-    if len(dup):
-        from .errors import ManifestError
-
-        raise ManifestError(f"manifest column 'output_name' has duplicate value(s) {dup.field('values').to_pylist()[:5]}")
+    onames = None
+    if "output_name" in manifest.schema.names:
+        with manifest.fs.open(manifest.path, "rb") as f:
+            names = pq.read_table(f, columns=["output_name"]).column("output_name")
+        valid = names.filter(pc.is_valid(names))
+        counts = pc.value_counts(valid)
+        dup = counts.filter(pc.greater(counts.field("counts"), 1))
+        if len(dup):
+            raise ManifestError(f"manifest column 'output_name' has duplicate value(s) {dup.field('values').to_pylist()[:5]}")
+        onames = names.to_pylist()
+    check_output_names(manifest.ids.to_pylist(), onames)
 
 
 def _run_locked(opts, manifest, weights, out_fs, out_root, out_url, lock, console, t_start) -> RunSummary:

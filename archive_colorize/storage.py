@@ -38,17 +38,33 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base, *[p.strip("/") for p in parts]])
 
 
+_TRANSIENT_WORDS = ("connect", "timeout", "throttl", "slowdown", "temporar", "unavailable", "reset", "closed")
+
+
+def is_transient(e: BaseException) -> bool:
+    """Worth another try: OS-level I/O errors other than 'not there' / 'not allowed', and
+    the network errors of the S3 client stack (botocore, aiohttp), which are not OSErrors."""
+    if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    if isinstance(e, OSError):
+        return True
+    module = type(e).__module__.split(".")[0]
+    name = type(e).__name__.lower()
+    return module in ("botocore", "aiobotocore", "aiohttp", "urllib3") and any(w in name for w in _TRANSIENT_WORDS)
+
+
 def with_retries(fn, what: str):
-    """Run fn(); retry transient I/O errors; a missing file is not transient."""
+    """Run fn(); retry transient errors with exponential backoff, then report them."""
     delay = BACKOFF_S
     for attempt in range(RETRIES + 1):
         try:
             return fn()
-        except (FileNotFoundError, PermissionError, IsADirectoryError):
-            raise
-        except OSError as e:
+        except Exception as e:
+            if not is_transient(e):
+                raise
             if attempt == RETRIES:
-                raise StorageError(f"{what}: {type(e).__name__}: {e} (after {RETRIES} retries)") from None
+                text = " ".join(str(e).split())
+                raise StorageError(f"{what}: {type(e).__name__}: {text} (after {RETRIES} retries)") from None
             time.sleep(delay)
             delay *= 2
 
