@@ -146,12 +146,13 @@ def run(
     max_pixels: int = typer.Option(250_000_000, "--max-pixels", help="Refuse images larger than this (decompression bombs)."),
     storage_options: Optional[str] = typer.Option(None, "--storage-options", help='fsspec options as JSON, e.g. \'{"anon": true}\'.'),
     verbose: bool = typer.Option(False, "--verbose", help="Show Ray's own logs and progress bars."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the manifest, weights and output; print what would run; do nothing."),
 ):
     """Colorize every scan in a manifest on Ray; rerun the same command to resume.
 
     Example: archive-colorize run manifests/sample.parquet --out colorized-sample
     """
-    from .pipeline import RunOptions
+    from .pipeline import RunOptions, inspect
     from .pipeline import run as run_pipeline
     from .progress_view import summary_table
 
@@ -159,11 +160,87 @@ def run(
                       progress_every=progress_every, fmt=fmt, working_size=working_size, limit=limit, retry_failed=retry_failed, address=address,
                       actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, device=device,
                       max_pixels=max_pixels, storage_options=_storage_options(storage_options), verbose=verbose)
+    if dry_run:
+        plan = inspect(opts)
+        console.print(f"manifest {plan.manifest}: {plan.total} rows; in {plan.out}: {plan.done} done, {plan.failed} failed")
+        console.print(f"a run now would process {plan.pending} row(s) with weights sha256 {plan.weights_sha256[:12]}")
+        if plan.lock:
+            console.print(f"lock: held by pid {plan.lock.get('pid')} on {plan.lock.get('host')} (stale locks are taken over)")
+        return
     summary = run_pipeline(opts, console=err)
     console.print(summary_table(summary))
     if summary.processed_now == 0:
         console.print("Nothing to do: every row is already settled (use --retry-failed to retry failures).")
     console.print(f"results: {summary.out}/results.parquet")
+
+
+@app.command()
+@friendly
+def submit(
+    manifests: List[str] = typer.Argument(..., help="Parquet manifests (paths or s3:// URLs; a folder or prefix means every *.parquet in it)."),
+    address: str = typer.Option(..., "--address", envvar="RAY_JOB_ADDRESS", help="Ray Jobs API (dashboard) address, e.g. http://head:8265."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output URL (only with one manifest; default: NAME-out next to each)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Weights path or URL that the cluster can read (default: the shipped one)."),
+    fmt: str = typer.Option("png", "--format", help="jpeg, png, tiff or webp."),
+    working_size: int = typer.Option(512, "--working-size", help="Long side (px) at which the network predicts colour."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Images per Ray batch."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry rows that failed in earlier runs."),
+    actors: Optional[int] = typer.Option(None, "--actors", help="Model actors (default: from the cluster)."),
+    gpus_per_actor: Optional[float] = typer.Option(None, "--gpus-per-actor", help="GPUs per model actor."),
+    runtime_env: Optional[str] = typer.Option(None, "--runtime-env", help="Ray runtime_env: inline JSON or a .json/.yaml file."),
+    storage_options: Optional[str] = typer.Option(None, "--storage-options", help="fsspec options as JSON (no credentials: the cluster brings its own)."),
+    wait: bool = typer.Option(False, "--wait", help="Follow each job until it ends; exit 1 if one fails."),
+):
+    """Submit `run` as a Ray Job, idempotently: a finished job is not redone, an unfinished one resumes.
+
+    Example: archive-colorize submit s3://archive/manifests/nara-2026-11.parquet --address http://ray-head:8265 --wait
+    """
+    from .jobs import load_runtime_env, logs_tail
+    from .jobs import submit as submit_job
+    from .jobs import wait as wait_job
+    from .manifest import expand_manifests
+    from .pipeline import RunOptions
+
+    so = _storage_options(storage_options)
+    urls = expand_manifests(manifests, so)
+    if out and len(urls) > 1:
+        raise ColorizeError(f"--out names one output, but {len(urls)} manifests were given", hint="leave --out unset: each manifest gets NAME-out")
+    env = load_runtime_env(runtime_env)
+    failed = 0
+    for url in urls:
+        opts = RunOptions(manifest=url, out=out, weights=weights, fmt=fmt, working_size=working_size, batch_size=batch_size,
+                          retry_failed=retry_failed, actors=actors, gpus_per_actor=gpus_per_actor, storage_options=so)
+        sub = submit_job(opts, address, env)
+        console.print(f"{url}: {sub.message}", highlight=False)
+        if wait and sub.action in ("submitted", "running"):
+            status = wait_job(address, sub.submission_id, on_status=lambda st, sid=sub.submission_id: err.print(f"  {sid}: {st}", highlight=False))
+            if status != "SUCCEEDED":
+                failed += 1
+                err.print(f"  {sub.submission_id} ended {status}; last log lines:\n{logs_tail(address, sub.submission_id)}", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def report(
+    out: str = typer.Argument(..., help="A run's output folder or URL (it holds results.parquet)."),
+    html: Path = typer.Option(Path("report.html"), "--html", help="The page to write."),
+    sample: int = typer.Option(200, "--sample", help="Before/after pairs to show: flagged rows first, then an even sample."),
+    low_confidence: float = typer.Option(0.2, "--low-confidence", help="Flag rows whose top scene probability is below this."),
+    near_grey: float = typer.Option(3.0, "--near-grey", help="Flag rows whose mean a*b* chroma is below this."),
+    storage_options: Optional[str] = typer.Option(None, "--storage-options", help="fsspec options as JSON."),
+):
+    """Write a self-contained HTML page for visual QA of a run.
+
+    Example: archive-colorize report manifests/sample-out --html sample-report.html
+    """
+    from .report import ReportOptions, write_report
+
+    r = write_report(ReportOptions(out=out, html=str(html), sample=sample, low_confidence=low_confidence,
+                                   near_grey=near_grey, storage_options=_storage_options(storage_options)))
+    console.print(f"wrote {html} ({r['shown']} pairs shown of {r['total']} rows; {r['flagged']} flagged, {r['failed']} failed)",
+                  highlight=False)
 
 
 @manifest_app.command("build")

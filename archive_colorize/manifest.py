@@ -147,6 +147,23 @@ def check_output_names(ids: list[str], onames: list[str | None] | None = None) -
         seen[key] = row
 
 
+def expand_manifests(sources: list[str], storage_options: dict | None = None) -> list[str]:
+    """Manifest files, folders and prefixes -> sorted manifest URLs (a folder or prefix means
+    every *.parquet directly in it). Output folders (`*-out/`) are never mistaken for manifests."""
+    urls: list[str] = []
+    for src in sources:
+        fs, path = resolve(src, storage_options)
+        proto = "" if is_local(fs) else f"{src.split('://', 1)[0]}://"
+        if fs.isdir(path):
+            found = sorted(p for p in fs.ls(path, detail=False) if p.endswith(".parquet") and fs.isfile(p))
+            if not found:
+                raise ManifestError(f"no *.parquet manifests in {src}")
+            urls += [f"{proto}{p}" for p in found]
+        else:
+            urls.append(src)
+    return urls
+
+
 # ---------------------------------------------------------------- manifest build
 
 

@@ -424,6 +424,53 @@ def run(opts: RunOptions, console=None) -> RunSummary:
         _release_lock(out_fs, out_root)
 
 
+@dataclass
+class RunPlan:
+    """What a run would do, worked out without Ray and without writing anything."""
+
+    manifest: str
+    out: str
+    weights_sha256: str
+    total: int
+    done: int
+    failed: int
+    pending: int  # rows a run would process now (failed ones too with retry_failed)
+    lock: dict | None  # the live lock's holder, if a run is writing to OUT
+
+
+def inspect(opts: RunOptions) -> RunPlan:
+    """Validate everything `run` validates (manifest, names, weights, options) and read the
+    progress log: `run --dry-run`, and how `submit` knows a finished job from an unfinished one."""
+    from .weights import load_weights
+
+    if opts.fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {opts.fmt!r}")
+    manifest = load_manifest(opts.manifest, opts.storage_options)
+    _check_output_names(manifest)
+    weights = load_weights(opts.weights, storage_options=opts.storage_options)
+    out_url = (opts.out or default_out(opts.manifest)).rstrip("/")
+    out_fs, out_root = resolve(out_url, opts.storage_options)
+    done_ids, failed_ids = progress.status_by_id(out_fs, out_root)
+    ids = manifest.ids.combine_chunks()
+
+    def count(s):
+        return int(pc.sum(pc.is_in(ids, value_set=s)).as_py() or 0) if len(s) else 0
+
+    n_done, n_failed = count(done_ids), count(failed_ids)
+    pending = manifest.num_rows - n_done - (0 if opts.retry_failed else n_failed)
+    if opts.limit is not None:
+        pending = min(pending, opts.limit)
+    lock = None
+    if out_fs.exists(f"{out_root}/{LOCK}"):
+        try:
+            with out_fs.open(f"{out_root}/{LOCK}", "rb") as f:
+                lock = json.loads(f.read())
+        except Exception:
+            lock = {"unreadable": True}
+    return RunPlan(opts.manifest, out_root if is_local(out_fs) else out_url, weights.file_sha256, manifest.num_rows,
+                   n_done, n_failed, pending, lock)
+
+
 def _check_output_names(manifest: Manifest) -> None:
     import pyarrow.parquet as pq
 

@@ -1,0 +1,105 @@
+"""`archive-colorize submit` against a real Ray head started with `ray start --head`,
+through the real Jobs API: submit, wait, check results, resubmit (no-op), resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from archive_colorize.jobs import KEY, job_key, submit, wait
+from archive_colorize.pipeline import RunOptions
+
+from .conftest import ROOT, _free_port
+from .reliability.conftest import cli, tiny_scans
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def _kill_cluster(marker: str) -> None:
+    """`ray stop` would also stop the test session's own cluster: kill only this one."""
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                if marker in (d / "cmdline").read_bytes().decode(errors="replace"):
+                    os.kill(int(d.name), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths have a length limit
+    port, dash = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # the job's shell finds archive-colorize
+    r = subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
+                        "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={temp}",
+                        "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    address = f"http://127.0.0.1:{dash}"
+    from ray.job_submission import JobSubmissionClient
+
+    deadline = time.time() + 60
+    while True:  # the Jobs API comes up a moment after `ray start` returns
+        try:
+            JobSubmissionClient(address).list_jobs()
+            break
+        except Exception:
+            if time.time() > deadline:
+                raise
+            time.sleep(1)
+    yield address
+    _kill_cluster(temp)
+    _kill_cluster(f":{port}")
+
+
+def test_submit_wait_resubmit_and_resume(ray_head, weights_path, tmp_path):
+    from ray.job_submission import JobSubmissionClient
+
+    manifest = tiny_scans(tmp_path / "scans", 12, seed=4)
+    out = tmp_path / "out"
+    opts = RunOptions(manifest=str(manifest), out=str(out), weights=str(weights_path), working_size=64, limit=5)
+
+    # an unfinished job: the first 5 rows only
+    first = submit(opts, ray_head)
+    assert first.action == "submitted" and first.message == f"submitted {first.submission_id}: starts 5 of 12 rows into {out}"
+    again = submit(opts, ray_head)
+    assert again.action == "running" and again.message == f"already running as {first.submission_id}: nothing submitted"
+    assert wait(ray_head, first.submission_id, timeout_s=240) == "SUCCEEDED"
+    assert pq.read_table(out / "results.parquet").num_rows == 5
+
+    from archive_colorize.weights import load_weights
+    import hashlib
+
+    key = job_key(str(manifest), hashlib.sha256(manifest.read_bytes()).hexdigest(), load_weights(weights_path).file_sha256,
+                  str(out), "png", 64)
+    assert first.submission_id == key  # deterministic from manifest, weights and output
+
+    args = ("submit", str(manifest), "--address", ray_head, "--out", str(out), "--weights", str(weights_path),
+            "--working-size", "64")
+    r = cli(*args, "--wait", timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == f"{manifest}: submitted {key}-2: resumes 7 of 12 rows into {out}"
+    res = pq.read_table(out / "results.parquet")
+    assert res.num_rows == 12 and set(res.column("status").to_pylist()) == {"done"}
+
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == f"{manifest}: already finished: 12 done, 0 failed of 12 in {out}; nothing submitted"
+    jobs = [j for j in JobSubmissionClient(ray_head).list_jobs() if (j.metadata or {}).get(KEY) == key]
+    assert sorted(j.submission_id for j in jobs) == [key, f"{key}-2"]
+
+
+def test_submit_refuses_credentials_and_bad_manifests_before_submitting(ray_head, tmp_path):
+    manifest = tiny_scans(tmp_path / "scans", 2, seed=8)
+    r = cli("submit", str(manifest), "--address", ray_head, "--storage-options", '{"secret": "x", "key": "y"}')
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[0].startswith("Error: --storage-options for submit must not hold credentials")
+    r = cli("submit", str(tmp_path / "nope.parquet"), "--address", ray_head)
+    assert r.returncode == 1 and r.stderr.splitlines()[0] == f"Error: manifest not found: {tmp_path / 'nope.parquet'}"

@@ -1,0 +1,106 @@
+"""`archive-colorize report`: a self-contained page, checked in headless Chromium."""
+
+import base64
+import io
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from archive_colorize.pipeline import RunOptions, run
+from archive_colorize.report import ReportOptions, write_report
+
+from .conftest import write_broken_files
+from .reliability.conftest import cli, tiny_scans
+
+
+def chromium() -> str:
+    """Debian's chromium, installed here if missing (the test set-up may apt-get as root)."""
+    path = shutil.which("chromium")
+    if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=600)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"], capture_output=True, timeout=900)
+        path = shutil.which("chromium")
+    if path is None:
+        pytest.skip("Debian's chromium is not installed and cannot be installed here (needs root and apt-get)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_out(ray_cluster, weights_path, tmp_path_factory):
+    d = tmp_path_factory.mktemp("report")
+    manifest = tiny_scans(d / "scans", 16, size=(96, 72), seed=6)
+    reasons = write_broken_files(d / "broken")
+    t = pq.read_table(manifest)
+    ids = t.column("id").to_pylist() + list(reasons) + ['<script>alert("x")</script>']
+    uris = t.column("uri").to_pylist() + [str(d / "broken" / f"{k}.jpg") for k in reasons] + ["scan_00000.jpg"]
+    pq.write_table(pa.table({"id": ids, "uri": uris}), manifest)
+    out = d / "out"
+    s = run(RunOptions(manifest=str(manifest), out=str(out), weights=str(weights_path), working_size=64))
+    assert (s.done, s.failed) == (17, 3)
+    return out, reasons
+
+
+def test_report_page_renders_in_chromium(run_out, tmp_path):
+    out, reasons = run_out
+    page = tmp_path / "report.html"
+    r = cli("report", str(out), "--html", str(page))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().startswith(f"wrote {page} (17 pairs shown of 20 rows;") and r.stdout.strip().endswith("3 failed)")
+    text = page.read_text()
+    assert not re.search(r'src="(?!data:image/jpeg;base64,)', text), "an image is not embedded"
+    assert "<script" not in text.replace("&lt;script", "")  # the hostile id is shown, not run
+    for reason in reasons.values():
+        assert reason.split(" (")[0] in text.replace("&quot;", '"').replace("&#x27;", "'")
+    assert text.count("<img ") == 34 and "<svg" in text
+
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        tab = browser.new_page(viewport={"width": 1280, "height": 900})
+        tab.goto(page.as_uri(), wait_until="load")
+        n = tab.evaluate("document.images.length")
+        broken = tab.evaluate("Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length")
+        png = tab.screenshot(full_page=False)
+        browser.close()
+    assert (n, broken) == (34, 0)
+    shot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), np.float32)
+    assert shot.std() > 20, "the screenshot is blank"
+    coloured = np.abs(shot[..., 0] - shot[..., 2]) > 12  # thumbnails and chart bars are in colour
+    assert coloured.mean() > 0.01
+
+
+def test_report_at_10000_rows_stays_bounded(run_out, tmp_path):
+    out, _ = run_out
+    real = pq.read_table(out / "results.parquet").to_pylist()
+    done = [r for r in real if r["status"] == "done"]
+    rows = []
+    for i in range(10_000):  # a big run's results, pointing at the real outputs
+        r = dict(done[i % len(done)])
+        r["id"] = f"row-{i:05d}"
+        r["mean_chroma"] = float(i % 40)
+        rows.append(r)
+    big = tmp_path / "big"
+    big.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), big / "results.parquet")
+    shutil.copy(out / "run.json", big / "run.json")
+    info = write_report(ReportOptions(out=str(big), html=str(tmp_path / "big.html"), sample=50, low_confidence=0.0))
+    assert info == {"total": 10_000, "done": 10_000, "failed": 0, "flagged": 750, "shown": 50}
+    text = (tmp_path / "big.html").read_text()
+    assert text.count("<img ") == 100 and len(text) < 3_000_000
+    assert text.count('class="card flagged"') == 50  # flagged rows (chroma < 3) come first
+
+
+def test_report_on_a_folder_without_results(tmp_path):
+    r = cli("report", str(tmp_path), "--html", str(tmp_path / "r.html"))
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [f"Error: no results in {tmp_path}: neither results.parquet nor a progress log",
+                                     "Hint: give the folder a run wrote to (its --out)"]
