@@ -25,6 +25,7 @@ from .storage import resolve
 
 KEY = "archive_colorize_key"
 ACTIVE = ("PENDING", "RUNNING")
+AGENT_WAIT_S = 60
 
 
 @dataclass
@@ -92,10 +93,19 @@ def submit(opts: RunOptions, address: str, runtime_env: dict | None = None) -> S
                           f"in {plan.out}; nothing submitted" + (" (use --retry-failed to retry failures)" if plan.failed else ""),
                           "SUCCEEDED")
     sid = key if not attempts else f"{key}-{len(attempts) + 1}"
-    client.submit_job(
-        entrypoint=entrypoint(opts, out_url), submission_id=sid, runtime_env=runtime_env or None,
-        metadata={KEY: key, "manifest": opts.manifest, "out": out_url, "weights_sha256": plan.weights_sha256},
-    )
+    deadline = time.time() + AGENT_WAIT_S
+    while True:
+        try:
+            client.submit_job(
+                entrypoint=entrypoint(opts, out_url), submission_id=sid, runtime_env=runtime_env or None,
+                metadata={KEY: key, "manifest": opts.manifest, "out": out_url, "weights_sha256": plan.weights_sha256},
+            )
+            break
+        except RuntimeError as e:
+            # a head that has just started answers 500 until its job agent is up
+            if "try again later" not in str(e) or time.time() > deadline:
+                raise ConfigError(f"the Ray Jobs API at {address} refused the job: {' '.join(str(e).split())[:300]}") from None
+            time.sleep(1.0)
     verb = "resumes" if attempts else "starts"
     return Submission("submitted", sid, f"submitted {sid}: {verb} {plan.pending} of {plan.total} rows into {plan.out}", "PENDING")
 

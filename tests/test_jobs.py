@@ -2,6 +2,7 @@
 through the real Jobs API: submit, wait, check results, resubmit (no-op), resume."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,14 +22,16 @@ from .reliability.conftest import cli, tiny_scans
 RAY = str(Path(sys.executable).parent / "ray")
 
 
-def _kill_cluster(marker: str) -> None:
-    """`ray stop` would also stop the test session's own cluster: kill only this one."""
+def _kill_session(sid: int) -> None:
+    """`ray stop` would also stop the test session's own cluster: kill only the processes of
+    this head, which `ray start` (run as a session leader) and all it spawned share."""
     for d in Path("/proc").iterdir():
-        if d.name.isdigit() and int(d.name) != os.getpid():
+        if d.name.isdigit():
             try:
-                if marker in (d / "cmdline").read_bytes().decode(errors="replace"):
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[3]) == sid:
                     os.kill(int(d.name), signal.SIGKILL)
-            except (OSError, ProcessLookupError):
+            except (OSError, ValueError, IndexError):
                 pass
 
 
@@ -38,25 +41,32 @@ def ray_head():
     port, dash = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # the job's shell finds archive-colorize
-    r = subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
-                        "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={temp}",
-                        "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=180)
-    assert r.returncode == 0, r.stderr[-3000:]
-    address = f"http://127.0.0.1:{dash}"
-    from ray.job_submission import JobSubmissionClient
+    # Ray 2.5x turns token auth on by itself when ~/.ray/auth_token exists; this test head
+    # is on loopback only, so say which mode it uses instead of depending on that file.
+    env["RAY_AUTH_MODE"] = "disabled"
+    head = subprocess.Popen([RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
+                             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={temp}",
+                             "--disable-usage-stats"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        output, _ = head.communicate(timeout=180)
+        assert head.returncode == 0, output[-3000:]
+        address = f"http://127.0.0.1:{dash}"
+        from ray.job_submission import JobSubmissionClient
 
-    deadline = time.time() + 60
-    while True:  # the Jobs API comes up a moment after `ray start` returns
-        try:
-            JobSubmissionClient(address).list_jobs()
-            break
-        except Exception:
-            if time.time() > deadline:
-                raise
-            time.sleep(1)
-    yield address
-    _kill_cluster(temp)
-    _kill_cluster(f":{port}")
+        deadline = time.time() + 60
+        while True:  # the Jobs API comes up a moment after `ray start` returns
+            try:
+                JobSubmissionClient(address).list_jobs()
+                break
+            except Exception:
+                if time.time() > deadline:
+                    raise
+                time.sleep(1)
+        yield address
+    finally:
+        _kill_session(head.pid)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_submit_wait_resubmit_and_resume(ray_head, weights_path, tmp_path):
