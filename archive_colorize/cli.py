@@ -62,6 +62,7 @@ def colorize(
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     fmt: str = typer.Option("png", "--format", help="jpeg, png, tiff or webp. 16-bit inputs stay 16-bit in png/tiff."),
     working_size: int = typer.Option(512, "--working-size", help="Long side (px) at which the network predicts colour."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 (default, exact); opt-in, lossy: int8 (CPU), bf16, fp16 (GPU)."),
     max_pixels: int = typer.Option(250_000_000, "--max-pixels", help="Refuse images larger than this (decompression bombs)."),
 ):
     """Colorize a few files without Ray; prints the top-5 scene classes per image.
@@ -75,7 +76,7 @@ def colorize(
 
     if fmt not in FORMATS:
         raise ColorizeError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    engine = Engine(load_weights(weights), device=device, working_size=working_size)
+    engine = Engine(load_weights(weights), device=device, working_size=working_size, precision=precision)
     failed = 0
     for r in colorize_paths(engine, inputs, out, fmt, style_from, max_pixels):
         if r.error:
@@ -136,6 +137,7 @@ def run(
     progress_every: float = typer.Option(2.0, "--progress-every", help="Seconds between progress-log writes (a crash redoes at most this much work)."),
     fmt: str = typer.Option("png", "--format", help="jpeg, png, tiff or webp."),
     working_size: int = typer.Option(512, "--working-size", help="Long side (px) at which the network predicts colour."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 (default, exact); opt-in, lossy: int8 (CPU), bf16, fp16 (GPU)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Process at most this many pending rows."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry rows that failed in earlier runs."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)."),
@@ -157,7 +159,7 @@ def run(
     from .progress_view import summary_table
 
     opts = RunOptions(manifest=manifest, out=out, weights=str(weights) if weights else None, batch_size=batch_size,
-                      progress_every=progress_every, fmt=fmt, working_size=working_size, limit=limit, retry_failed=retry_failed, address=address,
+                      progress_every=progress_every, fmt=fmt, working_size=working_size, precision=precision, limit=limit, retry_failed=retry_failed, address=address,
                       actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, device=device,
                       max_pixels=max_pixels, storage_options=_storage_options(storage_options), verbose=verbose)
     if dry_run:
@@ -183,6 +185,7 @@ def submit(
     weights: Optional[str] = typer.Option(None, "--weights", help="Weights path or URL that the cluster can read (default: the shipped one)."),
     fmt: str = typer.Option("png", "--format", help="jpeg, png, tiff or webp."),
     working_size: int = typer.Option(512, "--working-size", help="Long side (px) at which the network predicts colour."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 (default, exact); opt-in, lossy: int8 (CPU), bf16, fp16 (GPU)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per Ray batch."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry rows that failed in earlier runs."),
     actors: Optional[int] = typer.Option(None, "--actors", help="Model actors (default: from the cluster)."),
@@ -208,7 +211,7 @@ def submit(
     env = load_runtime_env(runtime_env)
     failed = 0
     for url in urls:
-        opts = RunOptions(manifest=url, out=out, weights=weights, fmt=fmt, working_size=working_size, batch_size=batch_size,
+        opts = RunOptions(manifest=url, out=out, weights=weights, fmt=fmt, working_size=working_size, precision=precision, batch_size=batch_size,
                           retry_failed=retry_failed, actors=actors, gpus_per_actor=gpus_per_actor, storage_options=so)
         sub = submit_job(opts, address, env)
         console.print(f"{url}: {sub.message}", highlight=False)

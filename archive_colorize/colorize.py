@@ -40,7 +40,7 @@ def colorize_file(engine: Engine, path: Path, out_path: Path, fmt: str, style=No
         raise ImageError(f"cannot read {path}: {e.strerror or e}") from None
     decoded = decode_image(data, max_pixels)
     pred = engine.predict(decoded.lightness, None if style is None else style.lightness)
-    atomic_write_bytes(str(out_path), render(decoded, pred.ab, fmt, software_tag(engine.weights.file_sha256)))
+    atomic_write_bytes(str(out_path), render(decoded, pred.ab, fmt, software_tag(engine.weights.file_sha256, engine.precision)))
     return engine.top5(pred.probs)
 
 

@@ -25,7 +25,7 @@ from .storage import resolve
 
 KEY = "archive_colorize_key"
 ACTIVE = ("PENDING", "RUNNING")
-AGENT_WAIT_S = 60
+AGENT_WAIT_S = 180  # a just-started head on a busy machine can take minutes
 
 
 @dataclass
@@ -36,14 +36,18 @@ class Submission:
     status: str | None = None
 
 
-def job_key(manifest_url: str, manifest_sha256: str, weights_sha256: str, out_url: str, fmt: str, working_size: int) -> str:
-    ident = json.dumps([manifest_url, manifest_sha256, weights_sha256, out_url, fmt, working_size])
+def job_key(manifest_url: str, manifest_sha256: str, weights_sha256: str, out_url: str, fmt: str, working_size: int,
+            precision: str = "fp32") -> str:
+    parts = [manifest_url, manifest_sha256, weights_sha256, out_url, fmt, working_size]
+    ident = json.dumps(parts if precision == "fp32" else parts + [precision])
     return "colorize-" + hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
 def entrypoint(opts: RunOptions, out_url: str) -> str:
     args = ["archive-colorize", "run", opts.manifest, "--out", out_url, "--format", opts.fmt,
             "--working-size", str(opts.working_size), "--batch-size", str(opts.batch_size)]
+    if opts.precision != "fp32":
+        args += ["--precision", opts.precision]
     if opts.weights:
         args += ["--weights", opts.weights]
     if opts.retry_failed:
@@ -79,7 +83,7 @@ def submit(opts: RunOptions, address: str, runtime_env: dict | None = None) -> S
         manifest_sha = hashlib.sha256(fs.cat_file(path)).hexdigest()
     except OSError as e:
         raise StorageError(f"cannot read manifest {opts.manifest}: {e}") from None
-    key = job_key(opts.manifest, manifest_sha, plan.weights_sha256, out_url, opts.fmt, opts.working_size)
+    key = job_key(opts.manifest, manifest_sha, plan.weights_sha256, out_url, opts.fmt, opts.working_size, opts.precision)
     client = _client(address)
     attempts = sorted((j for j in client.list_jobs() if (j.metadata or {}).get(KEY) == key),
                       key=lambda j: j.start_time or 0)

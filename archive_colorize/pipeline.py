@@ -58,6 +58,7 @@ class RunOptions:
     progress_every: float = 2.0  # seconds between progress-log writes
     fmt: str = "png"
     working_size: int = DEFAULT_WORKING_SIZE
+    precision: str = "fp32"  # fp32 | bf16 | fp16 | int8 (the last three: opt-in, lossy)
     limit: int | None = None
     retry_failed: bool = False
     address: str | None = None
@@ -156,7 +157,7 @@ class Colorizer:
     """The one stateful step: holds the model, loaded once per actor."""
 
     def __init__(self, weights: str, device: str, working_size: int, threads: int | None = None,
-                 storage_options: dict | None = None, expect_sha256: str | None = None):
+                 storage_options: dict | None = None, expect_sha256: str | None = None, precision: str = "fp32"):
         from .weights import load_weights
 
         if threads:
@@ -166,7 +167,7 @@ class Colorizer:
         loaded = load_weights(weights, storage_options=storage_options)
         if expect_sha256 and loaded.file_sha256 != expect_sha256:
             raise StorageError(f"weights {weights} changed since the run started (sha256 differs)")
-        self.engine = Engine(loaded, device=device, working_size=working_size)
+        self.engine = Engine(loaded, device=device, working_size=working_size, precision=precision)
         self.weights_sha256 = loaded.file_sha256
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -399,6 +400,7 @@ def run(opts: RunOptions, console=None) -> RunSummary:
     t_start = time.time()
     if opts.fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {opts.fmt!r}")
+    _check_precision(opts)
     if opts.batch_size < 1 or opts.working_size < 8:
         raise ConfigError("--batch-size must be >= 1 and --working-size >= 8")
     manifest = load_manifest(opts.manifest, opts.storage_options)
@@ -438,6 +440,13 @@ class RunPlan:
     lock: dict | None  # the live lock's holder, if a run is writing to OUT
 
 
+def _check_precision(opts: RunOptions) -> None:
+    from .engine import PRECISIONS
+
+    if opts.precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {opts.precision!r}")
+
+
 def inspect(opts: RunOptions) -> RunPlan:
     """Validate everything `run` validates (manifest, names, weights, options) and read the
     progress log: `run --dry-run`, and how `submit` knows a finished job from an unfinished one."""
@@ -445,6 +454,7 @@ def inspect(opts: RunOptions) -> RunPlan:
 
     if opts.fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {opts.fmt!r}")
+    _check_precision(opts)
     manifest = load_manifest(opts.manifest, opts.storage_options)
     _check_output_names(manifest)
     weights = load_weights(opts.weights, storage_options=opts.storage_options)
@@ -581,10 +591,11 @@ def _execute_quietly(opts, manifest, weights, out_fs, out_root, out_url, lock, s
     ds = ds.map_batches(
         Colorizer,
         fn_constructor_kwargs={"weights": weights.source, "device": plan["device"], "working_size": opts.working_size,
-                               "threads": plan["threads"], "storage_options": so, "expect_sha256": weights.file_sha256},
+                               "threads": plan["threads"], "storage_options": so, "expect_sha256": weights.file_sha256,
+                               "precision": opts.precision},
         compute=ActorPoolStrategy(size=plan["actors"]), num_cpus=plan["num_cpus"], num_gpus=plan["num_gpus"], **common,
     )
-    software = software_tag(weights.file_sha256)
+    software = software_tag(weights.file_sha256, opts.precision)
     ds = ds.map_batches(finish, fn_kwargs={"base_dir": manifest.base_dir, "out_url": out_url,
                                            "storage_options": so, "fmt": opts.fmt, "max_pixels": opts.max_pixels,
                                            "software": software}, **common)

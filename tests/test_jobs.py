@@ -63,6 +63,19 @@ def ray_head():
                 if time.time() > deadline:
                     raise
                 time.sleep(1)
+        # warm up: the job agent starts after the API; a trivial job proves it is there
+        client, deadline = JobSubmissionClient(address), time.time() + 240
+        while True:
+            try:
+                probe = client.submit_job(entrypoint="true")
+                break
+            except RuntimeError as e:
+                if "try again later" not in str(e) or time.time() > deadline:
+                    raise
+                time.sleep(2)
+        while str(client.get_job_status(probe)).split(".")[-1] not in ("SUCCEEDED", "FAILED", "STOPPED"):
+            assert time.time() < deadline, "the probe job never finished"
+            time.sleep(1)
         yield address
     finally:
         _kill_session(head.pid)

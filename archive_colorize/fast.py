@@ -1,0 +1,86 @@
+"""Opt-in lossy engines: int8 on CPU, bf16/fp16 autocast. fp32 stays the default.
+
+int8: static quantization of every convolution stack (oneDNN/x86 kernels, VNNI where the
+CPU has it): weights per output channel, activations per tensor, their ranges calibrated
+once on the bundled calibration images (archive_colorize/calibration/), so the same
+weights always give the same int8 model and the same bytes. The fully connected layers
+(global MLP, classification) stay fp32: they are a few percent of the work.
+Measured against fp32 in benchmarks/model.py (speed) and tests/test_fast.py (PSNR).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .model import ColorizationModel
+
+CALIBRATION = Path(__file__).parent / "calibration"
+
+
+class _Quantized(nn.Module):
+    """float in -> int8 body -> float out."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        from torch.ao.quantization import DeQuantStub, QuantStub
+
+        self.quant, self.body, self.dequant = QuantStub(), body, DeQuantStub()
+
+    def forward(self, x):
+        return self.dequant(self.body(self.quant(x)))
+
+
+def _fuse_conv_relu(module: nn.Module) -> None:
+    """After BN folding a ConvBNReLU is (Conv, Identity, ReLU): fuse Conv+ReLU into one kernel."""
+    from torch.ao.quantization import fuse_modules
+
+    if isinstance(module, nn.Sequential) and len(module) == 3 and isinstance(module[0], nn.Conv2d) \
+            and isinstance(module[2], nn.ReLU):
+        fuse_modules(module, [["0", "2"]], inplace=True)
+        return
+    for child in module.children():
+        _fuse_conv_relu(child)
+
+
+def calibration_inputs(working_size: int) -> list[torch.Tensor]:
+    from .engine import working_copy
+    from .images import decode_image
+
+    files = sorted(CALIBRATION.glob("*.jpg"))
+    if not files:
+        raise FileNotFoundError(f"no calibration images in {CALIBRATION}")
+    return [working_copy(decode_image(f.read_bytes()).lightness, working_size) for f in files]
+
+
+def quantize_int8(folded: ColorizationModel, calibration: list[torch.Tensor]) -> ColorizationModel:
+    """A batch-norm-folded fp32 model -> an int8 copy (CPU only)."""
+    import torch.ao.quantization as tq
+
+    engine = "x86" if "x86" in torch.backends.quantized.supported_engines else torch.backends.quantized.supported_engines[-1]
+    torch.backends.quantized.engine = engine
+    q = copy.deepcopy(folded).eval()
+    regions = [("low_level", q), ("mid_level", q), ("body", q.colorization), ("output", q.colorization)]
+    if q.global_features is not None:
+        regions += [("convs", q.global_features), ("proj", q.fusion)]
+    else:
+        regions += [("proj", q.fusion)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
+        qconfig = tq.get_default_qconfig(engine)
+        for name, parent in regions:
+            body = getattr(parent, name)
+            _fuse_conv_relu(body)
+            wrapped = _Quantized(body)
+            wrapped.qconfig = qconfig
+            setattr(parent, name, wrapped)
+        tq.prepare(q, inplace=True)
+        with torch.inference_mode():
+            for x in calibration:
+                q(x)
+        tq.convert(q, inplace=True)
+    return q

@@ -1,0 +1,84 @@
+"""The engine's fast paths against the reference: fp32 (folded, channels-last) must match
+the plain model; the opt-in lossy int8/bf16 paths must stay close, measured as PSNR."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from archive_colorize.engine import Engine, recombine, working_copy
+from archive_colorize.errors import ConfigError
+from archive_colorize.images import decode_image
+from archive_colorize.lab import denormalize_ab
+from archive_colorize.weights import load_weights
+
+from .conftest import ROOT, historical
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from naive import NaiveColorizer  # noqa: E402  the benchmarks' yardstick, reused as the reference
+
+SCANS = ["adams_mural_project_1.jpg", "detroit_publishing_buffalo_bank_1908.jpg", "lange_migrant_mother_1936.jpg"]
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_weights(None)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return 99.0 if mse == 0 else 10 * np.log10(peak**2 / mse)
+
+
+@pytest.mark.parametrize("name", SCANS)
+def test_fp32_engine_matches_the_naive_model(shipped, name):
+    d = decode_image(historical(name).read_bytes())
+    engine = Engine(shipped, device="cpu", working_size=384)
+    x = working_copy(d.lightness, 384)
+    fast = engine.predict_working(x)
+    ab01, logits = NaiveColorizer(shipped.model)(x)
+    ref_ab = denormalize_ab(ab01[0], shipped.ab_norm)
+    assert engine.channels_last
+    assert (fast.ab - ref_ab).abs().max() < 0.05  # CIE a*b* units; JND is ~2.3
+    assert torch.allclose(fast.probs, torch.softmax(logits[0], 0), atol=1e-4)
+
+
+def test_int8_is_close_deterministic_and_labelled(shipped):
+    fp32 = Engine(shipped, device="cpu", working_size=384)
+    int8 = Engine(shipped, device="cpu", working_size=384, precision="int8")
+    again = Engine(shipped, device="cpu", working_size=384, precision="int8")
+    for name in SCANS:
+        d = decode_image(historical(name).read_bytes())
+        a, b = fp32.predict(d.lightness), int8.predict(d.lightness)
+        assert torch.equal(b.ab, again.predict(d.lightness).ab)  # calibration is fixed: same bytes every run
+        assert (a.ab - b.ab).abs().mean() < 1.0  # mean a*b* error well under one JND
+        assert _psnr(recombine(d.lightness, a.ab), recombine(d.lightness, b.ab)) > 38
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN")
+def test_bf16_is_close(shipped):
+    fp32 = Engine(shipped, device="cpu", working_size=256)
+    bf16 = Engine(shipped, device="cpu", working_size=256, precision="bf16")
+    d = decode_image(historical(SCANS[0]).read_bytes())
+    a, b = fp32.predict(d.lightness), bf16.predict(d.lightness)
+    assert _psnr(recombine(d.lightness, a.ab), recombine(d.lightness, b.ab)) > 38
+
+
+def test_precisions_that_cannot_run_here_are_refused(shipped):
+    with pytest.raises(ConfigError, match="^--precision fp16 needs a CUDA GPU$"):
+        Engine(shipped, device="cpu", precision="fp16")
+    with pytest.raises(ConfigError, match="^--precision must be one of fp32, bf16, fp16, int8, not 'int4'$"):
+        Engine(shipped, device="cpu", precision="int4")
+
+
+def test_colorize_int8_says_so_in_the_file(tmp_path):
+    from PIL import Image
+
+    from .reliability.conftest import cli
+
+    r = cli("colorize", str(historical(SCANS[0])), "--out", str(tmp_path), "--precision", "int8", "--working-size", "256")
+    assert r.returncode == 0, r.stderr
+    out = next(tmp_path.glob("*.png"))
+    software = Image.open(out).getexif().get(0x0131) or Image.open(out).info.get("Software")
+    assert software and software.endswith(", int8)"), software
