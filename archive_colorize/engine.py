@@ -54,13 +54,14 @@ class Colorized:
 
 def working_copy(lightness: torch.Tensor, working_size: int) -> torch.Tensor:
     """(H, W) L* -> (1, 1, h, w) L*/100 with max(h, w) <= working_size."""
-    x = (lightness / 100.0)[None, None]
     h, w = lightness.shape
     scale = working_size / max(h, w)
-    if scale < 1:
-        size = (max(1, round(h * scale)), max(1, round(w * scale)))
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-    return x
+    if scale >= 1:
+        return (lightness / 100.0)[None, None]
+    # Resample first, then scale: the division then touches the small copy, not a 400 MB one.
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    x = F.interpolate(lightness[None, None], size=size, mode="bilinear", align_corners=False, antialias=True)
+    return x / 100.0
 
 
 def _interp_matrix(n_out: int, n_in: int, start: int = 0, stop: int | None = None) -> torch.Tensor:

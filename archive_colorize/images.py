@@ -75,13 +75,33 @@ def _composite_on_white(im: Image.Image) -> Image.Image:
     return Image.alpha_composite(bg.convert("RGBA"), im.convert("RGBA")).convert(base_mode)
 
 
+DECODE_ROWS = 512  # rows converted at a time: a 100 Mpx scan never needs an int64 copy of itself
+
+
+def _lut_rows(arr: np.ndarray, lut: torch.Tensor) -> torch.Tensor:
+    """out[y, x] = lut[arr[y, x]], a strip of rows at a time (indexing wants int64 indices,
+    8x the size of a 16-bit scan if done in one go)."""
+    out = torch.empty(arr.shape[:2], dtype=torch.float32)
+    for y in range(0, arr.shape[0], DECODE_ROWS):
+        out[y:y + DECODE_ROWS] = lut[torch.from_numpy(arr[y:y + DECODE_ROWS].astype(np.int64))]
+    return out
+
+
+def _luminance_rows(rgb: np.ndarray) -> torch.Tensor:
+    out = torch.empty(rgb.shape[:2], dtype=torch.float32)
+    for y in range(0, rgb.shape[0], DECODE_ROWS):
+        strip = _LIN8[torch.from_numpy(rgb[y:y + DECODE_ROWS].astype(np.int64))]  # (rows, W, 3) linear RGB
+        out[y:y + DECODE_ROWS] = luminance_to_lightness((strip * _Y_WEIGHTS).sum(-1))
+    return out
+
+
 def _lightness_from_image(im: Image.Image) -> tuple[torch.Tensor, int]:
     mode = im.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         arr = np.asarray(im)
         if mode == "I" and (arr.min() < 0 or arr.max() > 65535):
             raise ImageError(f"32-bit integer pixels outside 0..65535 (mode {mode}) are not supported")
-        return _LUT16[torch.from_numpy(arr.astype(np.int64, copy=False))], 16
+        return _lut_rows(arr, _LUT16), 16
     if mode == "F":
         raise ImageError("32-bit float images are not supported; export the scan as 8- or 16-bit")
     if mode in ("P", "PA"):
@@ -91,12 +111,10 @@ def _lightness_from_image(im: Image.Image) -> tuple[torch.Tensor, int]:
     if im.mode == "1":
         im = im.convert("L")
     if im.mode == "L":
-        return _LUT8[torch.from_numpy(np.asarray(im).astype(np.int64))], 8
+        return _lut_rows(np.asarray(im), _LUT8), 8
     if im.mode != "RGB":  # CMYK, YCbCr, LAB, HSV: let Pillow (and its CMS) make sRGB
         im = im.convert("RGB")
-    rgb = torch.from_numpy(np.asarray(im).astype(np.int64))  # (H, W, 3)
-    y = (_LIN8[rgb] * _Y_WEIGHTS).sum(-1)
-    return luminance_to_lightness(y), 8
+    return _luminance_rows(np.asarray(im)), 8
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
