@@ -2,6 +2,9 @@
 
     python benchmarks/pipeline.py [--images 240] [--working-size 512] [--repeats 1]
 
+Each measurement is repeated (--repeats, default 3, interleaved) and the medians are used:
+Ray start-up and scheduling vary from run to run by 10-20% here.
+
 Images: 240 crops (640x480, grayscale JPEG) of the shared historical scans. Measured side
 by side in one run, with the shipped weights:
   engine    one process doing read, decode, predict, recombine, encode and write in a loop
@@ -13,6 +16,7 @@ Writes benchmarks/results/pipeline.json."""
 
 import argparse
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,14 +88,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=240)
     ap.add_argument("--working-size", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each measurement; medians are reported")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
     manifest = make_images(work / "in", a.images)
     n = a.images
-    t_engine = engine_loop(manifest, a.working_size, work / "engine-out")
-    print(f"engine loop: {n} images in {t_engine:.1f} s = {n / t_engine:.2f} images/s", flush=True)
-    t_small = cli_run(manifest, work / "run-small", a.working_size, 8)
-    t_full = cli_run(manifest, work / "run-full", a.working_size, None)
+    runs = {"engine": [], "small": [], "full": []}
+    for i in range(a.repeats):  # interleaved, so drift on the machine hits all three alike
+        runs["engine"].append(engine_loop(manifest, a.working_size, work / "engine-out"))
+        runs["small"].append(cli_run(manifest, work / "run-small", a.working_size, 8))
+        runs["full"].append(cli_run(manifest, work / "run-full", a.working_size, None))
+        print(f"round {i + 1}: engine {runs['engine'][-1]:.1f} s, run(8) {runs['small'][-1]:.1f} s, "
+              f"run({n}) {runs['full'][-1]:.1f} s", flush=True)
+    t_engine, t_small, t_full = (statistics.median(runs[k]) for k in ("engine", "small", "full"))
     rate = (n - 8) / (t_full - t_small)
     startup = t_small - 8 / rate
     print(f"run: {n} images in {t_full:.1f} s; 8 images in {t_small:.1f} s", flush=True)
@@ -104,7 +113,7 @@ def main():
     print(table(rows, [("what", "", "s"), ("images", "images", "d"), ("seconds", "seconds", ".1f"),
                        ("images_per_s", "images/s", ".2f")]))
     print(f"\nrun once started / engine: {rate / (n / t_engine):.0%}; fixed start-up cost: {startup:.1f} s")
-    path = write("pipeline", {"machine": machine(), "images": n, "working_size": a.working_size, "rows": rows,
+    path = write("pipeline", {"machine": machine(), "images": n, "working_size": a.working_size, "rows": rows, "runs": runs,
                               "run_vs_engine": rate / (n / t_engine), "startup_s": startup})
     print(f"wrote {path}")
     shutil.rmtree(work, ignore_errors=True)
