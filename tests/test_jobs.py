@@ -44,10 +44,15 @@ def ray_head():
     # Ray 2.5x turns token auth on by itself when ~/.ray/auth_token exists; this test head
     # is on loopback only, so say which mode it uses instead of depending on that file.
     env["RAY_AUTH_MODE"] = "disabled"
+    # Every port explicit: the test session's own Ray holds the defaults (the dashboard
+    # agent's 52365 among them), and a second agent that cannot bind never accepts jobs.
+    ports = [f"--{name}={_free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port",
+        "ray-client-server-port", "node-manager-port", "object-manager-port")]
     head = subprocess.Popen([RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
                              "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={temp}",
-                             "--disable-usage-stats"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+                             *ports, "--disable-usage-stats"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         output, _ = head.communicate(timeout=180)
         assert head.returncode == 0, output[-3000:]
