@@ -160,7 +160,7 @@ def ray_dataset(source: Source, limit: int | None = None, task_cpus: float = 1.0
     import ray.data
 
     if source.kind == "parquet":
-        ds = ray.data.read_parquet(list(source.paths), columns=["image", "label"], ray_remote_args={"num_cpus": task_cpus})
+        ds = ray.data.read_parquet(list(source.paths), num_cpus=task_cpus).select_columns(["image", "label"])
     else:
         ds = ray.data.from_items(read_places_list(source)).map_batches(
             lambda b: {"image": np.asarray([_read(p) for p in b["path"]], dtype=object), "label": b["label"]},
