@@ -17,6 +17,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image, ImageOps
 
@@ -71,6 +72,9 @@ def _thumb(url: str, size: int, grey: bool, storage_options: dict) -> str | None
             im = Image.open(io.BytesIO(f.read()))
             im.draft("L" if grey else "RGB", (size, size))  # JPEG: decode at 1/2..1/8 scale, fast
             im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+                # Pillow's own 16 -> 8 bit conversion clips (a white thumbnail): keep the top byte
+                im = Image.fromarray((np.asarray(im).astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8))
             im = im.convert("L") if grey else im.convert("RGB")
         im.thumbnail((size, size))
         buf = io.BytesIO()

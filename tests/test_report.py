@@ -17,7 +17,7 @@ from PIL import Image
 from archive_colorize.pipeline import RunOptions, run
 from archive_colorize.report import ReportOptions, write_report
 
-from .conftest import write_broken_files
+from .conftest import ROOT, write_broken_files
 from .reliability.conftest import cli, tiny_scans
 
 
@@ -39,12 +39,13 @@ def run_out(ray_cluster, weights_path, tmp_path_factory):
     manifest = tiny_scans(d / "scans", 16, size=(96, 72), seed=6)
     reasons = write_broken_files(d / "broken")
     t = pq.read_table(manifest)
-    ids = t.column("id").to_pylist() + list(reasons) + ['<script>alert("x")</script>']
-    uris = t.column("uri").to_pylist() + [str(d / "broken" / f"{k}.jpg") for k in reasons] + ["scan_00000.jpg"]
+    ids = t.column("id").to_pylist() + list(reasons) + ['<script>alert("x")</script>', "coins_16bit"]
+    uris = (t.column("uri").to_pylist() + [str(d / "broken" / f"{k}.jpg") for k in reasons] + ["scan_00000.jpg"]
+            + [str(ROOT / "manifests" / "sample" / "coins.png")])
     pq.write_table(pa.table({"id": ids, "uri": uris}), manifest)
     out = d / "out"
     s = run(RunOptions(manifest=str(manifest), out=str(out), weights=str(weights_path), working_size=64))
-    assert (s.done, s.failed) == (17, 3)
+    assert (s.done, s.failed) == (18, 3)
     return out, reasons
 
 
@@ -53,13 +54,16 @@ def test_report_page_renders_in_chromium(run_out, tmp_path):
     page = tmp_path / "report.html"
     r = cli("report", str(out), "--html", str(page))
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip().startswith(f"wrote {page} (17 pairs shown of 20 rows;") and r.stdout.strip().endswith("3 failed)")
+    assert r.stdout.strip().startswith(f"wrote {page} (18 pairs shown of 21 rows;") and r.stdout.strip().endswith("3 failed)")
     text = page.read_text()
     assert not re.search(r'src="(?!data:image/jpeg;base64,)', text), "an image is not embedded"
     assert "<script" not in text.replace("&lt;script", "")  # the hostile id is shown, not run
     for reason in reasons.values():
         assert reason.split(" (")[0] in text.replace("&quot;", '"').replace("&#x27;", "'")
-    assert text.count("<img ") == 34 and "<svg" in text
+    assert text.count("<img ") == 36 and "<svg" in text
+    for uri in re.findall(r'src="data:image/jpeg;base64,([^"]+)"', text):  # no blank (e.g. clipped 16-bit) thumbnail
+        thumb = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri))).convert("L"), np.float32)
+        assert thumb.std() > 5 and 5 < thumb.mean() < 250
 
     from playwright.sync_api import sync_playwright
 
@@ -71,7 +75,7 @@ def test_report_page_renders_in_chromium(run_out, tmp_path):
         broken = tab.evaluate("Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length")
         png = tab.screenshot(full_page=False)
         browser.close()
-    assert (n, broken) == (34, 0)
+    assert (n, broken) == (36, 0)
     shot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), np.float32)
     assert shot.std() > 20, "the screenshot is blank"
     coloured = np.abs(shot[..., 0] - shot[..., 2]) > 12  # thumbnails and chart bars are in colour
