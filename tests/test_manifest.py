@@ -98,3 +98,19 @@ def test_build_from_s3_prefix(s3, s3_server, tmp_path):
 def test_build_refuses_empty_source(tmp_path):
     with pytest.raises(ManifestError, match="no images"):
         build_manifest(str(tmp_path), str(tmp_path / "m.parquet"))
+
+
+def test_expand_manifests_takes_every_parquet_in_a_folder(tmp_path):
+    from archive_colorize.errors import ManifestError
+    from archive_colorize.manifest import expand_manifests
+
+    for name in ("b.parquet", "a.parquet"):
+        pq.write_table(pa.table({"id": ["x"], "uri": ["x.jpg"]}), tmp_path / name)
+    (tmp_path / "a-out").mkdir()  # a run's output folder is not a manifest
+    (tmp_path / "a-out" / "results.parquet").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a manifest")
+    single = str(tmp_path / "b.parquet")
+    assert expand_manifests([str(tmp_path), single]) == [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet"), single]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ManifestError, match=r"^no \*\.parquet manifests in .*empty$"):
+        expand_manifests([str(tmp_path / "empty")])
