@@ -76,7 +76,14 @@ def colorize(
 
     if fmt not in FORMATS:
         raise ColorizeError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    engine = Engine(load_weights(weights), device=device, working_size=working_size, precision=precision)
+    loaded = load_weights(weights)
+    engine = Engine(loaded, device=device, working_size=working_size, precision=precision)
+    if precision != "fp32":
+        from .fast import fidelity, fidelity_line
+
+        line = fidelity_line(fidelity(loaded, precision, working_size))
+        if line:
+            err.print(line, highlight=False)
     failed = 0
     for r in colorize_paths(engine, inputs, out, fmt, style_from, max_pixels):
         if r.error:
@@ -171,6 +178,10 @@ def run(
         return
     summary = run_pipeline(opts, console=err)
     console.print(summary_table(summary))
+    from .fast import fidelity_line
+
+    if fidelity_line(summary.fidelity):
+        console.print(fidelity_line(summary.fidelity), highlight=False)
     if summary.processed_now == 0:
         console.print("Nothing to do: every row is already settled (use --retry-failed to retry failures).")
     console.print(f"results: {summary.out}/results.parquet")

@@ -88,6 +88,7 @@ class RunSummary:
     failed_now: int
     seconds: float
     pending: int
+    fidelity: dict | None = None  # a lossy --precision against fp32 (fast.fidelity)
 
 
 def default_out(manifest_url: str) -> str:
@@ -512,6 +513,11 @@ def _run_locked(opts, manifest, weights, out_fs, out_root, out_url, lock, consol
     if opts.limit is not None:
         todo = min(todo, opts.limit)
     counts = {"done": 0, "failed": 0}
+    fid = None
+    if opts.precision != "fp32" and todo > 0:
+        from .fast import fidelity
+
+        fid = fidelity(weights, opts.precision, opts.working_size)
     if todo > 0:
         _execute(opts, manifest, weights, out_fs, out_root, out_url, lock, skip, todo, counts, console)
     crash_point("before-compact")
@@ -524,7 +530,7 @@ def _run_locked(opts, manifest, weights, out_fs, out_root, out_url, lock, consol
     n_done = int(pc.sum(pc.equal(st, "done")).as_py() or 0)
     n_failed = int(pc.sum(pc.equal(st, "failed")).as_py() or 0)
     summary = RunSummary(out_url, manifest.num_rows, n_done, n_failed, n_skip, counts["done"] + counts["failed"],
-                         counts["failed"], round(time.time() - t_start, 2), manifest.num_rows - n_done - n_failed)
+                         counts["failed"], round(time.time() - t_start, 2), manifest.num_rows - n_done - n_failed, fid)
     import ray
 
     write_json(out_fs, f"{out_root}/run.json", {
@@ -533,7 +539,8 @@ def _run_locked(opts, manifest, weights, out_fs, out_root, out_url, lock, consol
         "options": _redact(opts),
         "weights": {"path": weights.path, "sha256": weights.file_sha256, "storage": weights.metadata.get("storage"),
                     "training": weights.metadata.get("training"), "data": weights.metadata.get("data", {}).get("description")},
-        "counts": asdict(summary),
+        "counts": {k: v for k, v in asdict(summary).items() if k != "fidelity"},
+        "precision": {"name": opts.precision, **(fid or {})},
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
                      "pyarrow": pa.__version__},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

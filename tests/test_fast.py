@@ -1,6 +1,8 @@
 """The engine's fast paths against the reference: fp32 (folded, channels-last) must match
 the plain model; the opt-in lossy int8/bf16 paths must stay close, measured as PSNR."""
 
+import json
+import re
 import sys
 
 import numpy as np
@@ -79,6 +81,28 @@ def test_colorize_int8_says_so_in_the_file(tmp_path):
 
     r = cli("colorize", str(historical(SCANS[0])), "--out", str(tmp_path), "--precision", "int8", "--working-size", "256")
     assert r.returncode == 0, r.stderr
+    line = r.stderr.strip().splitlines()[0]
+    assert re.fullmatch(r"int8 engine \(opt-in, lossy\): \d+\.\d dB PSNR against fp32 \(min \d+\.\d\), "
+                        r"mean \|Δa\*b\*\| \d\.\d\d, on 5 calibration images", line), line
+    assert float(line.split(" dB")[0].rsplit(" ", 1)[1]) > 38
     out = next(tmp_path.glob("*.png"))
     software = Image.open(out).getexif().get(0x0131) or Image.open(out).info.get("Software")
     assert software and software.endswith(", int8)"), software
+
+
+def test_run_with_int8_records_its_fidelity(ray_cluster, tmp_path):
+    from PIL import Image
+
+    from archive_colorize.pipeline import RunOptions, run
+
+    from .reliability.conftest import tiny_scans
+
+    manifest = tiny_scans(tmp_path / "scans", 4, size=(96, 64), seed=12)
+    s = run(RunOptions(manifest=str(manifest), out=str(tmp_path / "out"), working_size=64, precision="int8"))
+    assert (s.done, s.failed) == (4, 0)
+    record = json.loads((tmp_path / "out" / "run.json").read_text())["precision"]
+    assert record["name"] == "int8" and record["psnr_db_vs_fp32_median"] > 38 and record["images"] == 5
+    assert s.fidelity["psnr_db_vs_fp32_median"] == record["psnr_db_vs_fp32_median"]
+    for p in (tmp_path / "out" / "images").iterdir():
+        assert Image.open(p).info.get("Software", "").endswith(", int8)") or \
+            Image.open(p).getexif().get(0x0131, "").endswith(", int8)")

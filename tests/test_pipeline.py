@@ -71,6 +71,7 @@ def test_historical_run_18_done_3_failed(clean_run, historical_manifest, weights
         assert Path(r["output_uri"]).parent == out / "images"
     run_json = json.loads((out / "run.json").read_text())
     assert run_json["counts"]["done"] == 18 and run_json["weights"]["sha256"] == weights.file_sha256
+    assert run_json["precision"] == {"name": "fp32"}
     assert not (out / "_lock.json").exists()
     assert not list((out / "images").glob(".tmp-*"))
 
