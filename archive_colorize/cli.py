@@ -81,7 +81,7 @@ def colorize(
     if precision != "fp32":
         from .fast import fidelity, fidelity_line
 
-        line = fidelity_line(fidelity(loaded, precision, working_size))
+        line = fidelity_line(fidelity(loaded, precision, working_size, lossy=engine))
         if line:
             err.print(line, highlight=False)
     failed = 0

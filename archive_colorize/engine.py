@@ -123,6 +123,13 @@ def render(decoded: DecodedImage, ab: torch.Tensor, fmt: str, software: str) -> 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
+def check_precision(precision: str) -> None:
+    from .errors import ConfigError
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+
+
 class Engine:
     """Holds one model on one device, prepared for inference: batch norm folded into the
     convolutions, eval mode, `torch.inference_mode`, channels-last on CPU (oneDNN's native
@@ -133,8 +140,7 @@ class Engine:
                  precision: str = "fp32"):
         from .errors import ConfigError
 
-        if precision not in PRECISIONS:
-            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        check_precision(precision)
         self.weights = weights
         self.device = pick_device(device)
         self.working_size = int(working_size)

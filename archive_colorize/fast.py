@@ -86,11 +86,12 @@ def quantize_int8(folded: ColorizationModel, calibration: list[torch.Tensor]) ->
     return q
 
 
-def fidelity(weights, precision: str, working_size: int = 512) -> dict | None:
+def fidelity(weights, precision: str, working_size: int = 512, lossy=None) -> dict | None:
     """How far a lossy engine is from fp32, measured on the CPU on the bundled calibration
     images (the same ones int8 fits its ranges on, so read it as a best case; on six
     historical scans int8 gave 41.7-53.7 dB, docs/performance.md). None for fp32, and for
-    fp16, which needs a GPU the driver may not have."""
+    fp16, which needs a GPU the driver may not have. `lossy`: an Engine already built for
+    this precision on the CPU, so int8 is not quantized twice."""
     import statistics
 
     import numpy as np
@@ -101,7 +102,8 @@ def fidelity(weights, precision: str, working_size: int = 512) -> dict | None:
     if precision in ("fp32", "fp16"):
         return None
     ref = Engine(weights, device="cpu", working_size=working_size)
-    lossy = Engine(weights, device="cpu", working_size=working_size, precision=precision)
+    if lossy is None or lossy.device.type != "cpu" or lossy.working_size != working_size:
+        lossy = Engine(weights, device="cpu", working_size=working_size, precision=precision)
     psnr, dab = [], []
     for f in sorted(CALIBRATION.glob("*.jpg")):
         d = decode_image(f.read_bytes())

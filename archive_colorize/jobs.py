@@ -36,6 +36,11 @@ class Submission:
     status: str | None = None
 
 
+def _status(status) -> str:
+    """JobStatus.RUNNING / 'RUNNING' -> 'RUNNING'."""
+    return str(status).split(".")[-1]
+
+
 def job_key(manifest_url: str, manifest_sha256: str, weights_sha256: str, out_url: str, fmt: str, working_size: int,
             precision: str = "fp32") -> str:
     parts = [manifest_url, manifest_sha256, weights_sha256, out_url, fmt, working_size]
@@ -87,7 +92,7 @@ def submit(opts: RunOptions, address: str, runtime_env: dict | None = None) -> S
     client = _client(address)
     attempts = sorted((j for j in client.list_jobs() if (j.metadata or {}).get(KEY) == key),
                       key=lambda j: j.start_time or 0)
-    active = [j for j in attempts if str(j.status).split(".")[-1] in ACTIVE]
+    active = [j for j in attempts if _status(j.status) in ACTIVE]
     if active:
         return Submission("running", active[-1].submission_id,
                           f"already running as {active[-1].submission_id}: nothing submitted", "RUNNING")
@@ -119,7 +124,7 @@ def wait(address: str, submission_id: str, timeout_s: float | None = None, on_st
     client = _client(address)
     last, t0 = None, time.time()
     while True:
-        status = str(client.get_job_status(submission_id)).split(".")[-1]
+        status = _status(client.get_job_status(submission_id))
         if status != last and on_status:
             on_status(status)
         last = status

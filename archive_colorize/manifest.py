@@ -126,25 +126,25 @@ def safe_name(raw: str) -> str:
     return clean
 
 
-def output_names(ids: list[str], output_names: list[str | None] | None = None) -> list[str]:
-    names = [safe_name(o or i) for i, o in zip(ids, output_names or [None] * len(ids))]
-    return names
+def output_names(ids: list[str], onames: list[str | None] | None = None) -> list[str]:
+    """The file name (without extension) each row is written under."""
+    return [safe_name(o or i) for i, o in zip(ids, onames or [None] * len(ids))]
 
 
 def check_output_names(ids: list[str], onames: list[str | None] | None = None) -> None:
     """Refuse, before any work, names that would collide on a case-insensitive store
     (an SMB share, macOS): 'Photo' and 'photo' are different ids but one file there."""
+    names = output_names(ids, onames)
     seen: dict[str, int] = {}
-    for row, name in enumerate(output_names(ids, onames)):
-        key = name.casefold()
-        if key in seen:
-            col = "output_name" if onames and (onames[row] or onames[seen[key]]) else "id"
+    for row, name in enumerate(names):
+        first = seen.setdefault(name.casefold(), row)
+        if first != row:
+            col = "output_name" if onames and (onames[row] or onames[first]) else "id"
             raise ManifestError(
-                f"manifest column {col!r}: rows {seen[key]} and {row} give output names that differ only in case "
-                f"({output_names([ids[seen[key]]], [onames[seen[key]]] if onames else None)[0]!r} and {name!r})",
+                f"manifest column {col!r}: rows {first} and {row} give output names that differ only in case "
+                f"({names[first]!r} and {name!r})",
                 hint="they would overwrite each other on a case-insensitive filesystem; make them differ in more than case",
             )
-        seen[key] = row
 
 
 def expand_manifests(sources: list[str], storage_options: dict | None = None) -> list[str]:

@@ -401,23 +401,30 @@ def plan_resources(cluster: dict, opts: RunOptions) -> dict:
     return plan
 
 
-def run(opts: RunOptions, console=None) -> RunSummary:
+def _validated(opts: RunOptions):
+    """Everything checked before any work, for `run` and `inspect` alike: options, manifest,
+    output names, weights. -> (manifest, weights, out_fs, out_root, out_url)."""
+    from .engine import check_precision
     from .weights import load_weights
 
-    t_start = time.time()
     if opts.fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {opts.fmt!r}")
-    _check_precision(opts)
+    check_precision(opts.precision)
     if opts.batch_size < 1 or opts.working_size < 8:
         raise ConfigError("--batch-size must be >= 1 and --working-size >= 8")
     manifest = load_manifest(opts.manifest, opts.storage_options)
     _check_output_names(manifest)
-    weights = load_weights(opts.weights, storage_options=opts.storage_options)  # verify before any work
-
+    weights = load_weights(opts.weights, storage_options=opts.storage_options)
     out_url = (opts.out or default_out(opts.manifest)).rstrip("/")
     out_fs, out_root = resolve(out_url, opts.storage_options)
     if is_local(out_fs):
         out_url = out_root
+    return manifest, weights, out_fs, out_root, out_url
+
+
+def run(opts: RunOptions, console=None) -> RunSummary:
+    t_start = time.time()
+    manifest, weights, out_fs, out_root, out_url = _validated(opts)
     try:
         out_fs.makedirs(out_root, exist_ok=True)
         lock = _acquire_lock(out_fs, out_root)
@@ -447,26 +454,10 @@ class RunPlan:
     lock: dict | None  # the live lock's holder, if a run is writing to OUT
 
 
-def _check_precision(opts: RunOptions) -> None:
-    from .engine import PRECISIONS
-
-    if opts.precision not in PRECISIONS:
-        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {opts.precision!r}")
-
-
 def inspect(opts: RunOptions) -> RunPlan:
     """Validate everything `run` validates (manifest, names, weights, options) and read the
     progress log: `run --dry-run`, and how `submit` knows a finished job from an unfinished one."""
-    from .weights import load_weights
-
-    if opts.fmt not in FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {opts.fmt!r}")
-    _check_precision(opts)
-    manifest = load_manifest(opts.manifest, opts.storage_options)
-    _check_output_names(manifest)
-    weights = load_weights(opts.weights, storage_options=opts.storage_options)
-    out_url = (opts.out or default_out(opts.manifest)).rstrip("/")
-    out_fs, out_root = resolve(out_url, opts.storage_options)
+    manifest, weights, out_fs, out_root, out_url = _validated(opts)
     done_ids, failed_ids = progress.status_by_id(out_fs, out_root)
     ids = manifest.ids.combine_chunks()
 
@@ -484,8 +475,7 @@ def inspect(opts: RunOptions) -> RunPlan:
                 lock = json.loads(f.read())
         except Exception:
             lock = {"unreadable": True}
-    return RunPlan(opts.manifest, out_root if is_local(out_fs) else out_url, weights.file_sha256, manifest.num_rows,
-                   n_done, n_failed, pending, lock)
+    return RunPlan(opts.manifest, out_url, weights.file_sha256, manifest.num_rows, n_done, n_failed, pending, lock)
 
 
 def _check_output_names(manifest: Manifest) -> None:
