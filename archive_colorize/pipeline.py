@@ -32,7 +32,6 @@ import socket
 import time
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch

@@ -10,9 +10,7 @@ RSS of each step. Inputs are a real historical scan resized up, written once to 
 folder. Writes benchmarks/results/scan.json."""
 
 import argparse
-import io
 import json
-import os
 import subprocess
 import sys
 import tempfile

@@ -16,7 +16,7 @@ import pytest
 from archive_colorize.jobs import KEY, job_key, submit, wait
 from archive_colorize.pipeline import RunOptions
 
-from .conftest import ROOT, _free_port
+from .conftest import _free_port
 from .reliability.conftest import cli, tiny_scans
 
 RAY = str(Path(sys.executable).parent / "ray")

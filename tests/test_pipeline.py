@@ -1,7 +1,6 @@
 """`archive-colorize run` on a real local Ray cluster (2 CPUs), real scans, real S3 (moto)."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

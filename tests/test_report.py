@@ -6,7 +6,7 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
+
 
 import numpy as np
 import pyarrow as pa

@@ -1,4 +1,3 @@
-import json
 import pickle
 import shutil
 
@@ -9,7 +8,6 @@ from archive_colorize.errors import WeightsError
 from archive_colorize.model import ColorizationModel, ModelConfig
 from archive_colorize.weights import FORMAT_VERSION, load_weights, read_metadata, save_weights
 
-from .conftest import MINIPLACES
 
 
 def test_header_describes_the_weights(weights_path):

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from archive_colorize.errors import ConfigError, ManifestError, WeightsError
+from archive_colorize.errors import ConfigError, ManifestError
 from archive_colorize.manifest import safe_name
 from archive_colorize.pipeline import LOCK, STALE_LOCK_S, RunOptions, run
 
