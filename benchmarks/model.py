@@ -1,7 +1,7 @@
 """The engine against the naive eager fp32 baseline (benchmarks/naive.py), same
 architecture and weights, one image per forward, side by side in one run.
 
-    python benchmarks/model.py [--sizes 224 512 1024 2048] [--repeats 3] [--width 1.0] [--compile]
+    python benchmarks/model.py [--sizes 224 512 1024 2048] [--repeats 3] [--width 1.0] [--compile] [--nchw]
 
 Reports s/image (median), images/s, GFLOP/s (FLOPs counted by torch's FlopCounterMode),
 peak RSS during each variant, and the fp32 matmul peak of this machine measured in the
@@ -37,12 +37,18 @@ def main():
     ap.add_argument("--width", type=float, default=1.0)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
     ap.add_argument("--batch-global", type=int, default=8, help="images in the batched-global-branch trial")
+    ap.add_argument("--nchw", action="store_true", help="also time the engine without channels-last")
+    ap.add_argument("--out", default="model", help="results file name under benchmarks/results/")
     a = ap.parse_args()
     model = full_width_model(width=a.width)
     variants = {"naive fp32": NaiveColorizer(model), "engine fp32": engine_for(model, "fp32"),
                 "engine int8 (opt-in)": engine_for(model, "int8")}
     if "avx512_bf16" in machine()["isa"] or "amx_tile" in machine()["isa"]:
         variants["engine bf16 (opt-in)"] = engine_for(model, "bf16")
+    if a.nchw:
+        e = engine_for(model, "fp32")
+        e.model, e.channels_last = e.model.to(memory_format=torch.contiguous_format), False
+        variants["engine fp32, NCHW"] = e
     if a.compile:
         e = engine_for(model, "fp32")
         e.model = torch.compile(e.model, dynamic=False)
@@ -83,7 +89,7 @@ def main():
             ("speedup", "vs naive", ".2f"), ("peak_rss_mb", "peak RSS MB", ".0f")]
     print(f"\nfp32 matmul peak (2048², {torch.get_num_threads()} threads): {peak:.1f} GFLOP/s\n")
     print(table(rows, cols))
-    path = write("model", {"machine": machine(), "width": a.width, "matmul_peak_gflops": peak, "rows": rows,
+    path = write(a.out, {"machine": machine(), "width": a.width, "matmul_peak_gflops": peak, "rows": rows,
                            "global_batching": batching})
     print(f"\nwrote {path}")
 
