@@ -20,6 +20,13 @@ from archive_colorize.train import joint_loss, list_checkpoints, read_metrics, r
 from .conftest import MINIPLACES, ROOT
 
 SMOKE = ROOT / "training" / "smoke.toml"
+# smoke.toml points at ../shared next to the checkout; the tests honour ARCHIVE_COLORIZE_SHARED
+DATA = [f"data.train={MINIPLACES / 'train-00.parquet'}", f"data.val={MINIPLACES / 'val.parquet'}",
+        f"data.categories={MINIPLACES / 'categories.txt'}"]
+
+
+def smoke(*overrides: str):
+    return load_config(SMOKE, [*DATA, *overrides])
 runner = CliRunner()
 
 
@@ -85,7 +92,7 @@ def test_filter_on_real_miniplaces_removes_a_few_percent():
 
 
 def test_smoke_run_with_two_ray_train_workers(ray_cluster, tmp_path):
-    cfg = load_config(SMOKE)
+    cfg = smoke()
     assert cfg.train.num_workers == 2 and cfg.train.use_ray
     last = run_training(cfg, str(tmp_path / "run"))
     assert last.endswith("step-000000006.pt")
@@ -99,7 +106,7 @@ def test_smoke_run_with_two_ray_train_workers(ray_cluster, tmp_path):
 def test_kill_then_resume_continues_at_saved_step(tmp_path):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "archive_colorize.cli", "train", "--config", str(SMOKE), "--out", str(run_dir),
-           "train.use_ray=false", "train.steps=400", "train.checkpoint_every=3", "train.eval_every=1000"]
+           *DATA, "train.use_ray=false", "train.steps=400", "train.checkpoint_every=3", "train.eval_every=1000"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and len(list_checkpoints(str(run_dir))) < 3:
@@ -118,7 +125,7 @@ def test_kill_then_resume_continues_at_saved_step(tmp_path):
 
 
 def test_export_and_evaluate_on_both_formats(tmp_path):
-    cfg = load_config(SMOKE, ["train.use_ray=false", "train.steps=2"])
+    cfg = smoke("train.use_ray=false", "train.steps=2")
     run_training(cfg, str(tmp_path / "run"))
     w = tmp_path / "w.safetensors"
     r = runner.invoke(app, ["weights", "export", str(tmp_path / "run"), "--out", str(w)])
@@ -170,9 +177,9 @@ def test_checkpoints_and_resume_on_s3(s3, s3_server, monkeypatch):
     fsspec.config.conf.pop("s3", None)
     s3.mkdir("runs")
     run_dir = "s3://runs/smoke"
-    run_training(load_config(SMOKE, ["train.use_ray=false", "train.steps=4", "train.eval_every=100"]), run_dir)
+    run_training(smoke("train.use_ray=false", "train.steps=4", "train.eval_every=100"), run_dir)
     assert [s for s, _ in list_checkpoints(run_dir)] == [2, 4]
-    run_training(load_config(SMOKE, ["train.use_ray=false", "train.steps=5", "train.eval_every=100"]), run_dir, resume=True)
+    run_training(smoke("train.use_ray=false", "train.steps=5", "train.eval_every=100"), run_dir, resume=True)
     assert [int(r["step"]) for r in read_metrics(run_dir)] == [1, 2, 3, 4, 5]
     s3.invalidate_cache()
     assert s3.exists("runs/smoke/checkpoints/step-000000005.pt") and s3.exists("runs/smoke/config.json")
