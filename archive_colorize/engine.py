@@ -133,7 +133,7 @@ def check_precision(precision: str) -> None:
 class Engine:
     """Holds one model on one device, prepared for inference: batch norm folded into the
     convolutions, eval mode, `torch.inference_mode`, channels-last on CPU (oneDNN's native
-    layout: 9% faster at 512², benchmarks/model.py). `precision` other than fp32 is an
+    layout: 8% faster at 512², benchmarks/model.py --nchw). `precision` other than fp32 is an
     opt-in lossy path: bf16 (CPU with AVX-512 BF16/AMX, or CUDA), fp16 (CUDA), int8 (CPU)."""
 
     def __init__(self, weights: Weights, device: str = "auto", working_size: int = DEFAULT_WORKING_SIZE,

@@ -89,7 +89,7 @@ def quantize_int8(folded: ColorizationModel, calibration: list[torch.Tensor]) ->
 def fidelity(weights, precision: str, working_size: int = 512, lossy=None) -> dict | None:
     """How far a lossy engine is from fp32, measured on the CPU on the bundled calibration
     images (the same ones int8 fits its ranges on, so read it as a best case; on six
-    historical scans int8 gave 41.7-53.7 dB, docs/performance.md). None for fp32, and for
+    historical scans int8 gave 41.7-53.8 dB, benchmarks/precision.py). None for fp32, and for
     fp16, which needs a GPU the driver may not have. `lossy`: an Engine already built for
     this precision on the CPU, so int8 is not quantized twice."""
     import statistics
