@@ -298,6 +298,8 @@ def train(
     config: Path = typer.Option(..., "--config", "-c", help="A TOML config from training/ (or your own)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Run folder, local or s3:// (default: runs/<config name>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in the run folder."),
+    init: Optional[str] = typer.Option(None, "--init", help="Fine-tune: start from this weights file (same architecture; "
+                                        "a different class count re-initialises only the classifier)."),
     overrides: List[str] = typer.Argument(None, help="section.key=value overrides, e.g. train.steps=100."),
 ):
     """Train the network with the paper's joint loss; checkpoints and metrics go to the run folder.
@@ -309,7 +311,7 @@ def train(
 
     cfg = load_config(config, overrides or [])
     run_dir = out or default_run_dir(str(config))
-    last = run_training(cfg, run_dir, resume=resume)
+    last = run_training(cfg, run_dir, resume=resume, init=init)
     console.print(f"latest checkpoint: {last}")
     console.print(f"export with: archive-colorize weights export {run_dir} --out weights.safetensors")
 

@@ -26,6 +26,7 @@ class DataConfig:
     val_limit: int = 500
     scale: int = 256  # paper: scale to 256x256,
     crop: int = 224  # random 224x224 crops, flip p=0.5
+    on_device: str = "auto"  # auto | true | false: decode once into device memory (auto: when it fits)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class TrainConfig:
     log_every: int = 50
     use_ray: bool = True  # false runs the same loop in this process (machines without Ray)
     max_minutes: float = 0.0  # >0: stop (with a checkpoint) after this much wall time, e.g. a GPU lease
+    compile: bool = False  # torch.compile the network (a minute or so of compiling first)
 
 
 @dataclass
@@ -63,8 +65,16 @@ class Config:
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
 
+ON_DEVICE = ("auto", "true", "false")
+
+
 def _coerce(section: str, key: str, value, typ):
     name = f"{section}.{key}"
+    if name == "data.on_device":  # TOML's true/false and the strings alike
+        value = str(value).lower() if isinstance(value, (bool, str)) else value
+        if value not in ON_DEVICE:
+            raise ConfigError(f"config key data.on_device must be auto, true or false, got {value!r}")
+        return value
     if typ in (float, "float") and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     expected = {"int": int, "float": float, "bool": bool, "str": str}.get(typ if isinstance(typ, str) else typ.__name__)

@@ -26,7 +26,7 @@ from .storage import atomic_write_bytes, is_local, join, resolve
 
 METRIC_FIELDS = [
     "step", "images", "filtered", "loss", "colour_loss", "class_loss", "top1", "top5",
-    "val_ab_mse", "val_psnr", "val_top1", "val_top5", "seconds",
+    "val_ab_mse", "val_psnr", "val_top1", "val_top5", "images_per_s", "seconds",
 ]
 
 
@@ -47,26 +47,36 @@ def joint_loss(model, L, ab, label, alpha: float):
     return colour + alpha * cls, colour, cls, logits
 
 
-def topk_hits(logits, label, k: int) -> float:
+def topk_hits(logits, label, k: int) -> torch.Tensor:
+    """Fraction of the batch whose label is among the top k, as a 0-d tensor on the logits'
+    device: reading it to the host would stall the GPU, so callers do that only when logging."""
     if logits is None:
-        return float("nan")
+        return torch.tensor(float("nan"), device=label.device)
     k = min(k, logits.shape[1])
-    return float((logits.topk(k, dim=1).indices == label[:, None]).any(1).float().mean())
+    return (logits.topk(k, dim=1).indices == label[:, None]).any(1).float().mean()
 
 
 def make_optimizer(model, tc) -> torch.optim.Optimizer:
+    # foreach: one kernel per op across all parameters instead of one per tensor; Adam also
+    # has a fused kernel on CUDA. (ADADELTA has no fused kernel in torch.)
+    cuda = next(model.parameters()).is_cuda
     if tc.optimizer == "adadelta":
-        return torch.optim.Adadelta(model.parameters(), lr=tc.lr, rho=tc.rho, eps=tc.eps)
+        return torch.optim.Adadelta(model.parameters(), lr=tc.lr, rho=tc.rho, eps=tc.eps, foreach=cuda or None)
     if tc.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=tc.lr)
+        return torch.optim.Adam(model.parameters(), lr=tc.lr, fused=True) if cuda else torch.optim.Adam(model.parameters(), lr=tc.lr)
     if tc.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=0.9)
+        return torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=0.9, foreach=cuda or None)
     raise ConfigError(f"train.optimizer must be adadelta, adam or sgd, not {tc.optimizer!r}")
 
 
 def train_step(model, optimizer, batch: dict, alpha: float, device, bf16: bool = False) -> dict:
-    """One optimisation step on a prepared batch {L, ab, label} (torch tensors or numpy)."""
+    """One optimisation step on a prepared batch {L, ab, label} (torch tensors or numpy).
+
+    Returns 0-d tensors on the device, not floats: a float() here would make the host wait
+    for the GPU every step. The loop reads them only every log_every steps."""
     L, ab, label = (torch.as_tensor(batch[k]).to(device, non_blocking=True) for k in ("L", "ab", "label"))
+    if device.type == "cuda":
+        L = L.contiguous(memory_format=torch.channels_last)
     model.train()
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
@@ -74,9 +84,16 @@ def train_step(model, optimizer, batch: dict, alpha: float, device, bf16: bool =
     loss.backward()
     optimizer.step()
     return {
-        "loss": float(loss.detach()), "colour_loss": float(colour.detach()), "class_loss": float(cls.detach()),
+        "loss": loss.detach(), "colour_loss": colour.detach(), "class_loss": cls.detach(),
         "top1": topk_hits(logits, label, 1), "top5": topk_hits(logits, label, 5),
     }
+
+
+def as_floats(step_metrics: list[dict]) -> dict:
+    """Mean of each metric over some steps, read to the host in one transfer."""
+    keys = list(step_metrics[0])
+    stacked = torch.stack([torch.stack([m[k].float() for k in keys]) for m in step_metrics]).cpu()
+    return {k: float(v) for k, v in zip(keys, stacked.nanmean(0).tolist())}
 
 
 @torch.inference_mode()
@@ -92,8 +109,8 @@ def validate(model, batches: list[dict], device) -> dict:
         k = len(label)
         mse += float(F.mse_loss(pred.float(), ab)) * k
         psnr += float(psnr_rgb(L, pred.float(), ab).sum())
-        t1 += topk_hits(logits, label, 1) * k
-        t5 += topk_hits(logits, label, 5) * k
+        t1 += float(topk_hits(logits, label, 1)) * k
+        t5 += float(topk_hits(logits, label, 5)) * k
         n += k
     return {"val_ab_mse": mse / n, "val_psnr": psnr / n, "val_top1": t1 / n, "val_top5": t5 / n} if n else {}
 
@@ -159,7 +176,10 @@ class Context:
 
 
 def _unwrap(model):
-    return model.module if hasattr(model, "module") else model
+    """The plain ColorizationModel inside DDP and/or torch.compile wrappers."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
 
 
 def write_metrics(run_dir: str, rows: list[dict]) -> None:
@@ -206,8 +226,84 @@ def _val_batches(cfg: Config, batch: int = 64) -> list[dict]:
     return [b for b in out if len(b["label"])]
 
 
+def use_resident_data(cfg: Config, device: torch.device, under_ray: bool) -> bool:
+    """data.on_device: true, false, or auto (resident when the decoded set fits; under Ray
+    Train, auto keeps the streaming Ray Data path, which spreads decoding over the cluster)."""
+    mode = cfg.data.on_device
+    if mode == "false" or (mode == "auto" and under_ray):
+        return False
+    from .device_data import fits
+
+    src = resolve_source(cfg.data.train, cfg.data.train_root or None)
+    if mode == "true":
+        return True
+    return fits(src, cfg.data.scale, device, cfg.data.train_limit or None)
+
+
+def _resident_batches(cfg: Config, ctx: "Context", per_worker: int, seed: int, log):
+    """Endless augmented batches from device-resident data; new Parquet parts join at each epoch."""
+    from .device_data import DeviceDataset
+
+    t0 = time.time()
+    ds = DeviceDataset(cfg.data.train, cfg.data.train_root or None, ctx.device, scale=cfg.data.scale,
+                       crop=cfg.data.crop, limit=cfg.data.train_limit or None)
+    log(f"data on {ctx.device.type}: {len(ds)} images ({ds.filtered} filtered) at {ds.side}x{ds.side}, "
+        f"{ds.images.numel() * 2 / 2**30:.2f} GiB, loaded in {time.time() - t0:.1f} s")
+    order = torch.Generator().manual_seed(seed)  # the same permutation on every rank
+    draws = torch.Generator(device=ctx.device).manual_seed(seed + 1000 * ctx.rank + 1)
+    epoch, counted = 0, 0
+    while True:
+        if epoch:
+            added = ds.refresh()
+            if added:
+                log(f"epoch {epoch}: {added} new images joined, {len(ds)} in all")
+        for idx in ds.epoch(per_worker, order, ctx.rank, ctx.world):
+            # the filter runs once per image at load: report each removal once, not every epoch
+            yield ds.batch(idx, draws), (ds.filtered - counted) // ctx.world
+            counted = ds.filtered
+        epoch += 1
+
+
+def _streamed_batches(stream, device):
+    """Prepared numpy batches -> (the kept rows as tensors on the device, rows filtered)."""
+    for b in stream:
+        keep = np.asarray(b["keep"], bool)
+        if not keep.any():
+            keep = keep.copy()
+            keep[:] = True  # every DDP rank must take every step, or the all-reduce hangs; rare
+            dropped = 0
+        else:
+            dropped = int((~keep).sum())
+        t = {k: torch.from_numpy(np.ascontiguousarray(np.asarray(b[k])[keep])) for k in ("L", "ab", "label")}
+        if device.type == "cuda":
+            t = {k: v.pin_memory().to(device, non_blocking=True) for k, v in t.items()}
+        yield t, dropped
+
+
+def init_from_weights(model: ColorizationModel, path: str) -> str:
+    """Start from a weights file of the same architecture (fine-tuning). A different number
+    of classes re-initialises only the classifier's last layer. Returns what was done."""
+    from .weights import load_weights
+
+    w = load_weights(path)
+    mine, theirs = model.config, w.config
+    for key in ("width", "global_branch", "global_size"):
+        if getattr(mine, key) != getattr(theirs, key):
+            raise ConfigError(f"--init {path} has model.{key} = {getattr(theirs, key)!r}, this config has "
+                              f"{getattr(mine, key)!r}", hint=f"set model.{key} = {getattr(theirs, key)!r} to fine-tune it")
+    state = w.model.state_dict()
+    if mine.num_classes != theirs.num_classes:
+        state = {k: v for k, v in state.items() if not k.startswith("classification.fc2.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.startswith("classification.fc2.") for k in missing), (missing, unexpected)
+    note = f"initialised from {path}"
+    if missing:
+        note += f" (classifier re-initialised: {theirs.num_classes} -> {mine.num_classes} classes)"
+    return note
+
+
 def train_loop(loop_config: dict) -> None:
-    """The per-worker loop. loop_config: {config, run_dir, resume, categories, started}."""
+    """The per-worker loop. loop_config: {config, run_dir, resume, categories, init}."""
     cfg = config_from_dict(loop_config["config"])
     run_dir, tc = loop_config["run_dir"], cfg.train
     ctx, shard = Context(), None
@@ -221,73 +317,87 @@ def train_loop(loop_config: dict) -> None:
         pass
     if torch.cuda.is_available() and tc.use_gpu:
         ctx.device = torch.device("cuda", torch.cuda.current_device())
+        torch.backends.cudnn.benchmark = True  # training shapes are fixed: let cuDNN pick its fastest kernels
     if loop_config.get("threads"):
         torch.set_num_threads(loop_config["threads"])
 
+    def log(msg: str) -> None:
+        if ctx.rank == 0:
+            print(msg, flush=True)
+
     torch.manual_seed(tc.seed + ctx.rank)
     random.seed(tc.seed + ctx.rank)
-    model = ColorizationModel(cfg.model).to(ctx.device)
-    optimizer = make_optimizer(model, tc)
-    step, images, filtered, mean_ab = 0, 0, 0, torch.zeros(2, dtype=torch.float64)
+    model = ColorizationModel(cfg.model)
+    step, images, filtered = 0, 0, 0
+    mean_ab = torch.zeros(2, dtype=torch.float64)
     history: list[dict] = []
+    state = None
     if loop_config.get("resume"):
         ckpts = list_checkpoints(run_dir)
         if ckpts:
             state = load_checkpoint(ckpts[-1][1])
             model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            step, images, filtered = state["step"], state["images"], state["filtered"]
-            mean_ab = state["mean_ab"].double()
-            _set_rng_state(state["rng"])
-            history = [r for r in read_metrics(run_dir) if r["step"] is not None and r["step"] <= step]
-            if ctx.rank == 0:
-                print(f"resumed from checkpoint at step {step}", flush=True)
+    if state is None and loop_config.get("init"):
+        log(init_from_weights(model, loop_config["init"]))
+    if ctx.device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    model = model.to(ctx.device)
+    optimizer = make_optimizer(model, tc)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        step, images, filtered = state["step"], state["images"], state["filtered"]
+        mean_ab = state["mean_ab"].double()
+        _set_rng_state(state["rng"])
+        history = [r for r in read_metrics(run_dir) if r["step"] is not None and r["step"] <= step]
+        log(f"resumed from checkpoint at step {step}")
+    mean_ab = mean_ab.to(ctx.device)
     if ctx.world > 1:
         import ray.train.torch
 
         model = ray.train.torch.prepare_model(model, move_to_device=False)
+    forward = torch.compile(model) if tc.compile else model
 
     per_worker = tc.batch_size // ctx.world
-    if shard is not None:
+    resident = use_resident_data(cfg, ctx.device, under_ray=shard is not None)
+    if resident:
+        stream = _resident_batches(cfg, ctx, per_worker, tc.seed + step, log)
+    elif shard is not None:
         def batches():
             while True:  # epochs; each pass re-reads and re-augments the shard
                 yield from shard.iter_batches(batch_size=per_worker, batch_format="numpy", drop_last=True)
-        stream = batches()
+        stream = _streamed_batches(batches(), ctx.device)
     else:
-        stream = _local_batches(cfg, per_worker, tc.seed + step)
+        stream = _streamed_batches(_local_batches(cfg, per_worker, tc.seed + step), ctx.device)
     val = _val_batches(cfg) if ctx.rank == 0 else []
 
     def state_dict():
         return {
-            "step": step, "images": images, "filtered": filtered, "mean_ab": mean_ab,
+            "step": step, "images": images, "filtered": filtered, "mean_ab": mean_ab.cpu(),
             "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
             "config": cfg.to_dict(), "categories": loop_config["categories"], "rng": _rng_state(),
         }
 
-    t0, acc = time.time(), []
+    t0, acc, t_log, img_log = time.time(), [], time.time(), 0
     deadline = t0 + tc.max_minutes * 60 if tc.max_minutes > 0 else float("inf")
     stop_at = tc.steps
     bar = _progress_bar(step, tc.steps) if ctx.rank == 0 and shard is None else None
     while step < stop_at:
-        b = next(stream)
-        keep = np.asarray(b["keep"], bool)
-        filtered += int((~keep).sum()) * ctx.world
-        if not keep.any():
-            if ctx.world == 1:
-                continue
-            keep[:] = True  # every DDP rank must take every step, or the all-reduce hangs
-        b = {k: np.asarray(b[k])[keep] for k in ("L", "ab", "label")}
-        acc.append(train_step(model, optimizer, b, tc.alpha, ctx.device, tc.bf16))
-        last_loss = acc[-1]["loss"]
+        b, dropped = next(stream)
+        filtered += dropped * ctx.world
+        acc.append(train_step(forward, optimizer, b, tc.alpha, ctx.device, tc.bf16))
         step += 1
-        if time.time() > deadline and stop_at == tc.steps and ctx.world == 1:
+        n = len(b["label"])
+        images += n * ctx.world
+        img_log += n * ctx.world
+        mean_ab += b["ab"].double().mean(dim=(0, 2, 3))
+        if stop_at == tc.steps and (ctx.world == 1 or step % tc.log_every == 0) and _out_of_time(deadline, ctx):
             stop_at = step  # out of time: finish this step as the last one (logged, evaluated, saved)
-        images += len(b["label"]) * ctx.world
-        mean_ab += torch.as_tensor(b["ab"]).double().mean(dim=(0, 2, 3))
         row = None
         if step % tc.log_every == 0 or step == stop_at:
-            row = {k: float(np.nanmean([a[k] for a in acc])) for k in acc[0]}
-            acc = []
+            row = as_floats(acc)  # the one host sync per log_every steps
+            now = time.time()
+            row["images_per_s"] = img_log / max(now - t_log, 1e-9)
+            t_log, img_log, acc = now, 0, []
         if ctx.rank == 0 and val and (step % tc.eval_every == 0 or step == stop_at):
             # the bare module: DDP's forward broadcasts buffers, a collective the other ranks never join
             row = (row or {}) | validate(_unwrap(model), val, ctx.device)
@@ -295,13 +405,13 @@ def train_loop(loop_config: dict) -> None:
             row |= {"step": step, "images": images, "filtered": filtered, "seconds": round(time.time() - t0, 1)}
             history.append(row)
             write_metrics(run_dir, history)
-            shown = ", ".join(f"{k} {row[k]:.4g}" for k in ("loss", "colour_loss", "class_loss", "val_ab_mse", "val_psnr") if k in row)
+            shown = ", ".join(f"{k} {row[k]:.4g}" for k in ("loss", "colour_loss", "class_loss", "val_ab_mse", "val_psnr", "images_per_s") if k in row)
             if bar is None:
                 print(f"step {step}/{stop_at}  {shown}", flush=True)
             else:
                 bar.console.print(f"step {step}/{stop_at}  {shown}", highlight=False)
-        if bar is not None:
-            bar.update(bar.tasks[0].id, completed=step, total=stop_at, info=f"loss {last_loss:.4g}")
+        if bar is not None and row is not None:
+            bar.update(bar.tasks[0].id, completed=step, total=stop_at, info=f"loss {row.get('loss', float('nan')):.4g}")
         if ctx.rank == 0 and (step % tc.checkpoint_every == 0 or step == stop_at):
             save_checkpoint(run_dir, state_dict(), tc.keep_checkpoints)
         if shard is not None:
@@ -310,6 +420,20 @@ def train_loop(loop_config: dict) -> None:
             ray.train.report({"step": step, **(row or {})})
     if bar is not None:
         bar.stop()
+
+
+def _out_of_time(deadline: float, ctx: "Context") -> bool:
+    """Whether to stop now. With several workers they must agree, or one would wait forever
+    in the next all-reduce for a rank that stopped: the most impatient rank decides. (The
+    loop asks every log_every steps then, so the extra collective stays rare.)"""
+    late = time.time() > deadline
+    if ctx.world == 1 or deadline == float("inf"):
+        return late
+    import torch.distributed as dist
+
+    flag = torch.tensor([1.0 if late else 0.0], device=ctx.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 def _progress_bar(start: int, total: int):
@@ -337,10 +461,19 @@ def default_run_dir(config_path: str | None) -> str:
     return str(Path("runs") / name)
 
 
-def run_training(cfg: Config, run_dir: str, resume: bool = False, categories: list[str] | None = None) -> str:
-    """Train to cfg.train.steps; returns the path of the last checkpoint."""
+def run_training(cfg: Config, run_dir: str, resume: bool = False, categories: list[str] | None = None,
+                 init: str | None = None) -> str:
+    """Train to cfg.train.steps; returns the path of the last checkpoint.
+
+    init: a weights file of the same architecture to start from (fine-tuning)."""
+    import os
+
     from .storage import write_json
     from .weights import load_categories
+
+    if "://" not in run_dir:
+        # Ray Train runs each worker in a directory of its own: a relative path would land there
+        run_dir = os.path.abspath(run_dir)
 
     if not cfg.data.train:
         raise ConfigError("config key data.train is empty: point it at Parquet shards or a Places file list")
@@ -357,7 +490,13 @@ def run_training(cfg: Config, run_dir: str, resume: bool = False, categories: li
     if not resume and list_checkpoints(run_dir):
         raise ConfigError(f"{run_dir} already holds checkpoints", hint="pass --resume to continue, or choose another --out")
     write_json(fs, f"{rd}/config.json", cfg.to_dict())
-    loop_config = {"config": cfg.to_dict(), "run_dir": run_dir, "resume": resume, "categories": categories}
+    if init:
+        from .weights import load_weights
+
+        load_weights(init)  # refuse a missing or damaged file before any worker starts
+        if "://" not in init:
+            init = os.path.abspath(init)
+    loop_config = {"config": cfg.to_dict(), "run_dir": run_dir, "resume": resume, "categories": categories, "init": init}
     tc = cfg.train
     if not tc.use_ray:
         train_loop(loop_config)
