@@ -83,7 +83,7 @@ finish() {
   done
   if [ "$BENCH" = 1 ]; then
     "$PY" benchmarks/train.py --device "$DEVICE" --batch "$BATCH" --precisions fp32,bf16 --steps 30 --streaming-steps 2 \
-      --data "$STAGE/data/train-00.parquet" --limit 4096 --out "$OUT/bench-train.json" $([ "$DEVICE" = cuda ] || echo "--width 0.125") \
+      --data "$STAGE/data/train-00.parquet" --limit 4096 --out "$OUT/bench-train.json" --width $([ "$DEVICE" = cuda ] && echo 1 || echo 0.125) \
       2>&1 | tee "$OUT/bench.log" || log "benchmark failed (the weights are still good)"
   fi
   split -b 15M -d "$STAGE/int8.safetensors" "$OUT/int8.safetensors.part-"
