@@ -125,3 +125,41 @@ def historical_files() -> list[Path]:
     if len(files) != 18:
         pytest.fail("the 18 shared historical scans are not available (set ARCHIVE_COLORIZE_SHARED)")
     return files
+
+
+def make_places_parquet(path: Path, n: int, seed: int = 0, size: int = 64, classes: int = 100, gray_every: int = 8) -> Path:
+    """A small Places-style Parquet shard (`image` JPEG bytes, `label`) of synthetic photos:
+    smooth colour fields with a brighter blob, every `gray_every`-th one grayscale (which
+    the colour filter must remove). Needs nothing from ../shared."""
+    import io
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    blobs, labels = [], []
+    for i in range(n):
+        c0 = rng.permutation([220.0, 120.0, 40.0]) + rng.uniform(-15, 15, 3)
+        c1 = 255 - c0  # the complementary colour: a clear spread of a*b*, as the filter wants
+        t = (xx * rng.uniform(0.2, 1) + yy * rng.uniform(0.2, 1))[..., None] / 2
+        img = c0 * (1 - t) + c1 * t
+        cy, cx = rng.uniform(0.2, 0.8, 2)
+        img += 40 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 0.02)[..., None]
+        im = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+        if gray_every and i % gray_every == gray_every - 1:
+            im = im.convert("L")
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=90)
+        blobs.append(buf.getvalue())
+        labels.append(int(rng.integers(0, classes)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"image": pa.array(blobs, pa.binary()), "label": pa.array(labels, pa.int16())}), path)
+    return path
+
+
+def make_categories(path: Path, classes: int = 100) -> Path:
+    path.write_text("".join(f"/c/class_{i} {i}\n" for i in range(classes)))
+    return path

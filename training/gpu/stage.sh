@@ -33,6 +33,8 @@ BENCH=${BENCH:-1}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT" "$STAGE/data"
 log() { echo "[stage $cmd $(date +%T)] $*"; }
+# by its command line, not by $!: setsid forks when it leads a process group, and $! is then gone
+trainer_alive() { pgrep -f "archive_colorize.cli train .*--out $STAGE/run" > /dev/null; }
 
 add_part() {  # atomic per file: the trainer's glob never sees half a Parquet file
   [ -n "$1" ] || return 0
@@ -59,18 +61,19 @@ start() {
     > "$STAGE/train.log" 2>&1 < /dev/null & echo $! > "$STAGE/train.pid")
   for _ in $(seq 120); do  # until the first logged step, or the trainer's death
     grep -q "^step " "$STAGE/train.log" 2>/dev/null && break
-    kill -0 "$(cat "$STAGE/train.pid")" 2>/dev/null || { cat "$STAGE/train.log"; log "trainer died"; exit 1; }
+    trainer_alive || { cat "$STAGE/train.log"; log "trainer died"; exit 1; }
     sleep 1
   done
   tail -n 5 "$STAGE/train.log"
 }
 
 finish() {
-  pid=$(cat "$STAGE/train.pid")
-  while kill -0 "$pid" 2>/dev/null; do sleep 2; done
+  while trainer_alive; do sleep 2; done
   tail -n 4 "$STAGE/train.log"
   grep -q "^latest checkpoint: ." "$STAGE/train.log" || { cp "$STAGE/train.log" "$OUT/"; log "training failed"; exit 1; }
-  cp "$STAGE/train.log" "$STAGE/run/metrics.csv" "$STAGE/gpu.txt" "$OUT/"
+  cp "$STAGE/train.log" "$OUT/"
+  R="$STAGE/results" && mkdir -p "$R"  # small files travel back as one archive: $OUT returns at most 8 files
+  cp "$STAGE/train.log" "$STAGE/run/metrics.csv" "$STAGE/gpu.txt" "$R/"
   minutes=$(( ($(date +%s) - $(cat "$STAGE/started")) / 60 ))
   best=$("$PY" training/gpu/best_checkpoint.py "$STAGE/run")
   log "exporting $best"
@@ -79,16 +82,18 @@ finish() {
     "$PY" -m archive_colorize.cli weights export "$best" --out "$STAGE/$storage.safetensors" --storage $storage \
       --info "gpu=\"$gpu\"" --info "minutes=$MINUTES" --info interim=false
     "$PY" -m archive_colorize.cli evaluate --weights "$STAGE/$storage.safetensors" --device "$DEVICE" \
-      --data "$STAGE/data/val-heldout.parquet" --limit "$EVAL_LIMIT" --out "$OUT/eval-$storage.json" | tee -a "$OUT/eval.log"
+      --data "$STAGE/data/val-heldout.parquet" --limit "$EVAL_LIMIT" --out "$R/eval-$storage.json" | tee -a "$R/eval.log"
   done
-  if [ "$BENCH" = 1 ]; then
-    "$PY" benchmarks/train.py --device "$DEVICE" --batch "$BATCH" --precisions fp32,bf16 --steps 30 --streaming-steps 2 \
-      --data "$STAGE/data/train-00.parquet" --limit 4096 --out "$OUT/bench-train.json" --width $([ "$DEVICE" = cuda ] && echo 1 || echo 0.125) \
-      2>&1 | tee "$OUT/bench.log" || log "benchmark failed (the weights are still good)"
-  fi
   split -b 15M -d "$STAGE/int8.safetensors" "$OUT/int8.safetensors.part-"
-  (cd "$STAGE" && sha256sum int8.safetensors) > "$OUT/int8.sha256"
-  echo "minutes_since_start=$minutes" >> "$OUT/gpu.txt"
+  (cd "$STAGE" && sha256sum int8.safetensors) > "$R/int8.sha256"
+  tar -czf "$OUT/results.tar.gz" -C "$R" .
+  if [ "$BENCH" = 1 ]; then
+    "$PY" benchmarks/train.py --device "$DEVICE" --batch "$BATCH" --precisions fp32,bf16 --steps "${BENCH_STEPS:-30}" --streaming-steps 2 \
+      --data "$STAGE/data/train-00.parquet" --limit 4096 --out "$R/bench-train.json" --width $([ "$DEVICE" = cuda ] && echo 1 || echo 0.125) \
+      2>&1 | tee "$R/bench.log" || log "benchmark failed (the weights are still good)"
+  fi
+  echo "minutes_since_start=$minutes" >> "$R/gpu.txt"
+  tar -czf "$OUT/results.tar.gz" -C "$R" .
   ls -la "$OUT"
 }
 
