@@ -101,6 +101,9 @@ def config_from_dict(d: dict, base: Config | None = None) -> Config:
         raise ConfigError(f"bad config: {e}") from None
 
 
+_PATH_KEYS = ("train", "val", "categories", "train_root", "val_root")
+
+
 def parse_override(text: str) -> dict:
     if "=" not in text or "." not in text.split("=", 1)[0]:
         raise ConfigError(f"override {text!r} must look like section.key=value")
@@ -124,13 +127,19 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path} is not valid TOML: {e}") from None
         # Relative data paths are relative to the config file, so configs work from any cwd.
-        for key in ("train", "val", "categories", "train_root", "val_root"):
+        for key in _PATH_KEYS:
             v = doc.get("data", {}).get(key)
             if isinstance(v, str) and v and "://" not in v and not Path(v).is_absolute():
                 doc["data"][key] = str((p.parent / v).resolve())
         cfg = config_from_dict(doc)
     for o in overrides:
-        cfg = config_from_dict(parse_override(o), cfg)
+        d = parse_override(o)
+        # data paths given on the command line are relative to where the command runs; made
+        # absolute here, because Ray Train workers run in directories of their own
+        for key, v in d.get("data", {}).items():
+            if key in _PATH_KEYS and isinstance(v, str) and v and "://" not in v and not Path(v).is_absolute():
+                d["data"][key] = str(Path(v).resolve())
+        cfg = config_from_dict(d, cfg)
     if cfg.train.batch_size % max(1, cfg.train.num_workers):
         raise ConfigError("train.batch_size must divide evenly across train.num_workers")
     if cfg.model.global_branch is False and cfg.train.alpha != 0:

@@ -482,7 +482,8 @@ def run_training(cfg: Config, run_dir: str, resume: bool = False, categories: li
             raise ConfigError("config key data.categories is empty: point it at a Places categories file")
         categories = load_categories(cfg.data.categories)
     if len(categories) != cfg.model.num_classes:
-        raise ConfigError(f"data.categories has {len(categories)} names but model.num_classes is {cfg.model.num_classes}")
+        raise ConfigError(f"data.categories has {len(categories)} names but model.num_classes is {cfg.model.num_classes}",
+                          hint=f"set model.num_classes = {len(categories)} (or pass model.num_classes={len(categories)})")
     source = resolve_source(cfg.data.train, cfg.data.train_root or None)  # fail early on bad paths
     if cfg.data.val:
         resolve_source(cfg.data.val, cfg.data.val_root or None)

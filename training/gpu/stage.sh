@@ -51,7 +51,10 @@ start() {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$STAGE/gpu.txt" 2>/dev/null || echo "cpu" > "$STAGE/gpu.txt"
   date +%s > "$STAGE/started"
   # shellcheck disable=SC2086
-  (cd "$STAGE/code" && PYTHONPATH="$STAGE/code" PYTHONUNBUFFERED=1 setsid nohup "$PY" -m archive_colorize.cli train \
+  # No `cd X && python ... &`: the & would background the whole list in a subshell that keeps
+  # this command's stdout open (a caller reading it would wait for the end of training).
+  (cd "$STAGE/code"
+   PYTHONPATH="$STAGE/code" PYTHONUNBUFFERED=1 setsid nohup "$PY" -m archive_colorize.cli train \
     --config training/miniplaces.toml --out "$STAGE/run" \
     "data.train=$STAGE/data/train-*.parquet" "data.val=$STAGE/data/val-monitor.parquet" \
     "data.categories=$STAGE/data/categories.txt" data.on_device=true data.val_limit=500 \
