@@ -42,7 +42,7 @@ from .errors import ColorizeError, ConfigError, ImageError, ManifestError, Stora
 from .faults import crash_point
 from .images import DEFAULT_MAX_PIXELS, FORMATS, decode_image
 from .manifest import Manifest, check_output_names, load_manifest, safe_name
-from .storage import atomic_write_bytes, is_local, read_bytes, resolve, write_json
+from .storage import atomic_write_bytes, is_local, read_bytes, remove_stale_temps, resolve, write_json
 
 log = logging.getLogger(__name__)
 LOCK = "_lock.json"
@@ -427,6 +427,7 @@ def run(opts: RunOptions, console=None) -> RunSummary:
     try:
         out_fs.makedirs(out_root, exist_ok=True)
         lock = _acquire_lock(out_fs, out_root)
+        remove_stale_temps(out_fs, out_root)  # a killed run's half-written files; the lock means no writer is live
         crash_point("lock-acquired")
     except ColorizeError:
         raise

@@ -103,6 +103,22 @@ def _atomic_local(path: str, data: bytes) -> None:
         raise
 
 
+def remove_stale_temps(fs, root: str) -> int:
+    """Delete `.tmp-*` files that a SIGKILL left between mkstemp and the rename, in OUT and
+    its sub-folders (images/, the progress log). Only call while holding OUT's lock."""
+    if not is_local(fs):
+        return 0  # object stores write whole objects: no temporaries there
+    n = 0
+    for pattern in (".tmp-*", "*/.tmp-*"):
+        for p in fs.glob(f"{root.rstrip('/')}/{pattern}"):
+            try:
+                os.unlink(p)
+                n += 1
+            except FileNotFoundError:
+                pass
+    return n
+
+
 def write_json(fs, path: str, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode(), fs=fs)
 
