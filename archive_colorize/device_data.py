@@ -38,6 +38,7 @@ from .decode_pool import decode_chunk, image_side
 from .lab import normalize_ab, rgb_to_lab
 
 CHUNK = 512  # images per decode task
+CPU_CHUNK = 32  # images augmented at a time on a CPU
 IN_PROCESS_BELOW = 2048  # smaller sets decode on this thread
 
 
@@ -157,7 +158,12 @@ class DeviceDataset:
             yield perm[i : i + batch].to(self.device, non_blocking=True)
 
     def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> dict:
-        L, ab = augment(self.images[idx], crop=self.crop, scale=self.scale, generator=generator)
+        # On a CPU, 32 images at a time keep the resampled L*a*b* (19 MB) in cache: batch 128
+        # in one piece ran at 0.4x the per-image speed. A GPU takes the batch whole.
+        step = len(idx) if self.device.type == "cuda" else CPU_CHUNK
+        parts = [augment(self.images[idx[i : i + step]], crop=self.crop, scale=self.scale, generator=generator)
+                 for i in range(0, len(idx), step)]
+        L, ab = (parts[0][0], parts[0][1]) if len(parts) == 1 else (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
         return {"L": L, "ab": ab, "label": self.labels[idx]}
 
 
