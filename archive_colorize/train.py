@@ -199,20 +199,43 @@ def read_metrics(run_dir: str) -> list[dict]:
         return [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
-def _local_batches(cfg: Config, per_worker: int, seed: int):
-    """Endless prepared training batches without Ray (shuffled per epoch)."""
+def _local_batches(cfg: Config, per_worker: int, seed: int, workers: int = 0):
+    """Endless prepared training batches without Ray (shuffled per epoch), for data that
+    does not fit in device memory. `workers` threads prepare upcoming batches (Pillow and
+    torch release the GIL); 0 = one per CPU, 1 = on this thread (the loader of old, kept as
+    the baseline for benchmarks/train.py)."""
+    import collections
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
     src = resolve_source(cfg.data.train, cfg.data.train_root or None)
-    epoch = 0
-    while True:
-        pool = list(iter_raw_batches(src, per_worker * 8, limit=cfg.data.train_limit or None))
-        order = np.random.default_rng(seed + epoch).permutation(len(pool))
-        for j in order:
-            raw = pool[j]
-            perm = np.random.default_rng(seed + epoch + int(j)).permutation(len(raw["label"]))
-            for i in range(0, len(perm) - per_worker + 1, per_worker):
-                idx = perm[i : i + per_worker]
-                yield prepare_batch({k: v[idx] for k, v in raw.items()}, train=True, size=cfg.data.crop, scale=cfg.data.scale)
-        epoch += 1
+    workers = workers or len(os.sched_getaffinity(0))
+
+    def raw_batches():
+        epoch = 0
+        while True:
+            pool = list(iter_raw_batches(src, per_worker * 8, limit=cfg.data.train_limit or None))
+            order = np.random.default_rng(seed + epoch).permutation(len(pool))
+            for j in order:
+                raw = pool[j]
+                perm = np.random.default_rng(seed + epoch + int(j)).permutation(len(raw["label"]))
+                for i in range(0, len(perm) - per_worker + 1, per_worker):
+                    idx = perm[i : i + per_worker]
+                    yield {k: v[idx] for k, v in raw.items()}
+            epoch += 1
+
+    def prepare(raw):
+        return prepare_batch(raw, train=True, size=cfg.data.crop, scale=cfg.data.scale)
+
+    if workers == 1:
+        yield from map(prepare, raw_batches())
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        ahead: collections.deque = collections.deque()
+        for raw in raw_batches():
+            ahead.append(pool.submit(prepare, raw))
+            if len(ahead) >= 2 * workers:
+                yield ahead.popleft().result()
 
 
 def _val_batches(cfg: Config, batch: int = 64) -> list[dict]:

@@ -8,9 +8,10 @@ For each precision it reports images/s of
   loop   data + step, the data coming from device-resident images (device_data);
 and, once per run, the data path alone (augmented batches ready for the step) for
   data_resident   DeviceDataset.batch: gather + one grid_sample on the device;
-  data_streaming  the loader used before (train._local_batches: Parquet, Pillow decode and
-                  per-image augmentation on the main thread), which a machine without Ray uses
-                  when the data does not fit.
+  data_streaming  the loader used before (train._local_batches(workers=1): Parquet, Pillow
+                  decode and per-image augmentation on the main thread);
+  data_streaming_threads  the same with a thread per CPU preparing batches ahead, which a
+                  machine without Ray now uses when the data does not fit.
 Each figure is the median of --rounds rounds. fp32 on CUDA means TF32 matrix units (the
 torch default for convolutions); bf16 is autocast.
 """
@@ -97,15 +98,16 @@ def main():
         return b
 
     ips["data_resident"] = statistics.median(a.steps * a.batch / s for s in rounds(resident, a.rounds, dev))
-    old = _local_batches(cfg, a.batch, 0)
-
-    def streaming(n=a.streaming_steps or a.steps):
-        for _ in range(n):
-            b = next(old)
-            {k: torch.as_tensor(b[k][b["keep"]]).to(dev) for k in ("L", "ab", "label")}
-
     n_old = a.streaming_steps or a.steps
-    ips["data_streaming"] = statistics.median(n_old * a.batch / s for s in rounds(streaming, a.rounds, dev))
+    for name, workers in (("data_streaming", 1), ("data_streaming_threads", 0)):
+        loader = _local_batches(cfg, a.batch, 0, workers=workers)
+
+        def streaming(n=n_old, loader=loader):
+            for _ in range(n):
+                b = next(loader)
+                {k: torch.as_tensor(b[k][b["keep"]]).to(dev) for k in ("L", "ab", "label")}
+
+        ips[name] = statistics.median(n_old * a.batch / s for s in rounds(streaming, a.rounds, dev))
     result["data_speedup"] = ips["data_resident"] / ips["data_streaming"]
 
     for prec in a.precisions.split(","):

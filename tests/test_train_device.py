@@ -119,3 +119,13 @@ def test_relative_out_and_time_limit_under_ray_train(ray_cluster, places, tmp_pa
     r = runner.invoke(app, ["weights", "export", "runs/smoke", "--out", "w.safetensors"])
     assert r.exit_code == 0, r.output
     assert json.loads(json.dumps(read_metadata(tmp_path / "w.safetensors")["training"]))["steps"] == ckpts[0][0]
+
+
+def test_streaming_without_ray_when_not_resident(places, tmp_path):
+    """data.on_device=false: the threaded streaming loader; the filter counts per batch."""
+    cfg = load_config(SMOKE, [*data_args(places), "data.on_device=false", "train.use_ray=false", "train.steps=12",
+                              "train.log_every=12", "train.eval_every=12", "data.train_limit=0"])
+    run_training(cfg, str(tmp_path / "run"))
+    (row,) = read_metrics(str(tmp_path / "run"))
+    # 12 batches of 8 drawn from 96 rows of which every 8th is grey: 12 draws filtered in all
+    assert int(row["step"]) == 12 and int(row["filtered"]) == 12 and int(row["images"]) == 96 - 12
