@@ -1,7 +1,8 @@
 """Pack all of MiniPlaces for the lent GPU machine in parts that each fit one upload.
 
 One upload (the repository plus carried files) is capped at 64 MiB, and the repository
-itself is about 7 MiB. The 40k training JPEGs (about 4.4 KB each) are re-encoded as WebP at
+itself is about 42 MiB since it ships the full-width int8 weights (it was 7 MiB for the run
+of 2026-11-29, which used three parts of 47 MiB: `--parts 3 --budget-mib 47`). The 40k training JPEGs (about 4.4 KB each) are re-encoded as WebP at
 quality 70 (about 3.0 KB each, 114 MiB in all; JPEG at quality 70 is 3.9 KB: measured by
 `--measure`), then split into parts of at most --budget-mib each:
 
@@ -57,12 +58,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default="../shared")
     ap.add_argument("--out", default=".device/parts")
-    ap.add_argument("--budget-mib", type=float, default=47.0, help="data per part (the repository travels beside it)")
-    ap.add_argument("--parts", type=int, default=3)
+    ap.add_argument("--budget-mib", type=float, default=20.0, help="data per part (the repository travels beside it)")
+    ap.add_argument("--parts", type=int, default=7)
     ap.add_argument("--train-mib", type=float, default=0, help="--parts 1: training bytes to include (0 = what fits)")
     ap.add_argument("--format", default="WEBP", choices=["WEBP", "JPEG"])
     ap.add_argument("--quality", type=int, default=70)
     ap.add_argument("--monitor", type=int, default=500, help="val images used for monitoring during training")
+    ap.add_argument("--heldout", type=int, default=0, help="held-out val images to pack (0 = all 4,500 after the monitor)")
     ap.add_argument("--measure", type=int, default=0, help="only print bytes/image of WebP and JPEG on this many images")
     a = ap.parse_args()
     mp = Path(a.shared) / "data" / "miniplaces"
@@ -75,7 +77,7 @@ def main():
         return
     out = Path(a.out)
     val = pq.read_table(mp / "val.parquet")
-    monitor, heldout = val.slice(0, a.monitor), val.slice(a.monitor)
+    monitor, heldout = val.slice(0, a.monitor), val.slice(a.monitor, a.heldout or None)
     train = pa.concat_tables([pq.read_table(p) for p in sorted(mp.glob("train-*.parquet"))])
     blobs = reencode_all(train.column("image").to_pylist(), a.format, a.quality)
     sizes = [len(b) + ROW_OVERHEAD for b in blobs]
