@@ -58,7 +58,7 @@ def colorize(
     inputs: List[Path] = typer.Argument(..., help="Image files or folders (searched recursively)."),
     out: Path = typer.Option(Path("colorized"), "--out", "-o", help="Output folder."),
     style_from: Optional[Path] = typer.Option(None, "--style-from", help="Take the global (scene) features from this image."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="A .safetensors weights file (default: the shipped one)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="A .safetensors weights file or URL (s3://...; default: the shipped one)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     fmt: str = typer.Option("png", "--format", help="jpeg, png, tiff or webp. 16-bit inputs stay 16-bit in png/tiff."),
     working_size: int = typer.Option(512, "--working-size", help="Long side (px) at which the network predicts colour."),
@@ -76,6 +76,9 @@ def colorize(
 
     if fmt not in FORMATS:
         raise ColorizeError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if style_from is not None and not style_from.is_file():
+        raise ColorizeError(f"--style-from {style_from}: no such file",
+                            hint="give a grayscale or colour image whose scene should set the colours")
     loaded = load_weights(weights)
     engine = Engine(loaded, device=device, working_size=working_size, precision=precision)
     if precision != "fp32":
@@ -139,7 +142,7 @@ def _storage_options(text: Optional[str]) -> dict:
 def run(
     manifest: str = typer.Argument(..., help="Parquet manifest: a local path or s3:// URL."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder or URL (default: next to the manifest, NAME-out)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="A .safetensors weights file (default: the shipped one)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="A .safetensors weights file or URL (s3://...; default: the shipped one)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per Ray batch."),
     progress_every: float = typer.Option(2.0, "--progress-every", help="Seconds between progress-log writes (a crash redoes at most this much work)."),
     fmt: str = typer.Option("png", "--format", help="jpeg, png, tiff or webp."),
@@ -165,7 +168,7 @@ def run(
     from .pipeline import run as run_pipeline
     from .progress_view import summary_table
 
-    opts = RunOptions(manifest=manifest, out=out, weights=str(weights) if weights else None, batch_size=batch_size,
+    opts = RunOptions(manifest=manifest, out=out, weights=weights or None, batch_size=batch_size,
                       progress_every=progress_every, fmt=fmt, working_size=working_size, precision=precision, limit=limit, retry_failed=retry_failed, address=address,
                       actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, device=device,
                       max_pixels=max_pixels, storage_options=_storage_options(storage_options), verbose=verbose)
@@ -348,7 +351,7 @@ def weights_export(
 @app.command()
 @friendly
 def evaluate(
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Weights to evaluate (default: the shipped one)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Weights file or URL to evaluate (default: the shipped one)."),
     data: str = typer.Option(..., "--data", help="val.parquet (or a glob), or a Places list such as val.txt."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the JSON report here."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate at most this many images."),

@@ -127,7 +127,8 @@ def check_precision(precision: str) -> None:
     from .errors import ConfigError
 
     if precision not in PRECISIONS:
-        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}",
+                          hint="fp32 is exact and the default; int8 (CPU), bf16 and fp16 (GPU) trade fidelity for speed")
 
 
 class Engine:

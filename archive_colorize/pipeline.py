@@ -410,7 +410,8 @@ def _validated(opts: RunOptions):
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {opts.fmt!r}")
     check_precision(opts.precision)
     if opts.batch_size < 1 or opts.working_size < 8:
-        raise ConfigError("--batch-size must be >= 1 and --working-size >= 8")
+        raise ConfigError("--batch-size must be >= 1 and --working-size >= 8",
+                          hint="--batch-size counts images per model call (default 8); --working-size is the long side in pixels (default 512)")
     manifest = load_manifest(opts.manifest, opts.storage_options)
     _check_output_names(manifest)
     weights = load_weights(opts.weights, storage_options=opts.storage_options)

@@ -1,0 +1,79 @@
+"""Defects a new user hit (issue 18), each with the test that failed before its fix."""
+
+import shlex
+import shutil
+
+import fsspec
+import pytest
+from typer.testing import CliRunner
+
+from archive_colorize.cli import app
+from archive_colorize.jobs import entrypoint
+from archive_colorize.pipeline import RunOptions
+from archive_colorize.weights import file_sha256
+
+from .conftest import ROOT
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def s3_weights(s3, s3_server, weights_path, monkeypatch):
+    """The test weights at s3://wts/w.safetensors, found through the standard AWS environment."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server["key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server["secret"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server["endpoint_url"])
+    fsspec.config.conf.pop("s3", None)
+    if not s3.exists("wts"):
+        s3.mkdir("wts")
+    s3.put(str(weights_path), "wts/w.safetensors")
+    return "s3://wts/w.safetensors"
+
+
+@pytest.fixture()
+def sample(tmp_path):
+    shutil.copytree(ROOT / "manifests", tmp_path / "manifests", ignore=shutil.ignore_patterns("*-out"))
+    return tmp_path / "manifests" / "sample.parquet"
+
+
+def test_run_takes_weights_from_a_url(s3_weights, weights_path, sample):
+    # before: "weights file not found: s3:/wts/w.safetensors" (a Path collapses the //)
+    r = runner.invoke(app, ["run", str(sample), "--weights", s3_weights, "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert f"weights sha256 {file_sha256(weights_path)[:12]}" in r.output
+
+
+def test_colorize_takes_weights_from_a_url(s3_weights, tmp_path):
+    src = ROOT / "manifests" / "sample" / "rocket.jpg"
+    r = runner.invoke(app, ["colorize", str(src), "--out", str(tmp_path / "o"), "--weights", s3_weights,
+                            "--working-size", "64"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "o" / "rocket.png").stat().st_size > 1000
+
+
+def test_submit_passes_url_weights_that_run_accepts(s3_weights, weights_path, sample):
+    cmd = entrypoint(RunOptions(manifest=str(sample), weights=s3_weights), str(sample.parent / "sample-out"))
+    args = shlex.split(cmd)
+    assert args[:2] == ["archive-colorize", "run"] and args[args.index("--weights") + 1] == s3_weights
+    r = runner.invoke(app, [*args[1:], "--dry-run"])  # the job's own command line, through the real parser
+    assert r.exit_code == 0, r.output
+    assert f"weights sha256 {file_sha256(weights_path)[:12]}" in r.output
+
+
+def test_style_from_a_missing_file_is_one_line(tmp_path):
+    r = runner.invoke(app, ["colorize", str(ROOT / "manifests" / "sample" / "rocket.jpg"), "--out", str(tmp_path),
+                            "--style-from", str(tmp_path / "missing.jpg")])
+    assert r.exit_code == 1
+    assert r.output == (f"Error: --style-from {tmp_path / 'missing.jpg'}: no such file\n"
+                        "Hint: give a grayscale or colour image whose scene should set the colours\n")
+
+
+@pytest.mark.parametrize("args,hint", [
+    (["--precision", "int4"], "Hint: fp32 is exact and the default; int8 (CPU), bf16 and fp16 (GPU) trade fidelity for speed"),
+    (["--batch-size", "0"], "Hint: --batch-size counts images per model call (default 8); --working-size is the long side in pixels (default 512)"),
+])
+def test_option_errors_name_their_own_remedy(sample, args, hint):
+    r = runner.invoke(app, ["run", str(sample), *args, "--dry-run"])
+    assert r.exit_code == 1
+    assert r.output.strip().splitlines()[-1] == hint
+    assert "training/README.md" not in r.output
