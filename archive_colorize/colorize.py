@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .engine import Engine, render, software_tag
-from .errors import ImageError
+from .errors import ColorizeError, ImageError
 from .images import DEFAULT_MAX_PIXELS, FORMATS, decode_image
-from .manifest import IMAGE_SUFFIXES
+from .manifest import IMAGE_SUFFIXES, safe_name
 from .storage import atomic_write_bytes
-
 
 
 @dataclass
@@ -32,6 +31,20 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
     return files
 
 
+def plan_outputs(files: list[Path], out_dir: Path, fmt: str) -> list[Path]:
+    """Each input's output path, by run's rule (the stem, made file-system safe). Two inputs
+    that would share an output, also one differing only in case, are refused before any work."""
+    outs, seen = [], {}
+    for path in files:
+        out = out_dir / f"{safe_name(path.stem)}.{FORMATS[fmt]}"
+        first, first_out = seen.setdefault(out.name.casefold(), (path, out))
+        if first != path:
+            raise ColorizeError(f"{first} and {path} would both be written to {first_out}",
+                                hint="colorize them into different --out folders, or rename one")
+        outs.append(out)
+    return outs
+
+
 def colorize_file(engine: Engine, path: Path, out_path: Path, fmt: str, style=None,
                   max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[str, float]]:
     try:
@@ -47,9 +60,10 @@ def colorize_file(engine: Engine, path: Path, out_path: Path, fmt: str, style=No
 def colorize_paths(engine: Engine, inputs: list[Path], out_dir: Path, fmt: str = "png",
                    style_from: Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS):
     """Yields one FileResult per input; a bad file becomes a result with `error`, never a crash."""
+    files = expand_inputs(inputs)
+    outs = plan_outputs(files, out_dir, fmt)
     style = decode_image(style_from.read_bytes(), max_pixels) if style_from else None
-    for path in expand_inputs(inputs):
-        out_path = out_dir / f"{path.stem}.{FORMATS[fmt]}"
+    for path, out_path in zip(files, outs):
         try:
             top5 = colorize_file(engine, path, out_path, fmt, style, max_pixels)
             yield FileResult(path, out_path, top5)

@@ -77,3 +77,18 @@ def test_option_errors_name_their_own_remedy(sample, args, hint):
     assert r.exit_code == 1
     assert r.output.strip().splitlines()[-1] == hint
     assert "training/README.md" not in r.output
+
+
+@pytest.mark.parametrize("names", [("a/x.jpg", "b/x.jpg"), ("gray16.png", "gray16.tif"), ("Photo.jpg", "photo.png")])
+def test_colorize_refuses_two_inputs_for_one_output(tmp_path, names):
+    src = (ROOT / "manifests" / "sample" / "rocket.jpg").read_bytes()
+    for n in names:
+        (tmp_path / "in" / n).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / n).write_bytes(src)  # the suffix is not the format: decoding sniffs the bytes
+    r = runner.invoke(app, ["colorize", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--working-size", "64"])
+    first, second = (tmp_path / "in" / n for n in names)
+    out = tmp_path / "o" / f"{first.stem}.png"
+    assert r.exit_code == 1
+    assert r.output == (f"Error: {first} and {second} would both be written to {out}\n"
+                        "Hint: colorize them into different --out folders, or rename one\n")
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())  # refused before any work
