@@ -10,7 +10,7 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 from rich.console import Console
@@ -23,6 +23,24 @@ weights_app = typer.Typer(no_args_is_help=True, help="Inspect and export model w
 manifest_app = typer.Typer(no_args_is_help=True, help="Build and check Parquet manifests.")
 app.add_typer(weights_app, name="weights")
 app.add_typer(manifest_app, name="manifest")
+
+# Options that run, colorize and submit share, defined once so their names, defaults,
+# meaning and help cannot drift apart between the commands.
+WeightsOpt = Annotated[Optional[str], typer.Option(
+    "--weights", help="Weights file or URL (s3://...) that every worker can read (default: the shipped one).")]
+FormatOpt = Annotated[str, typer.Option("--format", help="jpeg, png, tiff or webp. 16-bit inputs stay 16-bit in png/tiff.")]
+WorkingSizeOpt = Annotated[int, typer.Option("--working-size", help="Long side (px) at which the network predicts colour.")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help=(
+    "fp32 (default; exact, TF32 is turned off on GPUs); opt-in and lossy: int8 (CPU), bf16, fp16 (GPU)."))]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help=(
+    "Scans per model call: a model actor colorizes this many working copies together (default 8)."))]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")]
+MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", help="Refuse images larger than this (decompression bombs).")]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Process at most this many pending rows.")]
+RetryFailedOpt = Annotated[bool, typer.Option("--retry-failed", help="Retry rows that failed in earlier runs.")]
+ActorsOpt = Annotated[Optional[int], typer.Option("--actors", help="Model actors (default: from the cluster's GPUs/CPUs).")]
+CpusPerActorOpt = Annotated[Optional[float], typer.Option("--cpus-per-actor", help="CPUs reserved by each model actor.")]
+GpusPerActorOpt = Annotated[Optional[float], typer.Option("--gpus-per-actor", help="GPUs per model actor (fractions share a GPU).")]
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -58,12 +76,12 @@ def colorize(
     inputs: List[Path] = typer.Argument(..., help="Image files or folders (searched recursively)."),
     out: Path = typer.Option(Path("colorized"), "--out", "-o", help="Output folder."),
     style_from: Optional[Path] = typer.Option(None, "--style-from", help="Take the global (scene) features from this image."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="A .safetensors weights file or URL (s3://...; default: the shipped one)."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
-    fmt: str = typer.Option("png", "--format", help="jpeg, png, tiff or webp. 16-bit inputs stay 16-bit in png/tiff."),
-    working_size: int = typer.Option(512, "--working-size", help="Long side (px) at which the network predicts colour."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 (default, exact); opt-in, lossy: int8 (CPU), bf16, fp16 (GPU)."),
-    max_pixels: int = typer.Option(250_000_000, "--max-pixels", help="Refuse images larger than this (decompression bombs)."),
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "auto",
+    fmt: FormatOpt = "png",
+    working_size: WorkingSizeOpt = 512,
+    precision: PrecisionOpt = "fp32",
+    max_pixels: MaxPixelsOpt = 250_000_000,
 ):
     """Colorize a few files without Ray; prints the top-5 scene classes per image.
 
@@ -142,20 +160,20 @@ def _storage_options(text: Optional[str]) -> dict:
 def run(
     manifest: str = typer.Argument(..., help="Parquet manifest: a local path or s3:// URL."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder or URL (default: next to the manifest, NAME-out)."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="A .safetensors weights file or URL (s3://...; default: the shipped one)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Images per Ray batch."),
+    weights: WeightsOpt = None,
+    batch_size: BatchSizeOpt = 8,
     progress_every: float = typer.Option(2.0, "--progress-every", help="Seconds between progress-log writes (a crash redoes at most this much work)."),
-    fmt: str = typer.Option("png", "--format", help="jpeg, png, tiff or webp."),
-    working_size: int = typer.Option(512, "--working-size", help="Long side (px) at which the network predicts colour."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 (default, exact); opt-in, lossy: int8 (CPU), bf16, fp16 (GPU)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Process at most this many pending rows."),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry rows that failed in earlier runs."),
+    fmt: FormatOpt = "png",
+    working_size: WorkingSizeOpt = 512,
+    precision: PrecisionOpt = "fp32",
+    limit: LimitOpt = None,
+    retry_failed: RetryFailedOpt = False,
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)."),
-    actors: Optional[int] = typer.Option(None, "--actors", help="Model actors (default: from the cluster's GPUs/CPUs)."),
-    cpus_per_actor: Optional[float] = typer.Option(None, "--cpus-per-actor", help="CPUs reserved by each model actor."),
-    gpus_per_actor: Optional[float] = typer.Option(None, "--gpus-per-actor", help="GPUs per model actor (fractions share a GPU)."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
-    max_pixels: int = typer.Option(250_000_000, "--max-pixels", help="Refuse images larger than this (decompression bombs)."),
+    actors: ActorsOpt = None,
+    cpus_per_actor: CpusPerActorOpt = None,
+    gpus_per_actor: GpusPerActorOpt = None,
+    device: DeviceOpt = "auto",
+    max_pixels: MaxPixelsOpt = 250_000_000,
     storage_options: Optional[str] = typer.Option(None, "--storage-options", help='fsspec options as JSON, e.g. \'{"anon": true}\'.'),
     verbose: bool = typer.Option(False, "--verbose", help="Show Ray's own logs and progress bars."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the manifest, weights and output; print what would run; do nothing."),
@@ -196,14 +214,18 @@ def submit(
     manifests: List[str] = typer.Argument(..., help="Parquet manifests (paths or s3:// URLs; a folder or prefix means every *.parquet in it)."),
     address: str = typer.Option(..., "--address", envvar="RAY_JOB_ADDRESS", help="Ray Jobs API (dashboard) address, e.g. http://head:8265."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Output URL (only with one manifest; default: NAME-out next to each)."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Weights path or URL that the cluster can read (default: the shipped one)."),
-    fmt: str = typer.Option("png", "--format", help="jpeg, png, tiff or webp."),
-    working_size: int = typer.Option(512, "--working-size", help="Long side (px) at which the network predicts colour."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 (default, exact); opt-in, lossy: int8 (CPU), bf16, fp16 (GPU)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Images per Ray batch."),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry rows that failed in earlier runs."),
-    actors: Optional[int] = typer.Option(None, "--actors", help="Model actors (default: from the cluster)."),
-    gpus_per_actor: Optional[float] = typer.Option(None, "--gpus-per-actor", help="GPUs per model actor."),
+    weights: WeightsOpt = None,
+    fmt: FormatOpt = "png",
+    working_size: WorkingSizeOpt = 512,
+    precision: PrecisionOpt = "fp32",
+    batch_size: BatchSizeOpt = 8,
+    retry_failed: RetryFailedOpt = False,
+    actors: ActorsOpt = None,
+    cpus_per_actor: CpusPerActorOpt = None,
+    gpus_per_actor: GpusPerActorOpt = None,
+    device: DeviceOpt = "auto",
+    limit: LimitOpt = None,
+    max_pixels: MaxPixelsOpt = 250_000_000,
     runtime_env: Optional[str] = typer.Option(None, "--runtime-env", help="Ray runtime_env: inline JSON or a .json/.yaml file."),
     storage_options: Optional[str] = typer.Option(None, "--storage-options", help="fsspec options as JSON (no credentials: the cluster brings its own)."),
     wait: bool = typer.Option(False, "--wait", help="Follow each job until it ends; exit 1 if one fails."),
@@ -226,7 +248,8 @@ def submit(
     failed = 0
     for url in urls:
         opts = RunOptions(manifest=url, out=out, weights=weights, fmt=fmt, working_size=working_size, precision=precision, batch_size=batch_size,
-                          retry_failed=retry_failed, actors=actors, gpus_per_actor=gpus_per_actor, storage_options=so)
+                          retry_failed=retry_failed, actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor,
+                          device=device, limit=limit, max_pixels=max_pixels, storage_options=so)
         sub = submit_job(opts, address, env)
         console.print(f"{url}: {sub.message}", highlight=False)
         if wait and sub.action in ("submitted", "running"):

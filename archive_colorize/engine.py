@@ -144,6 +144,10 @@ class Engine:
         check_precision(precision)
         self.weights = weights
         self.device = pick_device(device)
+        if self.device.type == "cuda" and precision == "fp32":
+            # fp32 means fp32: cuDNN would otherwise run convolutions on TF32 (10-bit mantissa)
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self.working_size = int(working_size)
         self.precision = precision
         model = weights.model.fold_batchnorm().eval()

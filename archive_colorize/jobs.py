@@ -53,6 +53,10 @@ def entrypoint(opts: RunOptions, out_url: str) -> str:
             "--working-size", str(opts.working_size), "--batch-size", str(opts.batch_size)]
     if opts.precision != "fp32":
         args += ["--precision", opts.precision]
+    if opts.device != "auto":
+        args += ["--device", opts.device]
+    if opts.max_pixels != RunOptions.max_pixels:
+        args += ["--max-pixels", str(opts.max_pixels)]
     if opts.weights:
         args += ["--weights", opts.weights]
     if opts.retry_failed:

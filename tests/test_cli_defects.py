@@ -92,3 +92,35 @@ def test_colorize_refuses_two_inputs_for_one_output(tmp_path, names):
     assert r.output == (f"Error: {first} and {second} would both be written to {out}\n"
                         "Hint: colorize them into different --out folders, or rename one\n")
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())  # refused before any work
+
+
+SHARED = ["--weights", "--format", "--working-size", "--precision", "--batch-size", "--device", "--max-pixels",
+          "--limit", "--retry-failed", "--actors", "--cpus-per-actor", "--gpus-per-actor"]
+
+
+def _params(name):
+    import typer
+
+    cmd = typer.main.get_command(app).commands[name]
+    return {p.opts[0]: p for p in cmd.params if p.opts and p.opts[0].startswith("--")}
+
+
+def test_run_and_submit_offer_the_same_options_as_one_definition():
+    run, submit, colorize = _params("run"), _params("submit"), _params("colorize")
+    for opt in SHARED:
+        assert opt in run and opt in submit, opt  # submit had drifted: no --device, --cpus-per-actor, --limit, --max-pixels
+        for other in (submit, colorize):
+            if opt in other:
+                assert (other[opt].help, other[opt].default) == (run[opt].help, run[opt].default), opt
+    assert "TF32 is turned off on GPUs" in run["--precision"].help
+    assert "Scans per model call" in run["--batch-size"].help
+
+
+def test_submit_carries_the_new_options_into_the_jobs_run(sample):
+    opts = RunOptions(manifest=str(sample), device="cpu", cpus_per_actor=0.5, limit=2, max_pixels=10_000_000)
+    args = shlex.split(entrypoint(opts, str(sample.parent / "sample-out")))
+    for flag, value in (("--device", "cpu"), ("--cpus-per-actor", "0.5"), ("--limit", "2"), ("--max-pixels", "10000000")):
+        assert args[args.index(flag) + 1] == value
+    r = runner.invoke(app, [*args[1:], "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "a run now would process 2 row(s)" in r.output
