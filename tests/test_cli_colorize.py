@@ -73,5 +73,5 @@ def test_weights_inspect(weights_path):
     import json
 
     meta = json.loads(r.output)
-    assert meta["config"]["num_classes"] == 100 and meta["categories"][0] == "abbey"
+    assert meta["config"]["num_classes"] == 100 and meta["categories"][0] == "class_0"
     assert meta["file_sha256"] == __import__("hashlib").sha256(weights_path.read_bytes()).hexdigest()

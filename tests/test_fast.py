@@ -56,6 +56,16 @@ def test_int8_is_close_deterministic_and_labelled(shipped):
         assert torch.equal(b.ab, again.predict(d.lightness).ab)  # calibration is fixed: same bytes every run
         assert (a.ab - b.ab).abs().mean() < 1.0  # mean a*b* error well under one JND
         assert _psnr(recombine(d.lightness, a.ab), recombine(d.lightness, b.ab)) > 38
+    # labelled: a lossy output says so in its EXIF Software tag; an fp32 one does not
+    import io
+
+    from PIL import Image
+
+    from archive_colorize.engine import render, software_tag
+
+    for engine, mark in ((int8, ", int8)"), (fp32, f"{shipped.file_sha256[:12]})")):
+        png = render(d, engine.predict(d.lightness).ab, "png", software_tag(shipped.file_sha256, engine.precision))
+        assert Image.open(io.BytesIO(png)).getexif()[0x0131].endswith(mark)
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN")

@@ -69,6 +69,7 @@ def test_safe_names_stay_inside_and_never_collide():
     assert safe_name("../../etc/passwd") == safe_name("../../etc/passwd")  # deterministic
 
 
+@pytest.mark.shared
 def test_build_from_folder_with_catalog(tmp_path):
     catalog = tmp_path / "catalog.csv"
     catalog.write_text("filename,naId,title\nlange_migrant_mother_1936.jpg,1234,Migrant Mother\n")
@@ -85,6 +86,7 @@ def test_build_from_folder_with_catalog(tmp_path):
     load_manifest(str(out))  # what build writes, run accepts
 
 
+@pytest.mark.shared
 def test_build_from_s3_prefix(s3, s3_server, tmp_path):
     s3.mkdir("buildsrc")
     s3.pipe("buildsrc/scans/box1/a.jpg", (HISTORICAL / "adams_mural_project_1.jpg").read_bytes())

@@ -37,6 +37,7 @@ def real_batch(n=8, seed=0):
     return {k: torch.as_tensor(b[k][idx]) for k in ("L", "ab", "label")}
 
 
+@pytest.mark.shared
 def test_class_loss_reaches_only_classification_global_and_low_level():
     torch.manual_seed(0)
     model = ColorizationModel(ModelConfig(num_classes=100, width=0.125)).train()
@@ -56,6 +57,7 @@ def test_class_loss_reaches_only_classification_global_and_low_level():
             assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+@pytest.mark.shared
 def test_training_overfits_one_fixed_batch():
     torch.manual_seed(0)
     model = ColorizationModel(ModelConfig(num_classes=100, width=0.125))
@@ -65,6 +67,7 @@ def test_training_overfits_one_fixed_batch():
     assert losses[-1] < 0.3 * losses[0], losses[::10]
 
 
+@pytest.mark.shared
 def test_filter_removes_grayscale_images():
     src = Image.open(io.BytesIO(next(iter_raw_batches(resolve_source(str(MINIPLACES / "val.parquet")), 1))["image"][0]))
     colour = src.convert("RGB")
@@ -79,6 +82,7 @@ def test_filter_removes_grayscale_images():
     assert out["keep"].tolist() == [True, False, False]
 
 
+@pytest.mark.shared
 def test_filter_on_real_miniplaces_removes_a_few_percent():
     raw = next(iter_raw_batches(resolve_source(str(MINIPLACES / "train-00.parquet")), 600))
     out = prepare_batch(raw, train=False, size=64)
@@ -91,6 +95,7 @@ def test_filter_on_real_miniplaces_removes_a_few_percent():
             assert removed[i]
 
 
+@pytest.mark.shared
 def test_smoke_run_with_two_ray_train_workers(ray_cluster, tmp_path):
     cfg = smoke()
     assert cfg.train.num_workers == 2 and cfg.train.use_ray
@@ -103,6 +108,7 @@ def test_smoke_run_with_two_ray_train_workers(ray_cluster, tmp_path):
     assert rows[-1]["images"] > 6 * 6  # two workers x 4 images per step, minus filtered rows
 
 
+@pytest.mark.shared
 def test_kill_then_resume_continues_at_saved_step(tmp_path):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "archive_colorize.cli", "train", "--config", str(SMOKE), "--out", str(run_dir),
@@ -124,6 +130,7 @@ def test_kill_then_resume_continues_at_saved_step(tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == saved + 2 and saved + 1 in steps
 
 
+@pytest.mark.shared
 def test_export_and_evaluate_on_both_formats(tmp_path):
     cfg = smoke("train.use_ray=false", "train.steps=2")
     run_training(cfg, str(tmp_path / "run"))
@@ -167,6 +174,7 @@ def test_baseline_config_requires_alpha_zero():
     assert load_config(ROOT / "training" / "baseline.toml").model.global_branch is False
 
 
+@pytest.mark.shared
 def test_checkpoints_and_resume_on_s3(s3, s3_server, monkeypatch):
     # the standard AWS environment is how training finds S3 (no storage options in configs)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server["key"])

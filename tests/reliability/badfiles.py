@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..conftest import HISTORICAL
+from ..conftest import HISTORICAL, need_shared
 
 
 @dataclass
@@ -27,6 +27,7 @@ class Case:
 
 
 def _source() -> Image.Image:
+    need_shared()
     im = Image.open(HISTORICAL / "adams_mural_project_1.jpg").convert("L")
     return im.resize((im.width // 2, im.height // 2))
 

@@ -2,7 +2,6 @@
 
 import json
 import os
-import re
 import signal
 import socket
 import time
@@ -115,11 +114,22 @@ def test_lock_held_by_another_host(age, refused, weights_path, tmp_path):
 def test_no_pickle_is_loaded_anywhere():
     """Weights are safetensors; checkpoints are read with weights_only=True. No code path
     may call pickle or an unrestricted torch.load."""
+    import ast
+
+    loads = 0
     for f in (ROOT / "archive_colorize").rglob("*.py"):
-        text = f.read_text()
-        assert not re.search(r"^\s*import pickle|^\s*from pickle|cloudpickle\.load", text, re.M), f
-        for m in re.finditer(r"torch\.load\((.*)$", text, re.M):
-            assert "weights_only=True" in m.group(1), f"{f.name}: {m.group(0)}"
+        tree = ast.parse(f.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                assert not any(a.name.split(".")[0] in ("pickle", "cloudpickle", "dill") for a in node.names), f
+            if isinstance(node, ast.ImportFrom):
+                assert (node.module or "").split(".")[0] not in ("pickle", "cloudpickle", "dill"), f
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":  # over several lines too
+                loads += 1
+                kw = {k.arg: k.value for k in node.keywords}
+                assert "weights_only" in kw and getattr(kw["weights_only"], "value", None) is True, \
+                    f"{f.name}:{node.lineno}: {ast.unparse(node)}"
+    assert loads >= 1  # the checkpoint reader is found, so the check sees what it must
 
 
 def test_a_checkpoint_with_a_pickle_payload_is_refused(tmp_path):
