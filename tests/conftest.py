@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(config, items):
     if not marked:
         return
     if os.environ.get("CI") == "true":
-        raise pytest.UsageError(f"CI=true, but {len(marked)} tests {SHARED_REASON}")
+        raise pytest.UsageError(f"CI=true, but ../shared is missing: {len(marked)} tests {SHARED_REASON.replace('needs', 'need', 1)}")
     skip = pytest.mark.skip(reason=SHARED_REASON)
     for item in marked:
         item.add_marker(skip)
