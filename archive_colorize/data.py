@@ -79,12 +79,27 @@ def _decode_rgb(data: bytes) -> tuple[np.ndarray, bool]:
     return np.asarray(im.convert("RGB")), gray
 
 
+def colour_spread(rgb01: torch.Tensor) -> torch.Tensor:
+    """sRGB (N, 3, H, W) in [0, 1] -> (N,) sqrt(var a* + var b*) over a 64x64 thumbnail: the
+    filter's measure, for the streaming path (one image) and device_data (whole chunks)."""
+    t = F.interpolate(rgb01, size=(64, 64), mode="area")
+    ab = rgb_to_lab(t)[:, 1:].flatten(2)
+    return ab.var(dim=2).sum(1).sqrt()
+
+
 def colour_std(rgb: np.ndarray) -> float:
-    """sqrt(var a* + var b*) over a 64x64 thumbnail: the filter's measure."""
-    t = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255
-    t = F.interpolate(t, size=(64, 64), mode="area")
-    ab = rgb_to_lab(t)[0, 1:].flatten(1)
-    return float(ab.var(dim=1).sum().sqrt())
+    """colour_spread of one HxWx3 uint8 image."""
+    return float(colour_spread(torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255)[0])
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, not the machine's count)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
 
 
 def prepare_batch(batch: dict, *, train: bool, size: int = 224, scale: int = 256, seed: int | None = None) -> dict:

@@ -26,27 +26,19 @@ staged onto a GPU machine while training runs) joins the pool at the next epoch.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import MIN_COLOUR_STD, Source, iter_raw_batches, resolve_source
+from .data import MIN_COLOUR_STD, Source, colour_spread, iter_raw_batches, resolve_source, usable_cpus
 from .decode_pool import decode_chunk, image_side
 from .lab import normalize_ab, rgb_to_lab
 
 CHUNK = 512  # images per decode task
 CPU_CHUNK = 32  # images augmented at a time on a CPU
 IN_PROCESS_BELOW = 2048  # smaller sets decode on this thread
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _row_count(source: Source) -> int:
@@ -95,9 +87,9 @@ class DeviceDataset:
                  limit: int | None = None, workers: int | None = None):
         self.spec, self.root, self.device = spec, root, device
         self.scale, self.crop, self.limit = scale, crop, limit
-        self.workers = workers or _cpus()
+        self.workers = workers or usable_cpus()
         self.side: int | None = None
-        self.images = torch.empty((0, 3, 0, 0), dtype=torch.float16, device=device)
+        self.images: torch.Tensor | None = None  # set by the first refresh that keeps an image
         self.labels = torch.empty(0, dtype=torch.int64, device=device)
         self.loaded: list[str] = []  # parquet files (or the one list file) already in the pool
         self.seen = 0  # rows read, before the filter
@@ -106,6 +98,10 @@ class DeviceDataset:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.images is None else self.images.numel() * self.images.element_size()
 
     def refresh(self) -> int:
         """Load sources that are not in the pool yet. Returns how many images were added."""
@@ -123,7 +119,7 @@ class DeviceDataset:
             lab, cstd = to_lab(torch.from_numpy(imgs), self.device)
             keep &= (cstd >= MIN_COLOUR_STD).cpu().numpy()
             idx = torch.from_numpy(np.flatnonzero(keep)).to(self.device)
-            self.images = torch.cat([self.images.reshape(0, *lab.shape[1:]) if not len(self) else self.images, lab[idx]])
+            self.images = lab[idx] if self.images is None else torch.cat([self.images, lab[idx]])
             self.labels = torch.cat([self.labels, torch.from_numpy(labels).to(self.device)[idx]])
         self.loaded += new
         self.seen += len(keep)
@@ -163,21 +159,20 @@ class DeviceDataset:
         step = len(idx) if self.device.type == "cuda" else CPU_CHUNK
         parts = [augment(self.images[idx[i : i + step]], crop=self.crop, scale=self.scale, generator=generator)
                  for i in range(0, len(idx), step)]
-        L, ab = (parts[0][0], parts[0][1]) if len(parts) == 1 else (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+        L, ab = (torch.cat(t) if len(t) > 1 else t[0] for t in zip(*parts))
         return {"L": L, "ab": ab, "label": self.labels[idx]}
 
 
 def to_lab(rgb_u8: torch.Tensor, device: torch.device, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 (N, S, S, 3) on any device -> (float16 (N, 3, S, S) on `device` holding L*/100 and
     normalised a*b*, i.e. the network's input and target units; the filter's measure
-    data.colour_std per image: sqrt(var a* + var b*) on a 64x64 thumbnail).
+    data.colour_spread per image).
 
     Both scalings are affine, so they commute with the resampling and pooling that follow."""
     labs, stds = [], []
     for i in range(0, len(rgb_u8), chunk):
         t = rgb_u8[i : i + chunk].to(device).permute(0, 3, 1, 2).float() / 255
-        thumb = rgb_to_lab(F.interpolate(t, size=(64, 64), mode="area"))[:, 1:].flatten(2)
-        stds.append(thumb.var(dim=2).sum(1).sqrt())
+        stds.append(colour_spread(t))
         lab = rgb_to_lab(t)
         labs.append(torch.cat([lab[:, :1] / 100, normalize_ab(lab[:, 1:])], 1).half())
     return torch.cat(labs), torch.cat(stds)

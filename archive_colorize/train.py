@@ -205,11 +205,12 @@ def _local_batches(cfg: Config, per_worker: int, seed: int, workers: int = 0):
     torch release the GIL); 0 = one per CPU, 1 = on this thread (the loader of old, kept as
     the baseline for benchmarks/train.py)."""
     import collections
-    import os
     from concurrent.futures import ThreadPoolExecutor
 
+    from .data import usable_cpus
+
     src = resolve_source(cfg.data.train, cfg.data.train_root or None)
-    workers = workers or len(os.sched_getaffinity(0))
+    workers = workers or usable_cpus()
 
     def raw_batches():
         epoch = 0
@@ -271,7 +272,7 @@ def _resident_batches(cfg: Config, ctx: "Context", per_worker: int, seed: int, l
     ds = DeviceDataset(cfg.data.train, cfg.data.train_root or None, ctx.device, scale=cfg.data.scale,
                        crop=cfg.data.crop, limit=cfg.data.train_limit or None)
     log(f"data on {ctx.device.type}: {len(ds)} images ({ds.filtered} filtered) at {ds.side}x{ds.side}, "
-        f"{ds.images.numel() * 2 / 2**30:.2f} GiB, loaded in {time.time() - t0:.1f} s")
+        f"{ds.nbytes / 2**30:.2f} GiB, loaded in {time.time() - t0:.1f} s")
     order = torch.Generator().manual_seed(seed)  # the same permutation on every rank
     draws = torch.Generator(device=ctx.device).manual_seed(seed + 1000 * ctx.rank + 1)
     epoch, counted = 0, 0
@@ -281,26 +282,34 @@ def _resident_batches(cfg: Config, ctx: "Context", per_worker: int, seed: int, l
             if added:
                 log(f"epoch {epoch}: {added} new images joined, {len(ds)} in all")
         for idx in ds.epoch(per_worker, order, ctx.rank, ctx.world):
-            # the filter runs once per image at load: report each removal once, not every epoch
-            yield ds.batch(idx, draws), (ds.filtered - counted) // ctx.world
+            # the filter runs once per image at load (every rank loads all): report each removal once
+            yield ds.batch(idx, draws), ds.filtered - counted
             counted = ds.filtered
         epoch += 1
 
 
-def _streamed_batches(stream, device):
-    """Prepared numpy batches -> (the kept rows as tensors on the device, rows filtered)."""
+def _streamed_batches(stream, device, world: int):
+    """Prepared numpy batches -> (the kept rows as tensors on the device, rows filtered on all ranks)."""
     for b in stream:
         keep = np.asarray(b["keep"], bool)
+        dropped = int((~keep).sum()) * world
         if not keep.any():
-            keep = keep.copy()
-            keep[:] = True  # every DDP rank must take every step, or the all-reduce hangs; rare
-            dropped = 0
-        else:
-            dropped = int((~keep).sum())
+            if world == 1:
+                yield None, dropped  # nothing to learn from: no step
+                continue
+            keep = np.ones_like(keep)  # every DDP rank must take every step, or the all-reduce hangs
         t = {k: torch.from_numpy(np.ascontiguousarray(np.asarray(b[k])[keep])) for k in ("L", "ab", "label")}
         if device.type == "cuda":
             t = {k: v.pin_memory().to(device, non_blocking=True) for k, v in t.items()}
         yield t, dropped
+
+
+def check_init_architecture(mine, theirs, path: str) -> None:
+    """--init needs the same network apart from the class count; name the key that differs."""
+    for key in ("width", "global_branch", "global_size"):
+        if getattr(mine, key) != getattr(theirs, key):
+            raise ConfigError(f"--init {path} has model.{key} = {getattr(theirs, key)!r}, this config has "
+                              f"{getattr(mine, key)!r}", hint=f"set model.{key} = {getattr(theirs, key)!r} to fine-tune it")
 
 
 def init_from_weights(model: ColorizationModel, path: str) -> str:
@@ -310,10 +319,7 @@ def init_from_weights(model: ColorizationModel, path: str) -> str:
 
     w = load_weights(path)
     mine, theirs = model.config, w.config
-    for key in ("width", "global_branch", "global_size"):
-        if getattr(mine, key) != getattr(theirs, key):
-            raise ConfigError(f"--init {path} has model.{key} = {getattr(theirs, key)!r}, this config has "
-                              f"{getattr(mine, key)!r}", hint=f"set model.{key} = {getattr(theirs, key)!r} to fine-tune it")
+    check_init_architecture(mine, theirs, path)
     state = w.model.state_dict()
     if mine.num_classes != theirs.num_classes:
         state = {k: v for k, v in state.items() if not k.startswith("classification.fc2.")}
@@ -388,9 +394,9 @@ def train_loop(loop_config: dict) -> None:
         def batches():
             while True:  # epochs; each pass re-reads and re-augments the shard
                 yield from shard.iter_batches(batch_size=per_worker, batch_format="numpy", drop_last=True)
-        stream = _streamed_batches(batches(), ctx.device)
+        stream = _streamed_batches(batches(), ctx.device, ctx.world)
     else:
-        stream = _streamed_batches(_local_batches(cfg, per_worker, tc.seed + step), ctx.device)
+        stream = _streamed_batches(_local_batches(cfg, per_worker, tc.seed + step), ctx.device, ctx.world)
     val = _val_batches(cfg) if ctx.rank == 0 else []
 
     def state_dict():
@@ -406,7 +412,9 @@ def train_loop(loop_config: dict) -> None:
     bar = _progress_bar(step, tc.steps) if ctx.rank == 0 and shard is None else None
     while step < stop_at:
         b, dropped = next(stream)
-        filtered += dropped * ctx.world
+        filtered += dropped
+        if b is None:
+            continue
         acc.append(train_step(forward, optimizer, b, tc.alpha, ctx.device, tc.bf16))
         step += 1
         n = len(b["label"])
@@ -513,13 +521,14 @@ def run_training(cfg: Config, run_dir: str, resume: bool = False, categories: li
     fs, rd = resolve(run_dir)
     if not resume and list_checkpoints(run_dir):
         raise ConfigError(f"{run_dir} already holds checkpoints", hint="pass --resume to continue, or choose another --out")
-    write_json(fs, f"{rd}/config.json", cfg.to_dict())
     if init:
         from .weights import load_weights
 
-        load_weights(init)  # refuse a missing or damaged file before any worker starts
+        # refuse a missing, damaged or mismatched file before anything is written or started
+        check_init_architecture(cfg.model, load_weights(init).config, init)
         if "://" not in init:
             init = os.path.abspath(init)
+    write_json(fs, f"{rd}/config.json", cfg.to_dict())
     loop_config = {"config": cfg.to_dict(), "run_dir": run_dir, "resume": resume, "categories": categories, "init": init}
     tc = cfg.train
     if not tc.use_ray:

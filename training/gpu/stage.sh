@@ -61,7 +61,7 @@ start() {
     train.use_ray=false train.use_gpu=$([ "$DEVICE" = cuda ] && echo true || echo false) \
     train.batch_size=$BATCH train.steps=10000000 train.max_minutes=$MINUTES \
     train.eval_every=500 train.checkpoint_every=1000 train.keep_checkpoints=20 train.log_every=100 $EXTRA \
-    > "$STAGE/train.log" 2>&1 < /dev/null & echo $! > "$STAGE/train.pid")
+    > "$STAGE/train.log" 2>&1 < /dev/null &)
   for _ in $(seq 120); do  # until the first logged step, or the trainer's death
     grep -q "^step " "$STAGE/train.log" 2>/dev/null && break
     trainer_alive || { cat "$STAGE/train.log"; log "trainer died"; exit 1; }
