@@ -1,8 +1,14 @@
-"""Named crash points, so the reliability suite can SIGKILL a real run at exact moments.
+"""Named crash points, so the reliability suite can kill a real run at exact moments.
 
 `ARCHIVE_COLORIZE_CRASH_AT=<point>[:<n>]` makes the process kill itself (SIGKILL: no
-cleanup, no `finally`, like a lost node) the n-th time it passes `<point>`. Unset, as in
-every real run, a crash point is one string comparison.
+cleanup, no `finally`, like a lost node) the n-th time it passes `<point>`.
+`ARCHIVE_COLORIZE_STOP_AT=<point>[:<n>]` freezes it there instead (SIGSTOP), so that a test
+can kill it from outside at a known moment, without racing a wall clock.
+`ARCHIVE_COLORIZE_CRASH_ONCE=<file>` makes either fire once across all processes (the
+first to create the file), so that a restarted Ray actor does not crash again.
+
+Ray actors do not inherit the driver's environment: the driver hands `armed()` to them.
+Unset, as in every real run, a crash point is one dictionary lookup.
 """
 
 from __future__ import annotations
@@ -10,17 +16,36 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = ("lock-acquired", "progress-written", "before-compact", "compacted")
+POINTS = ("lock-acquired", "progress-written", "before-compact", "compacted", "model-batch")
+_VARS = ("ARCHIVE_COLORIZE_CRASH_AT", "ARCHIVE_COLORIZE_STOP_AT", "ARCHIVE_COLORIZE_CRASH_ONCE")
 _seen: dict[str, int] = {}
 
 
-def crash_point(name: str) -> None:
-    spec = os.environ.get("ARCHIVE_COLORIZE_CRASH_AT")
+def armed() -> dict[str, str]:
+    """The crash settings of this process, to pass to processes it starts elsewhere."""
+    return {k: os.environ[k] for k in _VARS if os.environ.get(k)}
+
+
+def _due(spec: str | None, name: str) -> bool:
     if not spec:
-        return
+        return False
     point, _, n = spec.partition(":")
-    if point != name:
+    return point == name and _seen.get(name, 0) >= int(n or 1)
+
+
+def crash_point(name: str, settings: dict[str, str] | None = None) -> None:
+    env = os.environ if settings is None else settings
+    crash, stop = env.get("ARCHIVE_COLORIZE_CRASH_AT"), env.get("ARCHIVE_COLORIZE_STOP_AT")
+    if not crash and not stop:
         return
     _seen[name] = _seen.get(name, 0) + 1
-    if _seen[name] >= int(n or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    sig = signal.SIGKILL if _due(crash, name) else signal.SIGSTOP if _due(stop, name) else None
+    if sig is None:
+        return
+    once = env.get("ARCHIVE_COLORIZE_CRASH_ONCE")
+    if once:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+    os.kill(os.getpid(), sig)

@@ -39,7 +39,7 @@ import torch
 from . import __version__, progress
 from .engine import DEFAULT_WORKING_SIZE, Engine, mean_chroma, render, software_tag, working_copy
 from .errors import ColorizeError, ConfigError, ImageError, ManifestError, StorageError
-from .faults import crash_point
+from .faults import armed, crash_point
 from .images import DEFAULT_MAX_PIXELS, FORMATS, decode_image
 from .manifest import Manifest, check_output_names, load_manifest, safe_name
 from .storage import atomic_write_bytes, is_local, read_bytes, remove_stale_temps, resolve, write_json
@@ -163,9 +163,11 @@ class Colorizer:
     """The one stateful step: holds the model, loaded once per actor."""
 
     def __init__(self, weights: str, device: str, working_size: int, threads: int | None = None,
-                 storage_options: dict | None = None, expect_sha256: str | None = None, precision: str = "fp32"):
+                 storage_options: dict | None = None, expect_sha256: str | None = None, precision: str = "fp32",
+                 faults: dict | None = None):
         from .weights import load_weights
 
+        self.faults = faults or {}
         if threads:
             torch.set_num_threads(threads)
         # A path or URL, not the bytes: constructor arguments that live in the object store
@@ -177,6 +179,7 @@ class Colorizer:
         self.weights_sha256 = loaded.file_sha256
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        crash_point("model-batch", self.faults)
         n = batch.num_rows
         errors = batch.column("error").to_pylist()
         work, wh, ww = (batch.column(c).to_pylist() for c in ("_work", "_work_h", "_work_w"))
@@ -218,12 +221,6 @@ class Colorizer:
 RESUME_HINT = "free space or fix permissions there, then run the same command again: it resumes where it stopped"
 
 
-class OutputWriteError(ColorizeError):
-    """The output location refused a write: the run must stop, not mark rows failed."""
-
-    hint = RESUME_HINT
-
-
 def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dict, fmt: str,
            max_pixels: int, software: str) -> pa.Table:
     """Recombine the predicted chroma with the original full-resolution L*, encode, write."""
@@ -236,8 +233,12 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
     out_fs, out_root = resolve(out_url, storage_options)  # the URL, not the bare path: keep the protocol
     status, out_uris, out_shas, chroma = ["failed"] * n, [None] * n, [None] * n, [None] * n
     ext = FORMATS[fmt]
+    fatal = None  # the output location refused a write: this batch stops, and so will the run
     for i in range(n):
         if errors[i] is not None:
+            continue
+        if fatal is not None:
+            status[i] = None  # not attempted: unsettled, so the resumed run does it
             continue
         t0 = time.perf_counter()
         try:
@@ -252,12 +253,11 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
             try:
                 atomic_write_bytes(f"{out_root}/images/{name}", blob, fs=out_fs)
             except (OSError, StorageError) as e:
-                raise OutputWriteError(f"cannot write to the output location {out_url}: {_one_line(e)}") from None
+                fatal, status[i] = f"cannot write to the output location {out_url}: {_one_line(e)}", None
+                continue
             status[i], out_uris[i], out_shas[i] = "done", f"{out_url}/images/{name}", hashlib.sha256(blob).hexdigest()
         except ImageError as e:
             errors[i] = _one_line(e)
-        except OutputWriteError:
-            raise
         except Exception as e:
             errors[i] = f"unexpected {type(e).__name__}: {_one_line(e)}"
         t[i] += time.perf_counter() - t0
@@ -269,6 +269,9 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
         .append_column("output_sha256", pa.array(out_shas, pa.string()))
         .append_column("seconds", pa.array(t, pa.float64()))
         .append_column("mean_chroma", pa.array(chroma, pa.float32()))
+        # A value, not an exception: Ray Data hands the driver a UserCodeException that has
+        # lost the original's type, so an error that must stop the run travels as data.
+        .append_column("_fatal", pa.array([fatal] * n, pa.string()))
     )
 
 
@@ -596,7 +599,7 @@ def _execute_quietly(opts, manifest, weights, out_fs, out_root, out_url, lock, s
         Colorizer,
         fn_constructor_kwargs={"weights": weights.source, "device": plan["device"], "working_size": opts.working_size,
                                "threads": plan["threads"], "storage_options": so, "expect_sha256": weights.file_sha256,
-                               "precision": opts.precision},
+                               "precision": opts.precision, "faults": armed()},
         compute=ActorPoolStrategy(size=plan["actors"]), num_cpus=plan["num_cpus"], num_gpus=plan["num_gpus"], **common,
     )
     software = software_tag(weights.file_sha256, opts.precision)
@@ -612,6 +615,9 @@ def _execute_quietly(opts, manifest, weights, out_fs, out_root, out_url, lock, s
             for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
                 if batch.num_rows == 0:
                     continue
+                fatal = batch.column("_fatal")[0].as_py()
+                if fatal is not None:
+                    batch = batch.filter(pc.is_valid(batch.column("status")))
                 core = [batch.column(f.name).cast(f.type) for f in progress.RESULT_SCHEMA]
                 table = pa.Table.from_arrays(core, schema=progress.RESULT_SCHEMA)
                 for c in meta_cols:
@@ -622,10 +628,10 @@ def _execute_quietly(opts, manifest, weights, out_fs, out_root, out_url, lock, s
                 counts["done"] += d
                 counts["failed"] += table.num_rows - d
                 bar.advance(d, table.num_rows - d)
-        except Exception as e:
-            log.flush()  # rows finished before the failure are kept: their images exist
-            raise _unwrap_ray_error(e) from None
-        log.flush()
+                if fatal is not None:
+                    raise StorageError(fatal, hint=RESUME_HINT)
+        finally:
+            log.flush()  # rows finished before a failure are kept: their images exist
 
 
 class _ProgressWriter:
@@ -638,6 +644,8 @@ class _ProgressWriter:
         self.last = time.monotonic()
 
     def add(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
         self.tables.append(table)
         self.rows += table.num_rows
         if self.rows >= FLUSH_ROWS or time.monotonic() - self.last >= self.every:
@@ -655,20 +663,3 @@ class _ProgressWriter:
                                hint=RESUME_HINT) from None
         self.tables, self.rows, self.last = [], 0, time.monotonic()
         crash_point("progress-written")
-
-
-def _unwrap_ray_error(e: Exception) -> Exception:
-    """Ray wraps task exceptions; surface ours (e.g. a full disk) as the one-line error."""
-    cause = e
-    for _ in range(6):
-        if isinstance(cause, ColorizeError):
-            return cause
-        nxt = getattr(cause, "cause", None) or cause.__cause__
-        if nxt is None:
-            break
-        cause = nxt
-    text = str(e)
-    if "OutputWriteError" in text or "cannot write to the output location" in text:
-        line = next((l for l in text.splitlines() if "cannot write to the output location" in l), text.splitlines()[-1])
-        return StorageError(line.split("OutputWriteError: ")[-1].strip(), hint=RESUME_HINT)
-    return e

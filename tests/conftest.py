@@ -1,4 +1,8 @@
-"""Shared fixtures: real images from ../shared, seeded random weights, one Ray cluster."""
+"""Shared fixtures: real scans, seeded random weights, one Ray cluster, a moto S3 server.
+
+Most tests need only what a plain clone has: the real photographs committed in
+manifests/sample/ and scans made from them here. Tests about real data (held-out precision
+checks, the colour filter on MiniPlaces, the 18 historical scans) are marked `shared`."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ARCHIVE_COLORIZE_SHARED", ROOT.parent / "shared"))
 HISTORICAL = SHARED / "data" / "historical"
 MINIPLACES = SHARED / "data" / "miniplaces"
+SAMPLE = ROOT / "manifests" / "sample"  # five real grayscale photographs, committed
 
 
 SHARED_REASON = (f"needs the shared test data (public-domain scans, MiniPlaces) at {SHARED}: "
@@ -144,13 +149,63 @@ def s3(s3_server):
     return fs
 
 
+def sample(name: str) -> Path:
+    """A committed real photograph (manifests/sample/): astronaut.jpg 512x512, chelsea.jpg
+    451x300, coffee.jpg 600x400, rocket.jpg 640x427 (8-bit gray), coins.png 384x303 (16-bit)."""
+    p = SAMPLE / name
+    assert p.exists(), f"{p} is part of the repository"
+    return p
+
+
+def sepia_print(path: Path, name: str = "astronaut.jpg") -> Path:
+    """A toned print scanned in colour: a real photograph through a sepia ramp, as RGB JPEG."""
+    import numpy as np
+    from PIL import Image
+
+    g = np.asarray(Image.open(sample(name)).convert("L"), np.float64)[..., None] / 255
+    tone = np.array([1.0, 0.82, 0.62])  # warm brown highlights fading to dark umber
+    rgb = np.clip(255 * g ** np.array([0.9, 1.0, 1.15]) * tone + 12 * (1 - g), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path, quality=92)
+    return path
+
+
+def large_scan(path: Path, size: tuple[int, int] = (2590, 3367), name: str = "coffee.jpg") -> Path:
+    """A print-sized scan (default 2590x3367, 8.7 MP): a real photograph enlarged, with film
+    grain so that every pixel's L* is its own."""
+    import numpy as np
+    from PIL import Image
+
+    im = Image.open(sample(name)).convert("L").resize(size, Image.Resampling.BICUBIC)
+    grain = np.random.default_rng(0).normal(0, 4, (size[1], size[0]))
+    a = np.clip(np.asarray(im, np.float64) + grain, 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(a).save(path, quality=90)
+    return path
+
+
+def sample_scans(folder: Path) -> list[Path]:
+    """Seven real inputs of the kinds an archive holds: the five committed photographs (one
+    16-bit PNG), a sepia print scanned in RGB, and a JPEG whose EXIF says to rotate it."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [sample(n) for n in ("astronaut.jpg", "chelsea.jpg", "coffee.jpg", "coins.png", "rocket.jpg")]
+    files.append(sepia_print(folder / "sepia_print.jpg"))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    rotated = folder / "rotated_exif.jpg"
+    Image.open(sample("chelsea.jpg")).save(rotated, quality=90, exif=exif.tobytes())
+    files.append(rotated)
+    return files
+
+
 def write_broken_files(folder: Path) -> dict[str, str]:
     """Three real broken inputs: empty, an HTML error page named .jpg, a truncated JPEG."""
-    need_shared()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "error_page.jpg").write_bytes(b"<!DOCTYPE html><html><body>503 Service Unavailable</body></html>")
-    good = (HISTORICAL / "adams_mural_project_1.jpg").read_bytes()
+    good = sample("astronaut.jpg").read_bytes()
     (folder / "truncated.jpg").write_bytes(good[: len(good) // 3])
     return {
         "empty": "empty file (0 bytes)",

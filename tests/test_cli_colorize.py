@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from archive_colorize.cli import app
 
-from .conftest import historical
+from .conftest import sample
 
 runner = CliRunner()
 
@@ -14,8 +14,8 @@ runner = CliRunner()
 def test_colorize_files_and_prints_top5(weights_path, tmp_path):
     src = tmp_path / "in"
     src.mkdir()
-    shutil.copy(historical("adams_mural_project_1.jpg"), src / "a.jpg")
-    shutil.copy(historical("adams_colorado_national_park_1941.png"), src / "b.png")
+    shutil.copy(sample("chelsea.jpg"), src / "a.jpg")
+    shutil.copy(sample("coins.png"), src / "b.png")  # 16-bit
     out = tmp_path / "out"
     r = runner.invoke(app, ["colorize", str(src), "--out", str(out), "--weights", str(weights_path), "--format", "jpeg"])
     assert r.exit_code == 0, r.output
@@ -24,20 +24,20 @@ def test_colorize_files_and_prints_top5(weights_path, tmp_path):
     assert lines[0].startswith(f"{src / 'a.jpg'} -> {out / 'a.jpg'}")
     assert lines[0].count("%") == 5  # five scene classes with probabilities
     a = Image.open(out / "a.jpg")
-    assert a.size == (375, 331) and a.mode == "RGB"
+    assert a.size == (451, 300) and a.mode == "RGB"
     rgb = np.asarray(a).astype(int)
     assert np.abs(rgb[..., 0] - rgb[..., 2]).mean() > 1  # not grey
-    assert Image.open(out / "b.jpg").size == (600, 464)
+    assert Image.open(out / "b.jpg").size == (384, 303)
 
 
 def test_style_from_changes_colours(weights_path, tmp_path):
-    src = historical("adams_mural_project_1.jpg")
+    src = sample("chelsea.jpg")
     r1 = runner.invoke(app, ["colorize", str(src), "--out", str(tmp_path / "plain"), "--weights", str(weights_path)])
     r2 = runner.invoke(app, ["colorize", str(src), "--out", str(tmp_path / "styled"), "--weights", str(weights_path),
-                             "--style-from", str(historical("lange_migrant_mother_1936.jpg"))])
+                             "--style-from", str(sample("astronaut.jpg"))])
     assert r1.exit_code == 0 and r2.exit_code == 0, r2.output
-    a = np.asarray(Image.open(tmp_path / "plain" / "adams_mural_project_1.png")).astype(int)
-    b = np.asarray(Image.open(tmp_path / "styled" / "adams_mural_project_1.png")).astype(int)
+    a = np.asarray(Image.open(tmp_path / "plain" / "chelsea.png")).astype(int)
+    b = np.asarray(Image.open(tmp_path / "styled" / "chelsea.png")).astype(int)
     assert np.abs(a - b).mean() > 0.5
     # ...but not the lightness: both recombine the same original L*
     from .test_images import lightness_of
@@ -48,7 +48,7 @@ def test_style_from_changes_colours(weights_path, tmp_path):
 def test_bad_file_is_reported_and_others_still_done(weights_path, tmp_path):
     src = tmp_path / "in"
     src.mkdir()
-    shutil.copy(historical("adams_mural_project_1.jpg"), src / "good.jpg")
+    shutil.copy(sample("chelsea.jpg"), src / "good.jpg")
     (src / "bad.jpg").write_bytes(b"<html>404</html>")
     r = runner.invoke(app, ["colorize", str(src), "--out", str(tmp_path / "out"), "--weights", str(weights_path)])
     assert r.exit_code == 1
@@ -61,7 +61,7 @@ def test_tampered_weights_one_line_error(weights_path, tmp_path):
     data = bytearray(weights_path.read_bytes())
     data[-10] ^= 1
     bad.write_bytes(bytes(data))
-    r = runner.invoke(app, ["colorize", str(historical("adams_mural_project_1.jpg")), "--weights", str(bad)])
+    r = runner.invoke(app, ["colorize", str(sample("chelsea.jpg")), "--weights", str(bad)])
     assert r.exit_code == 1
     assert r.output.splitlines()[0] == f"Error: {bad} failed its sha256 check: the file was modified or damaged after export"
     assert "Traceback" not in r.output

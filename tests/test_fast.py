@@ -1,5 +1,7 @@
 """The engine's fast paths against the reference: fp32 (folded, channels-last) must match
-the plain model; the opt-in lossy int8/bf16 paths must stay close, measured as PSNR."""
+the plain model; the opt-in lossy int8/bf16 paths must stay close, measured as PSNR. The
+closeness checks use held-out historical scans from ../shared (the int8 calibration set is
+the committed sample photographs, so it cannot be the test set)."""
 
 import json
 import re
@@ -15,7 +17,7 @@ from archive_colorize.images import decode_image
 from archive_colorize.lab import denormalize_ab
 from archive_colorize.weights import load_weights
 
-from .conftest import ROOT, historical
+from .conftest import ROOT, historical, sample
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from naive import NaiveColorizer  # noqa: E402  the benchmarks' yardstick, reused as the reference
@@ -89,7 +91,7 @@ def test_colorize_int8_says_so_in_the_file(tmp_path):
 
     from .reliability.conftest import cli
 
-    r = cli("colorize", str(historical(SCANS[0])), "--out", str(tmp_path), "--precision", "int8", "--working-size", "256")
+    r = cli("colorize", str(sample("rocket.jpg")), "--out", str(tmp_path), "--precision", "int8", "--working-size", "256")
     assert r.returncode == 0, r.stderr
     line = r.stderr.strip().splitlines()[0]
     assert re.fullmatch(r"int8 engine \(opt-in, lossy\): \d+\.\d dB PSNR against fp32 \(min \d+\.\d\), "

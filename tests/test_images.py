@@ -10,7 +10,7 @@ from archive_colorize.errors import ImageError
 from archive_colorize.images import decode_image, encode_image, output_bit_depth
 from archive_colorize.lab import gray_to_lightness, rgb_to_lab
 
-from .conftest import historical
+from .conftest import large_scan, sample, sepia_print
 
 
 def to_bytes(im: Image.Image, fmt: str, **kw) -> bytes:
@@ -32,8 +32,8 @@ def test_grayscale_8bit_lightness_is_exact():
     assert torch.allclose(d.lightness[0], gray_to_lightness(torch.tensor([0, 119, 255]) / 255.0).float(), atol=1e-4)
 
 
-def test_sepia_rgb_uses_luminance():
-    path = historical("adams_mural_project_2.jpg")  # an RGB scan of a toned print
+def test_sepia_rgb_uses_luminance(tmp_path):
+    path = sepia_print(tmp_path / "sepia.jpg")  # an RGB scan of a toned print
     d = decode_image(path.read_bytes())
     rgb = np.asarray(Image.open(path).convert("RGB"))
     assert torch.allclose(d.lightness, lightness_of(rgb).float(), atol=0.01)
@@ -56,12 +56,12 @@ def test_16bit_in_16bit_out(engine):
 
 
 def test_exif_orientation_is_applied():
-    src = Image.open(historical("adams_mural_project_1.jpg"))  # 375x331
+    src = Image.open(sample("chelsea.jpg"))  # 451x300
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 CW on display
     exif[0x013B] = "Ansel Adams"
     d = decode_image(to_bytes(src, "JPEG", exif=exif.tobytes()))
-    assert (d.width, d.height) == (331, 375)
+    assert (d.width, d.height) == (300, 451)
     assert d.exif[0x0112] == 1 and d.exif[0x013B] == "Ansel Adams"
 
 
@@ -84,8 +84,8 @@ def test_archive_metadata_survives_encoding(fmt):
 
 
 @pytest.mark.parametrize("mode", ["P", "RGBA", "LA", "CMYK", "1"])
-def test_other_modes_decode(mode):
-    base = Image.open(historical("adams_mural_project_1.jpg")).convert("RGB").resize((40, 30))
+def test_other_modes_decode(mode, tmp_path):
+    base = Image.open(sepia_print(tmp_path / "sepia.jpg")).convert("RGB").resize((40, 30))
     im = base.convert(mode)
     fmt = "JPEG" if mode == "CMYK" else "PNG"
     d = decode_image(to_bytes(im, fmt))
@@ -122,14 +122,14 @@ def test_bad_bytes_give_reasons(data, message):
 
 
 def test_truncated_jpeg_is_refused():
-    data = historical("adams_mural_project_1.jpg").read_bytes()
+    data = sample("chelsea.jpg").read_bytes()
     with pytest.raises(ImageError, match="truncated or corrupt JPEG"):
         decode_image(data[: len(data) // 2])
 
 
-def test_full_resolution_lightness_is_the_original(engine):
-    """The 2590x3367 print scan: output L* equals input L* at every pixel (8-bit quantisation)."""
-    path = historical("evans_allie_mae_burroughs_1936.jpg")
+def test_full_resolution_lightness_is_the_original(engine, tmp_path):
+    """A 2590x3367 print-sized scan: output L* equals input L* at every pixel (8-bit quantisation)."""
+    path = large_scan(tmp_path / "print.jpg")
     d = decode_image(path.read_bytes())
     assert (d.width, d.height) == (2590, 3367)
     out = engine.colorize(d)

@@ -1,6 +1,9 @@
-"""`archive-colorize run` on a real local Ray cluster (2 CPUs), real scans, real S3 (moto)."""
+"""`archive-colorize run` on a real local Ray cluster (2 CPUs), real scans, real S3 (moto).
+The scans are the committed sample photographs and prints made from them; one test runs the
+18 historical scans of ../shared."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -15,7 +18,8 @@ from PIL import Image, ImageOps
 from archive_colorize.pipeline import RunOptions, plan_resources, run
 from archive_colorize.errors import ConfigError
 
-from .conftest import ROOT, historical_files, write_broken_files
+from .reliability.conftest import wait_until_stopped
+from .conftest import ROOT, historical_files, sample, sample_scans, write_broken_files
 
 WORKING = 128  # small working size: these tests check the plumbing, not colour quality
 
@@ -27,29 +31,29 @@ def make_manifest(path: Path, uris: list[str], ids: list[str]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def historical_manifest(tmp_path_factory):
-    d = tmp_path_factory.mktemp("hist")
-    files = historical_files()
+def scans_manifest(tmp_path_factory):
+    d = tmp_path_factory.mktemp("scans")
+    files = sample_scans(d / "scans")
     reasons = write_broken_files(d / "broken")
     uris = [str(f) for f in files] + [str(d / "broken" / f"{k}.jpg") for k in reasons]
     ids = [f.stem for f in files] + list(reasons)
-    return make_manifest(d / "historical.parquet", uris, ids), files, reasons
+    return make_manifest(d / "scans.parquet", uris, ids), files, reasons
 
 
 @pytest.fixture(scope="module")
-def clean_run(ray_cluster, historical_manifest, weights_path, tmp_path_factory):
-    manifest, files, reasons = historical_manifest
+def clean_run(ray_cluster, scans_manifest, weights_path, tmp_path_factory):
+    manifest, files, reasons = scans_manifest
     out = tmp_path_factory.mktemp("clean") / "out"
     summary = run(RunOptions(manifest=str(manifest), out=str(out), weights=str(weights_path), working_size=WORKING, batch_size=4))
     return summary, out
 
 
-def test_historical_run_18_done_3_failed(clean_run, historical_manifest, weights):
+def test_run_7_done_3_failed(clean_run, scans_manifest, weights):
     summary, out = clean_run
-    _, files, reasons = historical_manifest
-    assert (summary.done, summary.failed, summary.total) == (18, 3, 21)
+    _, files, reasons = scans_manifest
+    assert (summary.done, summary.failed, summary.total) == (7, 3, 10)
     res = pq.read_table(out / "results.parquet")
-    assert res.num_rows == 21 and len(set(res.column("id").to_pylist())) == 21
+    assert res.num_rows == 10 and len(set(res.column("id").to_pylist())) == 10
     for col in ("id", "uri", "status", "error", "output_uri", "width", "height", "input_sha256", "output_sha256",
                 "scene_top5", "scene_top5_prob", "weights_sha256", "seconds", "archive_ref"):
         assert col in res.column_names, col
@@ -72,51 +76,47 @@ def test_historical_run_18_done_3_failed(clean_run, historical_manifest, weights
         assert r["archive_ref"].startswith("NARA-")
         assert Path(r["output_uri"]).parent == out / "images"
     run_json = json.loads((out / "run.json").read_text())
-    assert run_json["counts"]["done"] == 18 and run_json["weights"]["sha256"] == weights.file_sha256
+    assert run_json["counts"]["done"] == 7 and run_json["weights"]["sha256"] == weights.file_sha256
     assert run_json["precision"] == {"name": "fp32"}
     assert not (out / "_lock.json").exists()
     assert not list((out / "images").glob(".tmp-*"))
 
 
-def test_rerun_does_no_work(clean_run, historical_manifest, weights_path):
+def test_rerun_does_no_work(clean_run, scans_manifest, weights_path):
     summary, out = clean_run
-    manifest, _, _ = historical_manifest
+    manifest, _, _ = scans_manifest
     parts = sorted((out / "_progress").iterdir())
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "images").iterdir()}
     again = run(RunOptions(manifest=str(manifest), out=str(out), weights=str(weights_path), working_size=WORKING))
-    assert again.processed_now == 0 and again.skipped == 21
+    assert again.processed_now == 0 and again.skipped == 10
     assert sorted((out / "_progress").iterdir()) == parts
     assert {p: p.stat().st_mtime_ns for p in (out / "images").iterdir()} == mtimes
-    assert pq.read_table(out / "results.parquet").num_rows == 21
+    assert pq.read_table(out / "results.parquet").num_rows == 10
 
 
-def test_retry_failed_only_retries_failures(clean_run, historical_manifest, weights_path, tmp_path):
+def test_retry_failed_only_retries_failures(clean_run, scans_manifest, weights_path, tmp_path):
     # work on a copy so the module's clean run stays untouched
     import shutil
 
     summary, out = clean_run
-    manifest, _, _ = historical_manifest
+    manifest, _, _ = scans_manifest
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
     again = run(RunOptions(manifest=str(manifest), out=str(copy), weights=str(weights_path), working_size=WORKING, retry_failed=True))
     assert again.processed_now == 3 and again.failed_now == 3
-    assert pq.read_table(copy / "results.parquet").num_rows == 21
+    assert pq.read_table(copy / "results.parquet").num_rows == 10
 
 
-def test_kill_and_resume_gives_identical_images(clean_run, historical_manifest, weights_path, ray_cluster, tmp_path):
+def test_kill_and_resume_gives_identical_images(clean_run, scans_manifest, weights_path, ray_cluster, tmp_path):
     _, clean_out = clean_run
-    manifest, _, _ = historical_manifest
+    manifest, _, _ = scans_manifest
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "archive_colorize.cli", "run", str(manifest), "--out", str(out),
            "--weights", str(weights_path), "--working-size", str(WORKING), "--batch-size", "1", "--address", ray_cluster]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        parts = list((out / "_progress").glob("part-*.parquet")) if (out / "_progress").exists() else []
-        if len(parts) >= 4:
-            break
-        assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.2)
+    # the run freezes itself after its second progress file (a crash point: no race with
+    # the clock), and is SIGKILLed from outside there
+    proc = subprocess.Popen(cmd + ["--progress-every", "0"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "ARCHIVE_COLORIZE_STOP_AT": "progress-written:2"})
+    wait_until_stopped(proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (out / "_lock.json").exists()  # the dead run's lock is left behind...
@@ -124,19 +124,19 @@ def test_kill_and_resume_gives_identical_images(clean_run, historical_manifest, 
     from archive_colorize.storage import resolve
 
     settled = set(progress.read_log(*resolve(str(out)), columns=["id"]).column("id").to_pylist())
-    assert 4 <= len(settled) < 21  # rows in the log, not progress files (a file may hold several rows)
+    assert len(settled) == 2  # batches of one, a progress file per batch
     summary = run(RunOptions(manifest=str(manifest), out=str(out), weights=str(weights_path), working_size=WORKING))
-    assert summary.processed_now == 21 - len(settled)  # ...taken over, and exactly the remainder processed
+    assert summary.processed_now == 10 - 2  # ...taken over, and exactly the remainder processed
     res = pq.read_table(out / "results.parquet")
-    assert res.num_rows == 21 and len(set(res.column("id").to_pylist())) == 21
+    assert res.num_rows == 10 and len(set(res.column("id").to_pylist())) == 10
     clean = {p.name: p.read_bytes() for p in (clean_out / "images").iterdir()}
     resumed = {p.name: p.read_bytes() for p in (out / "images").iterdir()}
     assert resumed.keys() == clean.keys() and all(resumed[k] == clean[k] for k in clean)
 
 
-def test_s3_manifest_inputs_and_outputs(ray_cluster, s3, s3_server, weights_path, clean_run, historical_manifest, tmp_path):
+def test_s3_manifest_inputs_and_outputs(ray_cluster, s3, s3_server, weights_path, clean_run, scans_manifest, tmp_path):
     _, clean_out = clean_run
-    _, files, reasons = historical_manifest
+    _, files, reasons = scans_manifest
     s3.mkdir("archive")
     uris, ids = [], []
     for f in files:
@@ -156,7 +156,7 @@ def test_s3_manifest_inputs_and_outputs(ray_cluster, s3, s3_server, weights_path
     summary = run(RunOptions(manifest="s3://archive/manifests/nara.parquet", weights=str(weights_path),
                              working_size=WORKING, batch_size=4, storage_options=s3_server))
     assert summary.out == "s3://archive/manifests/nara-out"  # the documented default
-    assert (summary.done, summary.failed) == (18, 4)
+    assert (summary.done, summary.failed) == (7, 4)
     s3.invalidate_cache()
     with s3.open("archive/manifests/nara-out/results.parquet", "rb") as f:
         rows = {r["id"]: r for r in pq.read_table(f).to_pylist()}
@@ -182,8 +182,8 @@ def test_default_resources_leave_a_cpu_for_decoding():
 
 
 def test_style_uri_and_output_name(ray_cluster, weights_path, tmp_path):
-    a = str(historical_files()[1])  # adams_mural_project_1.jpg
-    b = str(historical_files()[14])  # lange_migrant_mother_1936.jpg
+    a = str(sample("chelsea.jpg"))
+    b = str(sample("astronaut.jpg"))
     t = pa.table({"id": ["plain", "styled", "../escape"], "uri": [a, a, a], "style_uri": [None, b, None],
                   "output_name": ["mural", "mural-styled", None]})
     pq.write_table(t, tmp_path / "m.parquet")
@@ -208,3 +208,17 @@ def test_style_uri_and_output_name(ray_cluster, weights_path, tmp_path):
     assert plain.tobytes() != styled.tobytes()
     rows = {r["id"]: r for r in pq.read_table(out / "results.parquet").to_pylist()}
     assert rows["styled"]["style_uri"] == b and rows["../escape"]["output_uri"].startswith(str(out / "images" / "escape-"))
+
+
+@pytest.mark.shared
+def test_the_18_historical_scans(ray_cluster, weights_path, tmp_path):
+    """Real archive scans of every kind in ../shared: all done, full size, coloured."""
+    files = historical_files()
+    manifest = make_manifest(tmp_path / "historical.parquet", [str(f) for f in files], [f.stem for f in files])
+    s = run(RunOptions(manifest=str(manifest), weights=str(weights_path), working_size=WORKING, batch_size=4))
+    assert (s.done, s.failed) == (18, 0)
+    rows = {r["id"]: r for r in pq.read_table(tmp_path / "historical-out" / "results.parquet").to_pylist()}
+    for f in files:
+        r = rows[f.stem]
+        assert Image.open(r["output_uri"]).size == ImageOps.exif_transpose(Image.open(f)).size
+        assert r["mean_chroma"] > 0.5, f"{f.name}: output is grey"

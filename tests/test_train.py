@@ -17,28 +17,50 @@ from archive_colorize.errors import ConfigError
 from archive_colorize.model import ColorizationModel, ModelConfig
 from archive_colorize.train import joint_loss, list_checkpoints, read_metrics, run_training, train_step
 
-from .conftest import MINIPLACES, ROOT
+from .conftest import MINIPLACES, ROOT, make_categories, make_places_parquet
 
 SMOKE = ROOT / "training" / "smoke.toml"
-# smoke.toml points at ../shared next to the checkout; the tests honour ARCHIVE_COLORIZE_SHARED
-DATA = [f"data.train={MINIPLACES / 'train-00.parquet'}", f"data.val={MINIPLACES / 'val.parquet'}",
-        f"data.categories={MINIPLACES / 'categories.txt'}"]
-
-
-def smoke(*overrides: str):
-    return load_config(SMOKE, [*DATA, *overrides])
 runner = CliRunner()
 
 
-def real_batch(n=8, seed=0):
-    raw = next(iter_raw_batches(resolve_source(str(MINIPLACES / "train-00.parquet")), 64))
-    b = prepare_batch(raw, train=True, seed=seed)
-    idx = np.flatnonzero(b["keep"])[:n]
-    return {k: torch.as_tensor(b[k][idx]) for k in ("L", "ab", "label")}
+@pytest.fixture(scope="module")
+def places(tmp_path_factory):
+    """A small synthetic Places in both of its layouts (Parquet shards; a folder with a file
+    list), so that training is tested from a plain clone. smoke.toml's own paths point at
+    ../shared; the tests override them."""
+    d = tmp_path_factory.mktemp("places")
+    train = make_places_parquet(d / "train-00.parquet", 256, seed=1)
+    val = make_places_parquet(d / "val.parquet", 64, seed=2)
+    make_categories(d / "categories.txt")
+    import pyarrow.parquet as pq
+
+    layout = d / "places-layout"
+    (layout / "val").mkdir(parents=True)
+    lines = []
+    for i, row in enumerate(pq.read_table(val).to_pylist()):
+        (layout / "val" / f"{i:08d}.jpg").write_bytes(row["image"])
+        lines.append(f"{i:08d}.jpg {row['label']}\n")
+    (layout / "val.txt").write_text("".join(lines))
+    return {"train": train, "val": val, "layout_val": layout / "val.txt",
+            "overrides": [f"data.train={train}", f"data.val={val}", f"data.categories={d / 'categories.txt'}"]}
 
 
-@pytest.mark.shared
-def test_class_loss_reaches_only_classification_global_and_low_level():
+@pytest.fixture(scope="module")
+def smoke(places):
+    return lambda *overrides: load_config(SMOKE, [*places["overrides"], *overrides])
+
+
+@pytest.fixture(scope="module")
+def real_batch(places):
+    def batch(n=8, seed=0):
+        raw = next(iter_raw_batches(resolve_source(str(places["train"])), 64))
+        b = prepare_batch(raw, train=True, seed=seed)
+        idx = np.flatnonzero(b["keep"])[:n]
+        return {k: torch.as_tensor(b[k][idx]) for k in ("L", "ab", "label")}
+    return batch
+
+
+def test_class_loss_reaches_only_classification_global_and_low_level(real_batch):
     torch.manual_seed(0)
     model = ColorizationModel(ModelConfig(num_classes=100, width=0.125)).train()
     b = real_batch(4)
@@ -57,8 +79,7 @@ def test_class_loss_reaches_only_classification_global_and_low_level():
             assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-@pytest.mark.shared
-def test_training_overfits_one_fixed_batch():
+def test_training_overfits_one_fixed_batch(real_batch):
     torch.manual_seed(0)
     model = ColorizationModel(ModelConfig(num_classes=100, width=0.125))
     opt = torch.optim.Adadelta(model.parameters())
@@ -67,9 +88,8 @@ def test_training_overfits_one_fixed_batch():
     assert losses[-1] < 0.3 * losses[0], losses[::10]
 
 
-@pytest.mark.shared
-def test_filter_removes_grayscale_images():
-    src = Image.open(io.BytesIO(next(iter_raw_batches(resolve_source(str(MINIPLACES / "val.parquet")), 1))["image"][0]))
+def test_filter_removes_grayscale_images(places):
+    src = Image.open(io.BytesIO(next(iter_raw_batches(resolve_source(str(places["val"])), 1))["image"][0]))
     colour = src.convert("RGB")
     gray_l = colour.convert("L")
     gray_rgb = gray_l.convert("RGB")
@@ -95,8 +115,7 @@ def test_filter_on_real_miniplaces_removes_a_few_percent():
             assert removed[i]
 
 
-@pytest.mark.shared
-def test_smoke_run_with_two_ray_train_workers(ray_cluster, tmp_path):
+def test_smoke_run_with_two_ray_train_workers(ray_cluster, smoke, tmp_path):
     cfg = smoke()
     assert cfg.train.num_workers == 2 and cfg.train.use_ray
     last = run_training(cfg, str(tmp_path / "run"))
@@ -108,11 +127,10 @@ def test_smoke_run_with_two_ray_train_workers(ray_cluster, tmp_path):
     assert rows[-1]["images"] > 6 * 6  # two workers x 4 images per step, minus filtered rows
 
 
-@pytest.mark.shared
-def test_kill_then_resume_continues_at_saved_step(tmp_path):
+def test_kill_then_resume_continues_at_saved_step(places, tmp_path):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "archive_colorize.cli", "train", "--config", str(SMOKE), "--out", str(run_dir),
-           *DATA, "train.use_ray=false", "train.steps=400", "train.checkpoint_every=3", "train.eval_every=1000"]
+           *places["overrides"], "train.use_ray=false", "train.steps=400", "train.checkpoint_every=3", "train.eval_every=1000"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and len(list_checkpoints(str(run_dir))) < 3:
@@ -130,8 +148,7 @@ def test_kill_then_resume_continues_at_saved_step(tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == saved + 2 and saved + 1 in steps
 
 
-@pytest.mark.shared
-def test_export_and_evaluate_on_both_formats(tmp_path):
+def test_export_and_evaluate_on_both_formats(places, smoke, tmp_path):
     cfg = smoke("train.use_ray=false", "train.steps=2")
     run_training(cfg, str(tmp_path / "run"))
     w = tmp_path / "w.safetensors"
@@ -140,9 +157,9 @@ def test_export_and_evaluate_on_both_formats(tmp_path):
     from archive_colorize.weights import read_metadata
 
     meta = read_metadata(w)
-    assert meta["training"]["steps"] == 2 and meta["categories"][0] == "abbey"
+    assert meta["training"]["steps"] == 2 and meta["categories"][0] == "class_0"
     assert meta["data"]["description"] == "MiniPlaces smoke subset" and len(meta["data"]["train_mean_ab"]) == 2
-    for data in (MINIPLACES / "val.parquet", MINIPLACES / "places-layout" / "val.txt"):
+    for data in (places["val"], places["layout_val"]):
         r = runner.invoke(app, ["evaluate", "--weights", str(w), "--data", str(data), "--limit", "48", "--out", str(tmp_path / "r.json")])
         assert r.exit_code == 0, r.output
         import json
@@ -174,8 +191,7 @@ def test_baseline_config_requires_alpha_zero():
     assert load_config(ROOT / "training" / "baseline.toml").model.global_branch is False
 
 
-@pytest.mark.shared
-def test_checkpoints_and_resume_on_s3(s3, s3_server, monkeypatch):
+def test_checkpoints_and_resume_on_s3(s3, s3_server, smoke, monkeypatch):
     # the standard AWS environment is how training finds S3 (no storage options in configs)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server["key"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server["secret"])

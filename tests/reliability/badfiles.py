@@ -1,5 +1,5 @@
-"""Real files for every bad or awkward input an archive has sent us, built from the shared
-historical scans. Each case says what must happen: a correct output, or a failed row whose
+"""Real files for every bad or awkward input an archive has sent us, built from a committed
+sample photograph. Each case says what must happen: a correct output, or a failed row whose
 reason starts with the given text."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..conftest import HISTORICAL, need_shared
+from ..conftest import sample
 
 
 @dataclass
@@ -27,8 +27,7 @@ class Case:
 
 
 def _source() -> Image.Image:
-    need_shared()
-    im = Image.open(HISTORICAL / "adams_mural_project_1.jpg").convert("L")
+    im = Image.open(sample("chelsea.jpg")).convert("L")
     return im.resize((im.width // 2, im.height // 2))
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from archive_colorize.pipeline import RunOptions, run
 
-from ..conftest import ROOT, historical
+from ..conftest import ROOT, sample, sepia_print
 from .badfiles import make_bad_inputs
 
 
@@ -27,7 +27,7 @@ def bad_run(ray_cluster, s3_server, weights_path, tmp_path_factory):
     s3 = s3fs.S3FileSystem(**s3_server)
     if not s3.exists("bad-inputs"):
         s3.mkdir("bad-inputs")
-    good = [historical("lange_migrant_mother_1936.jpg"), historical("adams_mural_project_2.jpg")]
+    good = [sample("rocket.jpg"), sepia_print(d / "sepia_print.jpg")]
     ids = [c.id for c in cases] + ["missing_s3_key", "good_1", "good_2"]
     uris = [c.uri for c in cases] + ["s3://bad-inputs/scans/nothing-here.jpg"] + [str(g) for g in good]
     manifest = d / "bad.parquet"
@@ -76,7 +76,7 @@ def test_unreadable_input_as_a_user(tmp_path, weights_path):
         pytest.skip("needs setpriv to drop root")
     tmp_path.chmod(0o755)
     f = tmp_path / "locked.jpg"
-    shutil.copy(historical("adams_mural_project_1.jpg"), f)
+    shutil.copy(sample("chelsea.jpg"), f)
     f.chmod(0o000)
     code = ("import pyarrow as pa; from archive_colorize.pipeline import prepare;"
             f"b = prepare(pa.table({{'id': ['x'], 'uri': [{str(f)!r}]}}), base_dir='/', storage_options={{}},"
