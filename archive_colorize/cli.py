@@ -158,7 +158,8 @@ def _storage_options(text: Optional[str]) -> dict:
 @app.command()
 @friendly
 def run(
-    manifest: str = typer.Argument(..., help="Parquet manifest: a local path or s3:// URL."),
+    manifest: str = typer.Argument(..., help="Parquet manifest, local or s3://: a file, a folder of part files "
+                                   "(Hive partitions become metadata columns), or a quoted glob."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder or URL (default: next to the manifest, NAME-out)."),
     weights: WeightsOpt = None,
     batch_size: BatchSizeOpt = 8,
@@ -211,7 +212,9 @@ def run(
 @app.command()
 @friendly
 def submit(
-    manifests: List[str] = typer.Argument(..., help="Parquet manifests (paths or s3:// URLs; a folder or prefix means every *.parquet in it)."),
+    manifests: List[str] = typer.Argument(..., help="Parquet manifests, one job each: a file, or a folder (one partitioned "
+                                          "dataset, as Spark and DuckDB write them); a quoted glob ('s3://b/m/*.parquet') is one job "
+                                          "per file. (Changed: a folder used to mean one job per file in it.)"),
     address: str = typer.Option(..., "--address", envvar="RAY_JOB_ADDRESS", help="Ray Jobs API (dashboard) address, e.g. http://head:8265."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Output URL (only with one manifest; default: NAME-out next to each)."),
     weights: WeightsOpt = None,
@@ -296,7 +299,7 @@ def manifest_build(
 
     Example: archive-colorize manifest build s3://archive/scans/ --out manifests/nara.parquet --catalog catalog.csv --key filename
     """
-    from .manifest import build_manifest
+    from .manifest_build import build_manifest
 
     table = build_manifest(source, out, catalog=catalog, key=key, storage_options=_storage_options(storage_options))
     console.print(f"wrote {out}: {table.num_rows} rows, columns {', '.join(table.column_names)}")
@@ -305,7 +308,7 @@ def manifest_build(
 @manifest_app.command("check")
 @friendly
 def manifest_check(
-    manifest: str = typer.Argument(..., help="Parquet manifest to validate."),
+    manifest: str = typer.Argument(..., help="Parquet manifest to validate: a file, a folder of part files, or a glob."),
     storage_options: Optional[str] = typer.Option(None, "--storage-options", help="fsspec options as JSON."),
 ):
     """Validate a manifest without running anything.
@@ -315,7 +318,10 @@ def manifest_check(
     from .manifest import load_manifest
 
     m = load_manifest(manifest, _storage_options(storage_options))
-    console.print(f"{manifest}: {m.num_rows} rows OK; metadata columns: {', '.join(m.metadata_columns) or 'none'}")
+    files = f" in {len(m.files)} files" if m.is_dataset else ""
+    ids = " (integer ids, used as their decimal strings)" if m.int_ids else ""
+    console.print(f"{manifest}: {m.num_rows} rows{files} OK{ids}; metadata columns: {', '.join(m.metadata_columns) or 'none'}",
+                  highlight=False)
 
 
 @app.command()

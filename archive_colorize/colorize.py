@@ -8,7 +8,8 @@ from pathlib import Path
 from .engine import Engine, render, software_tag
 from .errors import ColorizeError, ImageError
 from .images import DEFAULT_MAX_PIXELS, FORMATS, decode_image
-from .manifest import IMAGE_SUFFIXES, safe_name
+from .manifest import safe_name
+from .manifest_build import IMAGE_SUFFIXES
 from .storage import atomic_write_bytes
 
 

@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass
 
 from .errors import ConfigError, StorageError
-from .pipeline import RunOptions, default_out, inspect, redact
+from .manifest import default_out
+from .pipeline import RunOptions, inspect, redact
 from .storage import resolve
 
 KEY = "archive_colorize_key"

@@ -1,8 +1,17 @@
-"""Parquet manifests: the schema, validation before any work, and `manifest build`.
+"""Parquet manifests: a dataset as the data world writes it, checked before any work.
 
-Schema (manifests/README.md): `id` (string, unique, not null), `uri` (local path or fsspec
-URL; relative paths are relative to the manifest's folder), optional `style_uri` and
-`output_name`; every other column is the archive's own metadata, carried to the results.
+A manifest is a Parquet file, a directory of part files (read recursively; Hive-style
+`box=1/` folders become metadata columns), a glob, or any of these on S3. Spark, DuckDB,
+polars and pandas all write such datasets, each with its own idea of a string.
+
+Schema (manifests/README.md): `id` (string or integer, unique, not null), `uri` (local
+path or fsspec URL; relative paths resolve against the manifest's folder), optional
+`style_uri` and `output_name`; every other column is the archive's own metadata, carried
+to the results with its type intact. Integer ids are used as their decimal strings.
+
+The checks stream over only the columns they need, so a 10-million-row manifest is checked
+in bounded memory: duplicates are found by 8-byte hashes, and only rows whose hash repeats
+are looked at again (`benchmarks/manifest_check.py`).
 """
 
 from __future__ import annotations
@@ -10,17 +19,22 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from .errors import ManifestError
-from .storage import is_local, resolve
+from .storage import is_local, pa_filesystem, resolve
 
 REQUIRED = ("id", "uri")
 OPTIONAL = ("style_uri", "output_name")
+TEXT_COLUMNS = ("id", "uri") + OPTIONAL
 # Columns the pipeline writes into results.parquet; a manifest may not use these names
 # for its own metadata, or they would be silently overwritten.
 RESERVED = (
@@ -28,16 +42,67 @@ RESERVED = (
     "scene_top5", "scene_top5_prob", "weights_sha256", "seconds", "mean_chroma",
 )
 SHOW_ROWS = 5
+CHECK_BATCH = 256 * 1024  # rows per streamed batch: ~20 MB of id and uri text
+STRING_TYPES = "string, large_string, string_view or dictionary<string>"
+_WILDCARDS = "*?["
+
+
+# ---------------------------------------------------------------- types
+
+
+def _is_text(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        return _is_text(t.value_type)
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t)
+
+
+def _check_type(name: str, t: pa.DataType) -> None:
+    if _is_text(t) or (name == "id" and pa.types.is_integer(t)):
+        return
+    accepted = STRING_TYPES + (", or an integer type" if name == "id" else "")
+    raise ManifestError(f"manifest column {name!r} has type {t}; accepted: {accepted}")
+
+
+def _as_string(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Any accepted id/uri type -> plain Arrow string (integers as decimal text)."""
+    return col if col.type == pa.string() else col.cast(pa.string())
+
+
+def normalize(batch: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A batch as any writer produced it -> the manifest's one schema: the text columns as
+    plain strings, every other column in the type the manifest declares (a part file that
+    lacks a column, or holds it as all-null, gets it as nulls of that type)."""
+    cols = []
+    for f in schema:
+        if f.name in batch.column_names:
+            c = batch.column(f.name)
+            cols.append(c if c.type == f.type else c.cast(f.type))
+        else:
+            cols.append(pa.nulls(batch.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+# ---------------------------------------------------------------- the dataset
 
 
 @dataclass
 class Manifest:
     url: str
     fs: object
-    path: str
+    root: str  # the file itself, or the folder the dataset's partition paths start at
+    files: list[str]  # the Parquet files, in reading order
+    partitions: pa.Schema  # Hive partition columns, typed as pyarrow infers them
+    source_schema: pa.Schema  # as written, partition columns included
     num_rows: int
-    ids: pa.ChunkedArray
-    schema: pa.Schema
+    int_ids: bool = False  # `id` was an integer column, used as decimal strings
+    schema: pa.Schema = field(init=False)  # what every batch is normalized to
+
+    def __post_init__(self):
+        self.schema = pa.schema([pa.field(f.name, pa.string()) if f.name in TEXT_COLUMNS else f for f in self.source_schema])
+
+    @property
+    def is_dataset(self) -> bool:
+        return len(self.files) != 1 or self.files[0] != self.root
 
     @property
     def metadata_columns(self) -> list[str]:
@@ -45,63 +110,252 @@ class Manifest:
 
     @property
     def base_dir(self) -> str:
-        """Relative `uri`s resolve against the manifest's own folder."""
-        d = posixpath.dirname(self.path)
+        """Relative `uri`s resolve against the manifest's own folder (a directory
+        manifest: that directory)."""
+        d = self.root if self.is_dataset else posixpath.dirname(self.root)
         return d if is_local(self.fs) else f"{self.url.split('://', 1)[0]}://{d}"
 
+    def dataset(self) -> pads.Dataset:
+        part = pads.partitioning(self.partitions, flavor="hive") if len(self.partitions) else None
+        return pads.dataset(self.files, schema=self.source_schema, format="parquet", filesystem=pa_filesystem(self.fs),
+                            partitioning=part, partition_base_dir=self.root if part else None)
 
-def _rows(mask: pa.ChunkedArray | pa.Array) -> list[int]:
-    idx = pc.indices_nonzero(mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask)
-    return idx.to_pylist()[:SHOW_ROWS]
+    def batches(self, columns: list[str], batch_size: int = CHECK_BATCH) -> Iterator[pa.Table]:
+        """Stream the named columns, normalized, in manifest order."""
+        sub = pa.schema([self.schema.field(c) for c in columns])
+        for b in self.dataset().to_batches(columns=columns, batch_size=batch_size, use_threads=True):
+            yield normalize(pa.Table.from_batches([b]), sub)
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        chunks = [b.column(name) for b in self.batches([name])]
+        return pa.chunked_array([c for ch in chunks for c in ch.chunks], self.schema.field(name).type)
+
+    @cached_property
+    def ids(self) -> pa.ChunkedArray:
+        """Every id as a string (read on first use: `manifest check` never needs them all)."""
+        return self.column("id")
+
+    def ray_partitioning(self):
+        """The same Hive partitions for Ray Data's reader, or None."""
+        if not len(self.partitions):
+            return None
+        from ray.data.datasource.partitioning import Partitioning
+
+        def py(t):
+            return int if pa.types.is_integer(t) else float if pa.types.is_floating(t) else bool if pa.types.is_boolean(t) else str
+
+        return Partitioning("hive", base_dir=self.root, field_types={f.name: py(f.type) for f in self.partitions})
 
 
-def load_manifest(url: str, storage_options: dict | None = None) -> Manifest:
-    """Read the schema and the id/uri columns; refuse anything that would fail later."""
+def default_out(manifest_url: str) -> str:
+    """`m.parquet` -> `m-out`, `m/` -> `m-out`, `m/*.parquet` -> `m-out`: beside the
+    manifest, in the same folder or bucket prefix."""
+    base = manifest_url.rstrip("/")
+    if any(ch in base for ch in _WILDCARDS):
+        head = re.split(r"[*?\[]", base, maxsplit=1)[0]
+        base = head.rsplit("/", 1)[0] if "/" in head else head
+    elif base.endswith(".parquet"):
+        base = base[: -len(".parquet")]
+    return base.rstrip("/") + "-out"
+
+
+def _visible(rel: str) -> bool:
+    # Spark's _SUCCESS and _committed_*, checksum files (.crc), editors' dot files
+    return not any(part.startswith(("_", ".")) for part in rel.split("/"))
+
+
+def locate(url: str, storage_options: dict | None = None) -> tuple[object, str, list[str]]:
+    """-> (fs, root, files): a file, a directory (recursive), or a glob."""
     try:
         fs, path = resolve(url, storage_options)
     except Exception as e:
         raise ManifestError(f"cannot open manifest {url}: {e}") from None
+    path = path.rstrip("/") or "/"
+    if any(ch in path for ch in _WILDCARDS):
+        head = re.split(r"[*?\[]", path, maxsplit=1)[0]
+        root = head.rsplit("/", 1)[0] if "/" in head else head
+        files = sorted(p for p in fs.glob(path) if p.endswith(".parquet") and fs.isfile(p))
+        if not files:
+            raise ManifestError(f"manifest {url}: no Parquet files match")
+        return fs, root, files
     if not fs.exists(path):
         raise ManifestError(f"manifest not found: {url}")
+    if fs.isdir(path):
+        files = sorted(p for p in fs.find(path) if p.endswith(".parquet") and _visible(posixpath.relpath(p, path)))
+        if not files:
+            raise ManifestError(f"manifest {url} is a directory with no *.parquet files in it")
+        return fs, path, files
+    return fs, path, [path]
+
+
+def _read_schema(fs, files: list[str], url: str) -> tuple[pa.Schema, int]:
+    schemas, rows = [], 0
+    for p in files:
+        try:
+            with fs.open(p, "rb") as f:
+                meta = pq.ParquetFile(f).metadata
+                schemas.append(meta.schema.to_arrow_schema().remove_metadata())
+                rows += meta.num_rows
+        except Exception as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            where = url if len(files) == 1 else f"{url} (part file {p})"
+            raise ManifestError(f"manifest {where} is not a readable Parquet file: {first}") from None
     try:
-        with fs.open(path, "rb") as f:
-            pf = pq.ParquetFile(f)
-            schema = pf.schema_arrow
-            missing = [c for c in REQUIRED if c not in schema.names]
-            if missing:
-                raise ManifestError(
-                    f"manifest {url} is missing required column(s) {', '.join(repr(m) for m in missing)} "
-                    f"(it has: {', '.join(schema.names) or 'none'})"
-                )
-            cols = pf.read(columns=["id", "uri"])
-    except ManifestError:
-        raise
-    except Exception as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ManifestError(f"manifest {url} is not a readable Parquet file: {first}") from None
-    for name in ("id", "uri") + tuple(c for c in OPTIONAL if c in schema.names):
-        t = schema.field(name).type
-        if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
-            raise ManifestError(f"manifest column {name!r} must be string, not {t}")
+        # part files of one export may differ: a column all-null (type null) in one part
+        return pa.unify_schemas(schemas, promote_options="permissive"), rows
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise ManifestError(f"manifest {url}: its part files have conflicting schemas: {str(e).splitlines()[0]}") from None
+
+
+def open_manifest(url: str, storage_options: dict | None = None) -> Manifest:
+    """Find the files and the schema; check the columns and their types (no rows read)."""
+    fs, root, files = locate(url, storage_options)
+    schema, num_rows = _read_schema(fs, files, url)
+    partitions = pa.schema([])
+    keys = {seg.split("=", 1)[0] for p in files if p != root for seg in posixpath.relpath(p, root).split("/")[:-1] if "=" in seg}
+    if keys:
+        part = pads.HivePartitioning.discover(infer_dictionary=False)
+        found = pads.dataset(files, format="parquet", filesystem=pa_filesystem(fs), partitioning=part,
+                             partition_base_dir=root).partitioning.schema
+        partitions = pa.schema([f for f in found if f.name in keys])  # (with no keys it lists every column)
+        clash = [f.name for f in partitions if f.name in schema.names]
+        if clash:
+            raise ManifestError(f"manifest {url}: partition folder(s) {clash} repeat a column of the part files")
+        for f in partitions:
+            schema = schema.append(f)
+    missing = [c for c in REQUIRED if c not in schema.names]
+    if missing:
+        raise ManifestError(f"manifest {url} is missing required column(s) {', '.join(repr(m) for m in missing)} "
+                            f"(it has: {', '.join(schema.names) or 'none'})")
+    for name in TEXT_COLUMNS:
+        if name in schema.names:
+            _check_type(name, schema.field(name).type)
     clash = [c for c in RESERVED if c in schema.names]
     if clash:
         raise ManifestError(f"manifest column(s) {', '.join(map(repr, clash))} clash with result columns; rename them")
-    ids, uris = cols.column("id"), cols.column("uri")
-    if ids.null_count:
-        raise ManifestError(f"manifest column 'id' has {ids.null_count} null value(s), first at row(s) {_rows(pc.is_null(ids))}")
-    empty = pc.equal(pc.utf8_length(ids), 0)
-    if pc.any(empty).as_py():
-        raise ManifestError(f"manifest column 'id' has empty value(s) at row(s) {_rows(empty)}")
-    if uris.null_count or pc.any(pc.equal(pc.utf8_length(uris.fill_null("")), 0)).as_py():
-        bad = pc.or_(pc.is_null(uris), pc.equal(pc.utf8_length(uris.fill_null("")), 0))
-        raise ManifestError(f"manifest column 'uri' has null or empty value(s) at row(s) {_rows(bad)}")
-    counts = pc.value_counts(ids)
-    dup_mask = pc.greater(counts.field("counts"), 1)
-    if pc.any(dup_mask).as_py():
-        dups = counts.filter(dup_mask).field("values").to_pylist()[:SHOW_ROWS]
-        rows = _rows(pc.is_in(ids, value_set=pa.array(dups, ids.type)))
-        raise ManifestError(f"manifest column 'id' has duplicate value(s) {dups} at row(s) {rows}")
-    return Manifest(url, fs, path, cols.num_rows, ids, schema)
+    return Manifest(url, fs, root, files, partitions, schema, num_rows, pa.types.is_integer(schema.field("id").type))
+
+
+def load_manifest(url: str, storage_options: dict | None = None) -> Manifest:
+    """Open and check everything that would fail later, before any work starts."""
+    m = open_manifest(url, storage_options)
+    check_rows(m)
+    return m
+
+
+# ---------------------------------------------------------------- streaming checks
+
+
+def _where(m: Manifest, rows: list[int]) -> str:
+    return f"row(s) {rows}" + ("" if not m.is_dataset else " (counted across the part files in name order)")
+
+
+def _first(mask: pa.Array, offset: int, room: int) -> list[int]:
+    return [offset + i for i in pc.indices_nonzero(mask).to_pylist()[:room]]
+
+
+def _hash(text: pa.Array) -> np.ndarray:
+    from pandas.util import hash_array  # pandas comes with Ray Data
+
+    return hash_array(text.to_numpy(zero_copy_only=False), categorize=False)
+
+
+def _repeats(hashes: np.ndarray) -> np.ndarray:
+    s = np.sort(hashes)
+    return np.unique(s[1:][s[1:] == s[:-1]])
+
+
+def check_rows(m: Manifest) -> None:
+    """Nulls, empty values, duplicate ids and colliding output names, in one streaming pass
+    over the needed columns, plus a second pass over just the rows whose hash repeats."""
+    has_oname = "output_name" in m.schema.names
+    columns = ["id", "uri"] + (["output_name"] if has_oname else [])
+    null_ids, empty_ids, bad_uris, nulls = [], [], [], 0
+    id_hashes, name_hashes = [], []
+    offset = 0
+    for b in m.batches(columns):
+        ids, uris = b.column("id").combine_chunks(), b.column("uri").combine_chunks()
+        nulls += ids.null_count
+        if ids.null_count and len(null_ids) < SHOW_ROWS:
+            null_ids += _first(pc.is_null(ids), offset, SHOW_ROWS - len(null_ids))
+        empty = pc.equal(pc.utf8_length(ids), 0).fill_null(False)
+        if len(empty_ids) < SHOW_ROWS and pc.any(empty).as_py():
+            empty_ids += _first(empty, offset, SHOW_ROWS - len(empty_ids))
+        bad = pc.equal(pc.utf8_length(uris.fill_null("")), 0)
+        if len(bad_uris) < SHOW_ROWS and pc.any(bad).as_py():
+            bad_uris += _first(bad, offset, SHOW_ROWS - len(bad_uris))
+        id_hashes.append(_hash(ids.fill_null("")))
+        onames = b.column("output_name").combine_chunks() if has_oname else None
+        name_hashes.append(_hash(_folded_names(ids.fill_null(""), onames)))
+        offset += b.num_rows
+    if null_ids:
+        raise ManifestError(f"manifest column 'id' has {nulls} null value(s), first at {_where(m, null_ids)}")
+    if empty_ids:
+        raise ManifestError(f"manifest column 'id' has empty value(s) at {_where(m, empty_ids)}")
+    if bad_uris:
+        raise ManifestError(f"manifest column 'uri' has null or empty value(s) at {_where(m, bad_uris)}")
+    hashes = np.concatenate(id_hashes) if id_hashes else np.empty(0, np.uint64)
+    del id_hashes
+    suspects = _repeats(hashes)
+    if len(suspects):
+        dups = _confirm(m, hashes, suspects, lambda b: b.column("id").combine_chunks().to_pylist(), exact=True)
+        if dups:
+            values = list(dups)[:SHOW_ROWS]
+            rows = sorted(r for v in values for r in dups[v])[:SHOW_ROWS]
+            raise ManifestError(f"manifest column 'id' has duplicate value(s) {values} at {_where(m, rows)}")
+    del hashes
+    names = np.concatenate(name_hashes) if name_hashes else np.empty(0, np.uint64)
+    suspects = _repeats(names)
+    if len(suspects):
+        def key(b):
+            o = b.column("output_name").combine_chunks() if has_oname else None
+            return _folded_names(b.column("id").combine_chunks(), o).to_pylist()
+
+        clashes = _confirm(m, names, suspects, key, exact=False)
+        if clashes:
+            rows = sorted(next(iter(clashes.values())))[:2]
+            _report_name_clash(m, rows, has_oname)
+
+
+def _confirm(m: Manifest, hashes: np.ndarray, suspects: np.ndarray, key, exact: bool) -> dict:
+    """Second pass over the rows whose hash repeats: {value: [rows]} of real repeats."""
+    hit = np.flatnonzero(np.isin(hashes, suspects))
+    seen: dict = {}
+    columns = ["id"] + (["output_name"] if "output_name" in m.schema.names and not exact else [])
+    offset, j = 0, 0
+    for b in m.batches(columns):
+        end = offset + b.num_rows
+        k = j
+        while k < len(hit) and hit[k] < end:
+            k += 1
+        if k > j:
+            local = (hit[j:k] - offset).tolist()
+            values = key(b.take(pa.array(local)))
+            for row, v in zip(hit[j:k].tolist(), values):
+                seen.setdefault(v, []).append(row)
+        j, offset = k, end
+    return {v: rows for v, rows in seen.items() if len(rows) > 1}
+
+
+def _report_name_clash(m: Manifest, rows: list[int], has_oname: bool) -> None:
+    cols = ["id"] + (["output_name"] if has_oname else [])
+    picked, offset = [], 0
+    for b in m.batches(cols):
+        picked += [b.slice(r - offset, 1) for r in rows if offset <= r < offset + b.num_rows]
+        offset += b.num_rows
+    t = pa.concat_tables(picked)
+    ids = t.column("id").to_pylist()
+    onames = t.column("output_name").to_pylist() if has_oname else [None, None]
+    a, b = (safe_name(o or i) for i, o in zip(ids, onames))
+    if has_oname and onames[0] and onames[0] == onames[1]:
+        raise ManifestError(f"manifest column 'output_name' has duplicate value(s) {[onames[0]]} at {_where(m, rows)}")
+    col = "output_name" if has_oname and (onames[0] or onames[1]) else "id"
+    raise ManifestError(
+        f"manifest column {col!r}: rows {rows[0]} and {rows[1]} give output names that differ only in case "
+        f"({a!r} and {b!r})" if a != b else
+        f"manifest column {col!r}: rows {rows[0]} and {rows[1]} give the same output name {a!r}",
+        hint="they would overwrite each other on a case-insensitive filesystem; make them differ in more than case",
+    )
 
 
 # ---------------------------------------------------------------- output names
@@ -109,9 +363,9 @@ def load_manifest(url: str, storage_options: dict | None = None) -> Manifest:
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_NAME = 120
-
-
 _HASHED = re.compile(r"-[0-9a-f]{8}$")
+# an id that safe_name leaves as it is (checked in Arrow, so only odd ids reach Python)
+_CLEAN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,118}[A-Za-z0-9])?$"
 
 
 def safe_name(raw: str) -> str:
@@ -124,6 +378,19 @@ def safe_name(raw: str) -> str:
     if clean != raw or _HASHED.search(clean):
         clean = f"{clean}-{hashlib.sha256(raw.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
     return clean
+
+
+def _folded_names(ids: pa.Array, onames: pa.Array | None) -> pa.Array:
+    """Each row's output file name, case-folded (safe names are ASCII, so lower() folds)."""
+    raw = ids if onames is None else pc.coalesce(pc.if_else(pc.equal(onames, ""), None, onames), ids)
+    clean = pc.and_(pc.match_substring_regex(raw, _CLEAN), pc.invert(pc.match_substring_regex(raw, r"-[0-9a-f]{8}$")))
+    odd = pc.indices_nonzero(pc.invert(clean)).to_pylist()
+    if odd:
+        fixed = raw.to_pylist()
+        for i in odd:
+            fixed[i] = safe_name(fixed[i])
+        raw = pa.array(fixed, pa.string())
+    return pc.utf8_lower(raw)
 
 
 def output_names(ids: list[str], onames: list[str | None] | None = None) -> list[str]:
@@ -148,83 +415,14 @@ def check_output_names(ids: list[str], onames: list[str | None] | None = None) -
 
 
 def expand_manifests(sources: list[str], storage_options: dict | None = None) -> list[str]:
-    """Manifest files, folders and prefixes -> sorted manifest URLs (a folder or prefix means
-    every *.parquet directly in it). Output folders (`*-out/`) are never mistaken for manifests."""
+    """`submit`'s arguments -> one manifest each. A file or a directory is one manifest (a
+    directory is a partitioned dataset); a glob is one manifest per file it matches."""
     urls: list[str] = []
     for src in sources:
-        fs, path = resolve(src, storage_options)
-        proto = "" if is_local(fs) else f"{src.split('://', 1)[0]}://"
-        if fs.isdir(path):
-            found = sorted(p for p in fs.ls(path, detail=False) if p.endswith(".parquet") and fs.isfile(p))
-            if not found:
-                raise ManifestError(f"no *.parquet manifests in {src}")
-            urls += [f"{proto}{p}" for p in found]
+        if any(ch in src for ch in _WILDCARDS):
+            fs, root, files = locate(src, storage_options)
+            proto = "" if is_local(fs) else f"{src.split('://', 1)[0]}://"
+            urls += [f"{proto}{p}" for p in files]
         else:
             urls.append(src)
     return urls
-
-
-# ---------------------------------------------------------------- manifest build
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".jp2")
-
-
-def build_manifest(source: str, out: str, *, catalog: str | None = None, key: str | None = None,
-                   catalog_key: str | None = None, storage_options: dict | None = None) -> pa.Table:
-    """Folder, glob or S3 prefix -> manifest. Ids are the paths relative to the source root,
-    without extension, so they stay stable when files are added elsewhere.
-
-    `catalog`: a CSV whose `key` column matches the image's relative path, file name or stem;
-    its other columns ride along as metadata (e.g. the archive's own identifier and title)."""
-    fs, path = resolve(source, storage_options)
-    proto = "" if is_local(fs) else f"{source.split('://', 1)[0]}://"
-    if any(ch in path for ch in "*?["):
-        root = path.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0].rsplit("/", 1)[0]
-        files = sorted(fs.glob(path))
-    else:
-        if not fs.isdir(path):
-            raise ManifestError(f"manifest build: {source} is neither a folder, a prefix nor a glob")
-        root = path.rstrip("/")
-        files = sorted(fs.find(path))
-    files = [f for f in files if f.lower().endswith(IMAGE_SUFFIXES)]
-    if not files:
-        raise ManifestError(f"manifest build: no images ({', '.join(IMAGE_SUFFIXES)}) under {source}")
-    rel = [posixpath.relpath(f, root) for f in files]
-    ids = [posixpath.splitext(r)[0] for r in rel]
-    if len(set(ids)) != len(ids):  # a.jpg and a.png side by side: keep the extension in the id
-        ids = rel
-    table = pa.table({"id": ids, "uri": [proto + f for f in files], "path": rel})
-    if catalog:
-        table = _join_catalog(table, catalog, key, catalog_key)
-    from .storage import atomic_write_bytes
-
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    atomic_write_bytes(out, sink.getvalue().to_pybytes())
-    return table
-
-
-def _join_catalog(table: pa.Table, catalog: str, key: str | None, catalog_key: str | None) -> pa.Table:
-    import pyarrow.csv as pacsv
-
-    from .storage import open_url
-
-    with open_url(catalog) as f:
-        cat = pacsv.read_csv(f)
-    key = key or catalog_key
-    if not key or key not in cat.column_names:
-        raise ManifestError(f"catalog {catalog}: key column {key!r} not found (columns: {', '.join(cat.column_names)})")
-    cat = cat.cast(pa.schema([pa.field(n, pa.string()) if n == key else cat.schema.field(n) for n in cat.column_names]))
-    keys = cat.column(key).to_pylist()
-    lookup = {k: i for i, k in enumerate(keys)}
-    match = []
-    for r in table.column("path").to_pylist():
-        name = posixpath.basename(r)
-        match.append(next((lookup[c] for c in (r, name, posixpath.splitext(name)[0]) if c in lookup), None))
-    extra = [n for n in cat.column_names if n != key]
-    for n in extra:
-        col = cat.column(n).to_pylist()
-        target = n if n not in table.column_names else f"catalog_{n}"
-        table = table.append_column(target, pa.array([col[i] if i is not None else None for i in match], cat.schema.field(n).type))
-    return table.append_column(f"catalog_{key}" if key in table.column_names else key, pa.array([keys[i] if i is not None else None for i in match], pa.string()))

@@ -41,8 +41,8 @@ from .engine import DEFAULT_WORKING_SIZE, Engine, mean_chroma, render, software_
 from .errors import ColorizeError, ConfigError, ImageError, ManifestError, StorageError
 from .faults import armed, crash_point
 from .images import DEFAULT_MAX_PIXELS, FORMATS, decode_image
-from .manifest import Manifest, check_output_names, load_manifest, safe_name
-from .storage import atomic_write_bytes, is_local, read_bytes, remove_stale_temps, resolve, write_json
+from .manifest import Manifest, default_out, load_manifest, normalize, safe_name
+from .storage import atomic_write_bytes, is_local, pa_filesystem, read_bytes, remove_stale_temps, resolve, write_json
 
 log = logging.getLogger(__name__)
 LOCK = "_lock.json"
@@ -88,12 +88,6 @@ class RunSummary:
     seconds: float
     pending: int
     fidelity: dict | None = None  # a lossy --precision against fp32 (fast.fidelity)
-
-
-def default_out(manifest_url: str) -> str:
-    """`manifests/nara.parquet` -> `manifests/nara-out` (same folder or bucket prefix)."""
-    base = manifest_url[: -len(".parquet")] if manifest_url.endswith(".parquet") else manifest_url
-    return base.rstrip("/") + "-out"
 
 
 # ---------------------------------------------------------------- stateless steps
@@ -278,10 +272,14 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
 _SKIP_CACHE: dict = {}
 
 
-def skip_ids(batch: pa.Table, *, skip_ref) -> pa.Table:
-    """Resume as an anti-join: drop rows whose id is already settled in the progress log."""
+def select(batch: pa.Table, *, schema: pa.Schema, skip_ref) -> pa.Table:
+    """Each writer's types -> the manifest's one schema (integer ids as strings); then
+    resume as an anti-join: drop rows whose id is already settled in the progress log."""
     import ray
 
+    batch = normalize(batch, schema)
+    if skip_ref is None:
+        return batch
     key = skip_ref[0].hex()
     if key not in _SKIP_CACHE:
         _SKIP_CACHE.clear()
@@ -356,12 +354,6 @@ def _redact(opts: RunOptions) -> dict:
     return d
 
 
-def _pa_filesystem(fs):
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
-
-    return None if is_local(fs) else PyFileSystem(FSSpecHandler(fs))
-
-
 def _init_ray(opts: RunOptions):
     import ray
 
@@ -416,7 +408,6 @@ def _validated(opts: RunOptions):
         raise ConfigError("--batch-size must be >= 1 and --working-size >= 8",
                           hint="--batch-size counts images per model call (default 8); --working-size is the long side in pixels (default 512)")
     manifest = load_manifest(opts.manifest, opts.storage_options)
-    _check_output_names(manifest)
     weights = load_weights(opts.weights, storage_options=opts.storage_options)
     out_url = (opts.out or default_out(opts.manifest)).rstrip("/")
     out_fs, out_root = resolve(out_url, opts.storage_options)
@@ -482,22 +473,6 @@ def inspect(opts: RunOptions) -> RunPlan:
     return RunPlan(opts.manifest, out_url, weights.file_sha256, manifest.num_rows, n_done, n_failed, pending, lock)
 
 
-def _check_output_names(manifest: Manifest) -> None:
-    import pyarrow.parquet as pq
-
-    onames = None
-    if "output_name" in manifest.schema.names:
-        with manifest.fs.open(manifest.path, "rb") as f:
-            names = pq.read_table(f, columns=["output_name"]).column("output_name")
-        valid = names.filter(pc.is_valid(names))
-        counts = pc.value_counts(valid)
-        dup = counts.filter(pc.greater(counts.field("counts"), 1))
-        if len(dup):
-            raise ManifestError(f"manifest column 'output_name' has duplicate value(s) {dup.field('values').to_pylist()[:5]}")
-        onames = names.to_pylist()
-    check_output_names(manifest.ids.to_pylist(), onames)
-
-
 def _run_locked(opts, manifest, weights, out_fs, out_root, out_url, lock, console, t_start) -> RunSummary:
     done_ids, failed_ids = progress.status_by_id(out_fs, out_root)
     ids = manifest.ids.combine_chunks()
@@ -530,6 +505,8 @@ def _run_locked(opts, manifest, weights, out_fs, out_root, out_url, lock, consol
     write_json(out_fs, f"{out_root}/run.json", {
         "archive_colorize": __version__,
         "manifest": opts.manifest,
+        "manifest_files": len(manifest.files),
+        "ids": "integers in the manifest, used as their decimal strings" if manifest.int_ids else "strings",
         "options": _redact(opts),
         "weights": {"path": weights.path, "sha256": weights.file_sha256, "storage": weights.metadata.get("storage"),
                     "training": weights.metadata.get("training"), "data": weights.metadata.get("data", {}).get("description")},
@@ -583,9 +560,10 @@ def _execute_quietly(opts, manifest, weights, out_fs, out_root, out_url, lock, s
 
     plan = plan_resources(ray.cluster_resources(), opts)
     so = opts.storage_options or {}
-    ds = ray.data.read_parquet(manifest.path, filesystem=_pa_filesystem(manifest.fs))
-    if len(skip):
-        ds = ds.map_batches(skip_ids, fn_kwargs={"skip_ref": [ray.put(skip)]}, batch_format="pyarrow", batch_size=None)
+    ds = ray.data.read_parquet(manifest.files, filesystem=pa_filesystem(manifest.fs),
+                               partitioning=manifest.ray_partitioning(), file_extensions=None)
+    ds = ds.map_batches(select, fn_kwargs={"schema": manifest.schema, "skip_ref": [ray.put(skip)] if len(skip) else None},
+                        batch_format="pyarrow", batch_size=None)
     if opts.limit is not None:
         ds = ds.limit(opts.limit)
     # One block per batch (streaming, not a shuffle): a manifest file is often a single

@@ -33,6 +33,13 @@ def is_local(fs) -> bool:
     return "file" in (fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,))
 
 
+def pa_filesystem(fs):
+    """An fsspec filesystem as pyarrow wants it (None: pyarrow's own local one)."""
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    return None if is_local(fs) else PyFileSystem(FSSpecHandler(fs))
+
+
 def join(base: str, *parts: str) -> str:
     base = str(base).rstrip("/")
     return "/".join([base, *[p.strip("/") for p in parts]])

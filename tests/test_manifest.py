@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 from archive_colorize.cli import app
 from archive_colorize.errors import ManifestError
-from archive_colorize.manifest import build_manifest, load_manifest, safe_name
+from archive_colorize.manifest import load_manifest, safe_name
+from archive_colorize.manifest_build import build_manifest
 
 from .conftest import ROOT, sample
 
@@ -32,7 +33,10 @@ def run_cli(*args):
         ({"id": ["a", "b", "a", "c"], "uri": ["1", "2", "3", "4"]}, "manifest column 'id' has duplicate value(s) ['a'] at row(s) [0, 2]"),
         ({"id": ["a", None, "c"], "uri": ["1", "2", "3"]}, "manifest column 'id' has 1 null value(s), first at row(s) [1]"),
         ({"id": ["a", "b"], "uri": ["1", None]}, "manifest column 'uri' has null or empty value(s) at row(s) [1]"),
-        ({"id": [1, 2], "uri": ["1", "2"]}, "manifest column 'id' must be string, not int64"),
+        ({"id": [1.0, 2.0], "uri": ["1", "2"]}, "manifest column 'id' has type double; accepted: string, large_string, "
+                                                "string_view or dictionary<string>, or an integer type"),
+        ({"id": ["a"], "uri": [b"1"]}, "manifest column 'uri' has type binary; accepted: string, large_string, "
+                                       "string_view or dictionary<string>"),
         ({"id": ["a"], "uri": ["1"], "status": ["x"]}, "manifest column(s) 'status' clash with result columns; rename them"),
     ],
 )
@@ -107,17 +111,15 @@ def test_build_refuses_empty_source(tmp_path):
         build_manifest(str(tmp_path), str(tmp_path / "m.parquet"))
 
 
-def test_expand_manifests_takes_every_parquet_in_a_folder(tmp_path):
+def test_submit_arguments_a_folder_is_one_manifest_a_glob_is_one_per_file(tmp_path):
     from archive_colorize.errors import ManifestError
     from archive_colorize.manifest import expand_manifests
 
     for name in ("b.parquet", "a.parquet"):
         pq.write_table(pa.table({"id": ["x"], "uri": ["x.jpg"]}), tmp_path / name)
-    (tmp_path / "a-out").mkdir()  # a run's output folder is not a manifest
-    (tmp_path / "a-out" / "results.parquet").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("not a manifest")
     single = str(tmp_path / "b.parquet")
-    assert expand_manifests([str(tmp_path), single]) == [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet"), single]
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ManifestError, match=r"^no \*\.parquet manifests in .*empty$"):
-        expand_manifests([str(tmp_path / "empty")])
+    assert expand_manifests([str(tmp_path), single]) == [str(tmp_path), single]
+    assert expand_manifests([str(tmp_path / "*.parquet")]) == [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
+    with pytest.raises(ManifestError, match=r"no Parquet files match$"):
+        expand_manifests([str(tmp_path / "none-*.parquet")])
