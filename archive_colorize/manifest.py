@@ -43,6 +43,7 @@ RESERVED = (
 )
 SHOW_ROWS = 5
 CHECK_BATCH = 256 * 1024  # rows per streamed batch: ~20 MB of id and uri text
+HASHES_PER_PASS = 4_000_000  # 32 MB of 8-byte hashes: the duplicate check's memory, at any size
 STRING_TYPES = "string, large_string, string_view or dictionary<string>"
 _WILDCARDS = "*?["
 
@@ -61,11 +62,6 @@ def _check_type(name: str, t: pa.DataType) -> None:
         return
     accepted = STRING_TYPES + (", or an integer type" if name == "id" else "")
     raise ManifestError(f"manifest column {name!r} has type {t}; accepted: {accepted}")
-
-
-def _as_string(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    """Any accepted id/uri type -> plain Arrow string (integers as decimal text)."""
-    return col if col.type == pa.string() else col.cast(pa.string())
 
 
 def normalize(batch: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -115,16 +111,34 @@ class Manifest:
         d = self.root if self.is_dataset else posixpath.dirname(self.root)
         return d if is_local(self.fs) else f"{self.url.split('://', 1)[0]}://{d}"
 
-    def dataset(self) -> pads.Dataset:
-        part = pads.partitioning(self.partitions, flavor="hive") if len(self.partitions) else None
-        return pads.dataset(self.files, schema=self.source_schema, format="parquet", filesystem=pa_filesystem(self.fs),
-                            partitioning=part, partition_base_dir=self.root if part else None)
+    def partition_values(self, path: str) -> dict[str, pa.Scalar]:
+        """`.../box=1/part-0.parquet` -> {"box": 1}, typed as the manifest declares."""
+        from urllib.parse import unquote
+
+        values = {}
+        for seg in posixpath.relpath(path, self.root).split("/")[:-1]:
+            key, eq, raw = seg.partition("=")
+            if eq and key in self.partitions.names:
+                raw = None if raw == "__HIVE_DEFAULT_PARTITION__" else unquote(raw)
+                values[key] = pa.array([raw], pa.string()).cast(self.partitions.field(key).type)[0]
+        return values
 
     def batches(self, columns: list[str], batch_size: int = CHECK_BATCH) -> Iterator[pa.Table]:
-        """Stream the named columns, normalized, in manifest order."""
+        """Stream the named columns, normalized, file by file in manifest order. Read with
+        ParquetFile.iter_batches, one row group at a time: the dataset scanner's read-ahead
+        made memory grow with the row count."""
         sub = pa.schema([self.schema.field(c) for c in columns])
-        for b in self.dataset().to_batches(columns=columns, batch_size=batch_size, use_threads=True):
-            yield normalize(pa.Table.from_batches([b]), sub)
+        for path in self.files:
+            parts = self.partition_values(path)
+            with self.fs.open(path, "rb") as f:
+                pf = pq.ParquetFile(f)
+                present = [c for c in columns if c in pf.schema_arrow.names]
+                for b in pf.iter_batches(batch_size=batch_size, columns=present):
+                    t = pa.Table.from_batches([b])
+                    for c in columns:
+                        if c in parts:
+                            t = t.append_column(c, pa.array([parts[c].as_py()] * t.num_rows, parts[c].type))
+                    yield normalize(t, sub)
 
     def column(self, name: str) -> pa.ChunkedArray:
         chunks = [b.column(name) for b in self.batches([name])]
@@ -261,79 +275,87 @@ def _hash(text: pa.Array) -> np.ndarray:
 
 
 def _repeats(hashes: np.ndarray) -> np.ndarray:
-    s = np.sort(hashes)
-    return np.unique(s[1:][s[1:] == s[:-1]])
+    hashes.sort()
+    return np.unique(hashes[1:][hashes[1:] == hashes[:-1]])  # 64-bit: a chance repeat in 10M rows is ~3e-6
+
+
+def _hashes(b: pa.Table, has_oname: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(hash of each id, hash of each case-folded output name). Without an output_name
+    column equal ids give equal names, so one hash serves both."""
+    ids = b.column("id").combine_chunks().fill_null("")
+    onames = b.column("output_name").combine_chunks() if has_oname else None
+    names = _hash(_folded_names(ids, onames))
+    return (_hash(ids) if has_oname else names), names
 
 
 def check_rows(m: Manifest) -> None:
-    """Nulls, empty values, duplicate ids and colliding output names, in one streaming pass
-    over the needed columns, plus a second pass over just the rows whose hash repeats."""
+    """Nulls, empty values, duplicate ids and colliding output names, streaming over only
+    the needed columns. Memory is bounded whatever the row count: each pass keeps the 8-byte
+    hashes of one slice of hash space (about HASHES_PER_PASS of them); only rows whose hash
+    repeats are read again, to tell a real repeat from a chance one."""
     has_oname = "output_name" in m.schema.names
     columns = ["id", "uri"] + (["output_name"] if has_oname else [])
-    null_ids, empty_ids, bad_uris, nulls = [], [], [], 0
-    id_hashes, name_hashes = [], []
-    offset = 0
-    for b in m.batches(columns):
-        ids, uris = b.column("id").combine_chunks(), b.column("uri").combine_chunks()
-        nulls += ids.null_count
-        if ids.null_count and len(null_ids) < SHOW_ROWS:
-            null_ids += _first(pc.is_null(ids), offset, SHOW_ROWS - len(null_ids))
-        empty = pc.equal(pc.utf8_length(ids), 0).fill_null(False)
-        if len(empty_ids) < SHOW_ROWS and pc.any(empty).as_py():
-            empty_ids += _first(empty, offset, SHOW_ROWS - len(empty_ids))
-        bad = pc.equal(pc.utf8_length(uris.fill_null("")), 0)
-        if len(bad_uris) < SHOW_ROWS and pc.any(bad).as_py():
-            bad_uris += _first(bad, offset, SHOW_ROWS - len(bad_uris))
-        id_hashes.append(_hash(ids.fill_null("")))
-        onames = b.column("output_name").combine_chunks() if has_oname else None
-        name_hashes.append(_hash(_folded_names(ids.fill_null(""), onames)))
-        offset += b.num_rows
-    if null_ids:
-        raise ManifestError(f"manifest column 'id' has {nulls} null value(s), first at {_where(m, null_ids)}")
-    if empty_ids:
-        raise ManifestError(f"manifest column 'id' has empty value(s) at {_where(m, empty_ids)}")
-    if bad_uris:
-        raise ManifestError(f"manifest column 'uri' has null or empty value(s) at {_where(m, bad_uris)}")
-    hashes = np.concatenate(id_hashes) if id_hashes else np.empty(0, np.uint64)
-    del id_hashes
-    suspects = _repeats(hashes)
-    if len(suspects):
-        dups = _confirm(m, hashes, suspects, lambda b: b.column("id").combine_chunks().to_pylist(), exact=True)
+    passes = max(1, -(-m.num_rows // HASHES_PER_PASS))
+    id_suspects, name_suspects = [], []
+    for p in range(passes):
+        id_parts, name_parts = [], []
+        null_ids, empty_ids, bad_uris, nulls, offset = [], [], [], 0, 0
+        for b in m.batches(columns):
+            if p == 0:
+                ids, uris = b.column("id").combine_chunks(), b.column("uri").combine_chunks()
+                nulls += ids.null_count
+                if ids.null_count and len(null_ids) < SHOW_ROWS:
+                    null_ids += _first(pc.is_null(ids), offset, SHOW_ROWS - len(null_ids))
+                empty = pc.equal(pc.utf8_length(ids), 0).fill_null(False)
+                if len(empty_ids) < SHOW_ROWS and pc.any(empty).as_py():
+                    empty_ids += _first(empty, offset, SHOW_ROWS - len(empty_ids))
+                bad = pc.equal(pc.utf8_length(uris.fill_null("")), 0)
+                if len(bad_uris) < SHOW_ROWS and pc.any(bad).as_py():
+                    bad_uris += _first(bad, offset, SHOW_ROWS - len(bad_uris))
+            ih, nh = _hashes(b, has_oname)
+            name_parts.append(nh[nh % passes == p])
+            if has_oname:
+                id_parts.append(ih[ih % passes == p])
+            offset += b.num_rows
+        if null_ids:
+            raise ManifestError(f"manifest column 'id' has {nulls} null value(s), first at {_where(m, null_ids)}")
+        if empty_ids:
+            raise ManifestError(f"manifest column 'id' has empty value(s) at {_where(m, empty_ids)}")
+        if bad_uris:
+            raise ManifestError(f"manifest column 'uri' has null or empty value(s) at {_where(m, bad_uris)}")
+        name_suspects.append(_repeats(np.concatenate(name_parts) if name_parts else np.empty(0, np.uint64)))
+        del name_parts
+        if has_oname:
+            id_suspects.append(_repeats(np.concatenate(id_parts) if id_parts else np.empty(0, np.uint64)))
+    names = np.concatenate(name_suspects)
+    ids = np.concatenate(id_suspects) if has_oname else names
+    if len(ids):
+        dups = _confirm(m, ids, lambda b: _hashes(b, has_oname)[0], lambda b: b.column("id").to_pylist())
         if dups:
             values = list(dups)[:SHOW_ROWS]
             rows = sorted(r for v in values for r in dups[v])[:SHOW_ROWS]
             raise ManifestError(f"manifest column 'id' has duplicate value(s) {values} at {_where(m, rows)}")
-    del hashes
-    names = np.concatenate(name_hashes) if name_hashes else np.empty(0, np.uint64)
-    suspects = _repeats(names)
-    if len(suspects):
-        def key(b):
-            o = b.column("output_name").combine_chunks() if has_oname else None
-            return _folded_names(b.column("id").combine_chunks(), o).to_pylist()
+    if len(names):
+        def folded(b):
+            return _folded_names(b.column("id").combine_chunks(),
+                                 b.column("output_name").combine_chunks() if has_oname else None).to_pylist()
 
-        clashes = _confirm(m, names, suspects, key, exact=False)
+        clashes = _confirm(m, names, lambda b: _hashes(b, has_oname)[1], folded)
         if clashes:
-            rows = sorted(next(iter(clashes.values())))[:2]
-            _report_name_clash(m, rows, has_oname)
+            _report_name_clash(m, sorted(next(iter(clashes.values())))[:2], has_oname)
 
 
-def _confirm(m: Manifest, hashes: np.ndarray, suspects: np.ndarray, key, exact: bool) -> dict:
-    """Second pass over the rows whose hash repeats: {value: [rows]} of real repeats."""
-    hit = np.flatnonzero(np.isin(hashes, suspects))
+def _confirm(m: Manifest, suspects: np.ndarray, hash_of, key) -> dict:
+    """Another pass, keeping only rows whose hash is a suspect: {value: [rows]} of real repeats."""
     seen: dict = {}
-    columns = ["id"] + (["output_name"] if "output_name" in m.schema.names and not exact else [])
-    offset, j = 0, 0
+    columns = ["id"] + (["output_name"] if "output_name" in m.schema.names else [])
+    offset = 0
     for b in m.batches(columns):
-        end = offset + b.num_rows
-        k = j
-        while k < len(hit) and hit[k] < end:
-            k += 1
-        if k > j:
-            local = (hit[j:k] - offset).tolist()
-            values = key(b.take(pa.array(local)))
-            for row, v in zip(hit[j:k].tolist(), values):
+        local = np.flatnonzero(np.isin(hash_of(b), suspects))
+        if len(local):
+            for row, v in zip((local + offset).tolist(), key(b.take(pa.array(local)))):
                 seen.setdefault(v, []).append(row)
-        j, offset = k, end
+        offset += b.num_rows
     return {v: rows for v, rows in seen.items() if len(rows) > 1}
 
 
@@ -391,27 +413,6 @@ def _folded_names(ids: pa.Array, onames: pa.Array | None) -> pa.Array:
             fixed[i] = safe_name(fixed[i])
         raw = pa.array(fixed, pa.string())
     return pc.utf8_lower(raw)
-
-
-def output_names(ids: list[str], onames: list[str | None] | None = None) -> list[str]:
-    """The file name (without extension) each row is written under."""
-    return [safe_name(o or i) for i, o in zip(ids, onames or [None] * len(ids))]
-
-
-def check_output_names(ids: list[str], onames: list[str | None] | None = None) -> None:
-    """Refuse, before any work, names that would collide on a case-insensitive store
-    (an SMB share, macOS): 'Photo' and 'photo' are different ids but one file there."""
-    names = output_names(ids, onames)
-    seen: dict[str, int] = {}
-    for row, name in enumerate(names):
-        first = seen.setdefault(name.casefold(), row)
-        if first != row:
-            col = "output_name" if onames and (onames[row] or onames[first]) else "id"
-            raise ManifestError(
-                f"manifest column {col!r}: rows {first} and {row} give output names that differ only in case "
-                f"({names[first]!r} and {name!r})",
-                hint="they would overwrite each other on a case-insensitive filesystem; make them differ in more than case",
-            )
 
 
 def expand_manifests(sources: list[str], storage_options: dict | None = None) -> list[str]:

@@ -179,3 +179,23 @@ def test_dataset_errors_name_the_row_across_part_files(tmp_path):
     pq.write_table(pa.table({"id": [1.5], "uri": ["2"]}), d / "part-1.parquet")
     with pytest.raises(ManifestError, match="part files have conflicting schemas"):
         load_manifest(str(d))
+
+
+def test_the_check_in_several_passes_finds_the_same_faults(tmp_path, monkeypatch):
+    """Big manifests are checked a slice of hash space at a time; force many passes here."""
+    import archive_colorize.manifest as manifest
+
+    monkeypatch.setattr(manifest, "HASHES_PER_PASS", 3)
+    ids = [f"NARA-{i}" for i in range(40)]
+    p = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"id": ids, "uri": ["u"] * 40}), p)
+    assert load_manifest(str(p)).num_rows == 40
+    pq.write_table(pa.table({"id": ids + ["NARA-7"], "uri": ["u"] * 41}), p)
+    with pytest.raises(ManifestError, match=r"duplicate value\(s\) \['NARA-7'\] at row\(s\) \[7, 40\]$"):
+        load_manifest(str(p))
+    pq.write_table(pa.table({"id": ids + ["nara-7"], "uri": ["u"] * 41}), p)
+    with pytest.raises(ManifestError, match=r"^manifest column 'id': rows 7 and 40 give output names that differ only in case"):
+        load_manifest(str(p))
+    pq.write_table(pa.table({"id": ids, "uri": ["u"] * 40, "output_name": [None] * 39 + ["NARA-3"]}), p)
+    with pytest.raises(ManifestError, match=r"^manifest column 'output_name': rows 3 and 39 give the same output name 'NARA-3'"):
+        load_manifest(str(p))
