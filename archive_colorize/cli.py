@@ -100,7 +100,7 @@ def colorize(
     loaded = load_weights(weights)
     engine = Engine(loaded, device=device, working_size=working_size, precision=precision)
     if precision != "fp32":
-        from .fast import fidelity, fidelity_line
+        from .engine import fidelity, fidelity_line
 
         line = fidelity_line(fidelity(loaded, precision, working_size, lossy=engine))
         if line:
@@ -183,7 +183,7 @@ def run(
 
     Example: archive-colorize run manifests/sample.parquet --out colorized-sample
     """
-    from .pipeline import RunOptions, inspect
+    from .options import RunOptions, inspect
     from .pipeline import run as run_pipeline
     from .progress_view import summary_table
 
@@ -200,7 +200,7 @@ def run(
         return
     summary = run_pipeline(opts, console=err)
     console.print(summary_table(summary))
-    from .fast import fidelity_line
+    from .engine import fidelity_line
 
     if fidelity_line(summary.fidelity):
         console.print(fidelity_line(summary.fidelity), highlight=False)
@@ -232,6 +232,8 @@ def submit(
     runtime_env: Optional[str] = typer.Option(None, "--runtime-env", help="Ray runtime_env: inline JSON or a .json/.yaml file."),
     storage_options: Optional[str] = typer.Option(None, "--storage-options", help="fsspec options as JSON (no credentials: the cluster brings its own)."),
     wait: bool = typer.Option(False, "--wait", help="Follow each job until it ends; exit 1 if one fails."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check each manifest, the weights and the output; print what each job "
+                                 "would do; contact no cluster (loads neither torch nor Ray)."),
 ):
     """Submit `run` as a Ray Job, idempotently: a finished job is not redone, an unfinished one resumes.
 
@@ -241,7 +243,7 @@ def submit(
     from .jobs import submit as submit_job
     from .jobs import wait as wait_job
     from .manifest import expand_manifests
-    from .pipeline import RunOptions
+    from .options import RunOptions
 
     so = _storage_options(storage_options)
     urls = expand_manifests(manifests, so)
@@ -253,6 +255,14 @@ def submit(
         opts = RunOptions(manifest=url, out=out, weights=weights, fmt=fmt, working_size=working_size, precision=precision, batch_size=batch_size,
                           retry_failed=retry_failed, actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor,
                           device=device, limit=limit, max_pixels=max_pixels, storage_options=so)
+        if dry_run:
+            from .options import inspect
+
+            plan = inspect(opts)
+            line = (f"would submit {plan.pending} of {plan.total} rows into {plan.out}" if plan.pending else
+                    f"nothing to submit: {plan.done} done, {plan.failed} failed of {plan.total} in {plan.out}")
+            console.print(f"{url}: {line}", highlight=False)
+            continue
         sub = submit_job(opts, address, env)
         console.print(f"{url}: {sub.message}", highlight=False)
         if wait and sub.action in ("submitted", "running"):
@@ -362,7 +372,7 @@ def weights_export(
     """
     import tomllib
 
-    from .train import export_checkpoint
+    from .weights import export_checkpoint
 
     extra = {}
     for item in info:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .engine import Engine, render, software_tag
+from .engine import Engine
+from .render import render, software_tag
 from .errors import ColorizeError, ImageError
 from .images import DEFAULT_MAX_PIXELS, FORMATS, decode_image
 from .manifest import safe_name

@@ -1,32 +1,20 @@
-"""The inference engine: L* at full resolution in, colour image out.
+"""The inference engine: one model on one device, prepared for inference.
 
-The network only ever sees a working-size copy (long side <= working_size, never
-upscaled); its a*b* is upsampled to full resolution and joined with the ORIGINAL L*,
-in row strips so memory stays bounded on 100-megapixel scans.
+Working-size L* in, a*b* (and scene probabilities) out; everything at full resolution is
+render.py's. The lossy precisions are opt-in, and `fidelity` says how far they are from
+fp32 on the bundled calibration images.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from . import __version__
-from .errors import ImageError
-from .images import DecodedImage, encode_image, output_bit_depth
-from .lab import denormalize_ab, lab_to_rgb_keep_lightness
+from .images import working_copy
+from .lab import denormalize_ab
+from .options import DEFAULT_WORKING_SIZE, check_precision
 from .weights import Weights
-
-# 512 px long side, from benchmarks/working_size.py on the 18 historical scans (medians):
-# the chroma at 512 differs from that at 1024 by 1.97 a*b* units on average, under the
-# ~2.3 just-noticeable difference, at a third of the time; 256 differs by 3.1.
-DEFAULT_WORKING_SIZE = 512
-STRIP_ROWS = 256
-# Mean a*b* chroma (CIE units) below which a result is effectively grey: the model added no
-# colour, and we refuse to call that colorized.
-MIN_MEAN_CHROMA = 0.5
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -43,92 +31,6 @@ def pick_device(device: str = "auto") -> torch.device:
 class Prediction:
     ab: torch.Tensor  # (2, h, w) a*b* in CIE units at half the working size
     probs: torch.Tensor | None  # (num_classes,) scene probabilities (of the style image, if one was given)
-
-
-@dataclass
-class Colorized:
-    rgb: np.ndarray  # (H, W, 3) uint8 or uint16
-    top5: list[tuple[str, float]]
-    mean_chroma: float
-
-
-def working_copy(lightness: torch.Tensor, working_size: int) -> torch.Tensor:
-    """(H, W) L* -> (1, 1, h, w) L*/100 with max(h, w) <= working_size."""
-    h, w = lightness.shape
-    scale = working_size / max(h, w)
-    if scale >= 1:
-        return (lightness / 100.0)[None, None]
-    # Resample first, then scale: the division then touches the small copy, not a 400 MB one.
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    x = F.interpolate(lightness[None, None], size=size, mode="bilinear", align_corners=False, antialias=True)
-    return x / 100.0
-
-
-def _interp_matrix(n_out: int, n_in: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
-    """Rows [start, stop) of the (n_out x n_in) bilinear matrix, align_corners=False, edges clamped:
-    the same numbers as F.interpolate, but it can be built for one strip at a time."""
-    stop = n_out if stop is None else stop
-    i = torch.arange(start, stop, dtype=torch.float64)
-    src = ((i + 0.5) * n_in / n_out - 0.5).clamp(0, n_in - 1)
-    i0 = src.floor().long()
-    i1 = (i0 + 1).clamp(max=n_in - 1)
-    w1 = (src - i0).float()
-    m = torch.zeros(stop - start, n_in)
-    rows = torch.arange(stop - start)
-    m.index_put_((rows, i0), 1 - w1, accumulate=True)
-    m.index_put_((rows, i1), w1, accumulate=True)
-    return m
-
-
-def recombine(lightness: torch.Tensor, ab: torch.Tensor, bit_depth: int = 8, strip_rows: int = STRIP_ROWS) -> np.ndarray:
-    """Full-res L* (H, W) + low-res a*b* (2, h, w) -> (H, W, 3) sRGB uint8/uint16.
-
-    L* is used exactly as decoded; only the chroma is resampled."""
-    H, W = lightness.shape
-    ab = ab.float().cpu()
-    cols = _interp_matrix(W, ab.shape[2]).T  # (w, W)
-    maxval = 65535 if bit_depth == 16 else 255
-    out = np.empty((H, W, 3), dtype=np.uint16 if bit_depth == 16 else np.uint8)
-    for y0 in range(0, H, strip_rows):
-        y1 = min(H, y0 + strip_rows)
-        rows = _interp_matrix(H, ab.shape[1], y0, y1)  # (strip, h)
-        ab_strip = torch.einsum("sh,chw,wx->csx", rows, ab, cols)  # (2, strip, W)
-        lab = torch.cat([lightness[y0:y1][None].float(), ab_strip], dim=0)[None]
-        rgb = lab_to_rgb_keep_lightness(lab)[0].permute(1, 2, 0)
-        out[y0:y1] = (rgb * maxval).round_().numpy().astype(out.dtype)
-    return out
-
-
-def mean_chroma(ab: torch.Tensor) -> float:
-    return float(ab.norm(dim=0).mean())
-
-
-def software_tag(weights_sha256: str, precision: str = "fp32") -> str:
-    """EXIF Software of every output: this file is a machine colorization, by these weights
-    (and, for the lossy engines, at this precision)."""
-    extra = "" if precision == "fp32" else f", {precision}"
-    return f"archive-colorize {__version__} (weights {weights_sha256[:12]}{extra})"
-
-
-def render(decoded: DecodedImage, ab: torch.Tensor, fmt: str, software: str) -> bytes:
-    """The one path from predicted chroma to file bytes, for `colorize` and `run` alike:
-    refuse a grey result, recombine with the original L*, encode with the original metadata."""
-    chroma = mean_chroma(ab)
-    if chroma < MIN_MEAN_CHROMA:
-        raise ImageError(f"the model produced no colour (mean chroma {chroma:.2f}); nothing written")
-    rgb = recombine(decoded.lightness, ab, output_bit_depth(decoded.bit_depth, fmt))
-    return encode_image(rgb, fmt, exif=decoded.exif, xmp=decoded.xmp, software=software)
-
-
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-
-
-def check_precision(precision: str) -> None:
-    from .errors import ConfigError
-
-    if precision not in PRECISIONS:
-        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}",
-                          hint="fp32 is exact and the default; int8 (CPU), bf16 and fp16 (GPU) trade fidelity for speed")
 
 
 class Engine:
@@ -155,7 +57,7 @@ class Engine:
         if precision == "int8":
             if self.device.type != "cpu":
                 raise ConfigError("--precision int8 runs on the CPU only", hint="use fp16 or bf16 on a GPU")
-            from .fast import calibration_inputs, quantize_int8
+            from .quantize import calibration_inputs, quantize_int8
 
             model = quantize_int8(model, calibration_inputs(self.working_size))
         elif precision == "fp16" and self.device.type != "cuda":
@@ -194,8 +96,47 @@ class Engine:
         p, idx = probs.topk(min(5, probs.numel()))
         return [(self.categories[i], float(v)) for v, i in zip(p.tolist(), idx.tolist())]
 
-    def colorize(self, decoded: DecodedImage, style: DecodedImage | None = None, bit_depth: int = 8) -> Colorized:
-        pred = self.predict(decoded.lightness, None if style is None else style.lightness)
-        chroma = mean_chroma(pred.ab)
-        rgb = recombine(decoded.lightness, pred.ab, bit_depth)
-        return Colorized(rgb, self.top5(pred.probs), chroma)
+
+def fidelity(weights, precision: str, working_size: int = 512, lossy=None) -> dict | None:
+    """How far a lossy engine is from fp32, measured on the CPU on the bundled calibration
+    images (the same ones int8 fits its ranges on, so read it as a best case; on six
+    historical scans int8 gave 41.7-53.8 dB, benchmarks/precision.py). None for fp32, and for
+    fp16, which needs a GPU the driver may not have. `lossy`: an Engine already built for
+    this precision on the CPU, so int8 is not quantized twice."""
+    import statistics
+
+    import numpy as np
+
+    from .images import decode_image
+    from .quantize import CALIBRATION
+    from .render import recombine
+
+    if precision in ("fp32", "fp16"):
+        return None
+    ref = Engine(weights, device="cpu", working_size=working_size)
+    if lossy is None or lossy.device.type != "cpu" or lossy.working_size != working_size:
+        lossy = Engine(weights, device="cpu", working_size=working_size, precision=precision)
+    psnr, errors = [], []
+    for f in sorted(CALIBRATION.glob("*.jpg")):
+        d = decode_image(f.read_bytes())
+        a, b = ref.predict(d.lightness), lossy.predict(d.lightness)
+        # the a*b* error is the fidelity: L* is the original's in both, by construction
+        errors.append((a.ab - b.ab).norm(dim=0).flatten())
+        ra = recombine(d.lightness, a.ab).astype(np.float64)
+        rb = recombine(d.lightness, b.ab).astype(np.float64)
+        mse = float(((ra - rb) ** 2).mean())
+        psnr.append(99.0 if mse == 0 else 10 * float(np.log10(255.0**2 / mse)))
+    err = torch.cat(errors)
+    return {"precision": precision, "dab_mean": round(float(err.mean()), 3),
+            "dab_p99": round(float(torch.quantile(err[:: max(1, len(err) // 2**20)], 0.99)), 3),
+            "dab_max": round(float(err.max()), 3),
+            "psnr_db_vs_fp32_median": round(statistics.median(psnr), 2), "psnr_db_vs_fp32_min": round(min(psnr), 2),
+            "images": len(psnr), "measured_on": "the bundled calibration images, on the CPU, at the working size"}
+
+
+def fidelity_line(f: dict | None) -> str | None:
+    if not f:
+        return None
+    return (f"{f['precision']} engine (opt-in, lossy): |Δa*b*| against fp32 mean {f['dab_mean']:.2f}, "
+            f"p99 {f['dab_p99']:.2f}, max {f['dab_max']:.2f} (2.3 is just noticeable), "
+            f"on {f['images']} calibration images")

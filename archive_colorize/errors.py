@@ -30,3 +30,7 @@ class StorageError(ColorizeError):
 
 class ConfigError(ColorizeError):
     hint = "see training/README.md for the config keys"
+
+
+# what to do when the output location refuses a write
+RESUME_HINT = "free space or fix permissions there, then run the same command again: it resumes where it stopped"

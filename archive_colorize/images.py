@@ -17,17 +17,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import ImageError
+from .options import DEFAULT_MAX_PIXELS, FORMATS
 from .lab import gray_to_lightness, luminance_to_lightness, srgb_to_linear
 
 # We enforce our own, configurable limit before decoding; Pillow's global one would raise
 # a different error (or only warn) at a size we did not choose.
 Image.MAX_IMAGE_PIXELS = None
 
-DEFAULT_MAX_PIXELS = 250_000_000  # a 600 dpi scan of a 16x20" print is ~115 Mpx
-FORMATS = {"jpeg": "jpg", "png": "png", "tiff": "tif", "webp": "webp"}
 SIXTEEN_BIT_FORMATS = ("png", "tiff")
 PNG_LEVEL = 3
 
@@ -237,3 +237,15 @@ def encode_image(
             kwargs["xmp"] = xmp
     im.save(out, format=fmt.upper(), **kwargs)
     return out.getvalue()
+
+
+def working_copy(lightness: torch.Tensor, working_size: int) -> torch.Tensor:
+    """(H, W) L* -> (1, 1, h, w) L*/100 with max(h, w) <= working_size."""
+    h, w = lightness.shape
+    scale = working_size / max(h, w)
+    if scale >= 1:
+        return (lightness / 100.0)[None, None]
+    # Resample first, then scale: the division then touches the small copy, not a 400 MB one.
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    x = F.interpolate(lightness[None, None], size=size, mode="bilinear", align_corners=False, antialias=True)
+    return x / 100.0

@@ -20,9 +20,8 @@ import time
 from dataclasses import dataclass
 
 from .errors import ConfigError, StorageError
-from .manifest import default_out
-from .pipeline import RunOptions, inspect, redact
-from .storage import resolve
+from .manifest import default_out, open_manifest
+from .options import RunOptions, inspect, redact
 
 KEY = "archive_colorize_key"
 ACTIVE = ("PENDING", "RUNNING")
@@ -88,9 +87,8 @@ def submit(opts: RunOptions, address: str, runtime_env: dict | None = None) -> S
                           hint="give the cluster its own credentials (an IAM role, or AWS_* variables on its nodes)")
     plan = inspect(opts)  # validates manifest, weights and options before anything is submitted
     out_url = (opts.out or default_out(opts.manifest)).rstrip("/")
-    fs, path = resolve(opts.manifest, opts.storage_options)
     try:
-        manifest_sha = hashlib.sha256(fs.cat_file(path)).hexdigest()
+        manifest_sha = open_manifest(opts.manifest, opts.storage_options).fingerprint()  # a file or a whole dataset
     except OSError as e:
         raise StorageError(f"cannot read manifest {opts.manifest}: {e}") from None
     key = job_key(opts.manifest, manifest_sha, plan.weights_sha256, out_url, opts.fmt, opts.working_size, opts.precision)

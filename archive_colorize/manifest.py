@@ -140,6 +140,17 @@ class Manifest:
                             t = t.append_column(c, pa.array([parts[c].as_py()] * t.num_rows, parts[c].type))
                     yield normalize(t, sub)
 
+    def fingerprint(self) -> str:
+        """sha256 of the content: a file's bytes; for a dataset, each part file's path
+        (relative to the root) and the sha256 of its bytes."""
+        if not self.is_dataset:
+            return hashlib.sha256(self.fs.cat_file(self.root)).hexdigest()
+        h = hashlib.sha256()
+        for path in self.files:
+            h.update(posixpath.relpath(path, self.root).encode() + b"\0")
+            h.update(hashlib.sha256(self.fs.cat_file(path)).digest())
+        return h.hexdigest()
+
     def column(self, name: str) -> pa.ChunkedArray:
         chunks = [b.column(name) for b in self.batches([name])]
         return pa.chunked_array([c for ch in chunks for c in ch.chunks], self.schema.field(name).type)

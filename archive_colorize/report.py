@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 
 from . import progress
 from .errors import ColorizeError
-from .pipeline import _abs_uri
+from .stages import abs_uri
 from .storage import atomic_write_bytes, resolve
 
 MAX_FAILED_LISTED = 1000
@@ -145,7 +145,7 @@ def write_report(o: ReportOptions) -> dict:
     shown = _pick(done, flagged, o.sample)
 
     def thumbs(r):
-        return (_thumb(_abs_uri(r["uri"], base_dir), o.thumb, True, o.storage_options),
+        return (_thumb(abs_uri(r["uri"], base_dir), o.thumb, True, o.storage_options),
                 _thumb(r["output_uri"], o.thumb, False, o.storage_options))
 
     with ThreadPoolExecutor(4) as pool:

@@ -6,10 +6,7 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import random
-import re
 import time
 from dataclasses import dataclass
 
@@ -20,15 +17,9 @@ import torch.nn.functional as F
 from .config import Config, config_from_dict
 from .data import iter_raw_batches, prepare_batch, ray_dataset, resolve_source
 from .errors import ConfigError
-from .lab import AB_NORM
 from .model import ColorizationModel
-from .storage import atomic_write_bytes, is_local, join, resolve
-
-METRIC_FIELDS = [
-    "step", "images", "filtered", "loss", "colour_loss", "class_loss", "top1", "top5",
-    "val_ab_mse", "val_psnr", "val_top1", "val_top5", "images_per_s", "seconds",
-]
-
+from .checkpoints import list_checkpoints, load_checkpoint, read_metrics, save_checkpoint, write_metrics
+from .storage import resolve
 
 # ---------------------------------------------------------------- the loss and one step
 
@@ -99,7 +90,7 @@ def as_floats(step_metrics: list[dict]) -> dict:
 @torch.inference_mode()
 def validate(model, batches: list[dict], device) -> dict:
     """a*b* MSE (normalised units), PSNR of the RGB result, top-1/top-5 on grayscale input."""
-    from .evaluate import psnr_rgb
+    from .metrics import psnr_rgb
 
     model.eval()
     mse, psnr, t1, t5, n = 0.0, 0.0, 0.0, 0.0, 0
@@ -116,44 +107,6 @@ def validate(model, batches: list[dict], device) -> dict:
 
 
 # ---------------------------------------------------------------- checkpoints
-
-
-_CKPT = re.compile(r"step-(\d{9})\.pt$")
-
-
-def checkpoint_dir(run_dir: str) -> str:
-    return join(run_dir, "checkpoints")
-
-
-def list_checkpoints(run_dir: str) -> list[tuple[int, str]]:
-    fs, path = resolve(checkpoint_dir(run_dir))
-    if not fs.exists(path):
-        return []
-    found = []
-    for p in fs.ls(path, detail=False):
-        m = _CKPT.search(p)
-        if m:  # keep the protocol: a bare 'bucket/key' would later resolve as a local path
-            found.append((int(m.group(1)), p if is_local(fs) else fs.unstrip_protocol(p)))
-    return sorted(found)
-
-
-def save_checkpoint(run_dir: str, state: dict, keep: int) -> str:
-    """Atomic: the file appears whole under its final name, or not at all."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    fs, base = resolve(checkpoint_dir(run_dir))
-    path = f"{base}/step-{state['step']:09d}.pt"
-    atomic_write_bytes(path, buf.getvalue(), fs=fs)
-    for _, old in list_checkpoints(run_dir)[:-keep]:
-        fs.rm(old)
-    return path
-
-
-def load_checkpoint(path: str) -> dict:
-    fs, p = resolve(path)
-    with fs.open(p, "rb") as f:
-        # weights_only: tensors and plain containers only, never arbitrary pickled objects
-        return torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
 
 
 def _rng_state() -> dict:
@@ -180,23 +133,6 @@ def _unwrap(model):
     while hasattr(model, "module") or hasattr(model, "_orig_mod"):
         model = getattr(model, "module", None) or model._orig_mod
     return model
-
-
-def write_metrics(run_dir: str, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    fs, path = resolve(join(run_dir, "metrics.csv"))
-    atomic_write_bytes(path, buf.getvalue().encode(), fs=fs)
-
-
-def read_metrics(run_dir: str) -> list[dict]:
-    fs, path = resolve(join(run_dir, "metrics.csv"))
-    if not fs.exists(path):
-        return []
-    with fs.open(path, "rt") as f:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
 def _local_batches(cfg: Config, per_worker: int, seed: int, workers: int = 0):
@@ -570,39 +506,3 @@ def _fit_with_ray(cfg: Config, source, loop_config: dict) -> None:
         datasets={"train": ds},
     )
     trainer.fit()
-
-
-# ---------------------------------------------------------------- export
-
-
-def export_checkpoint(checkpoint: str, out: str, storage: str = "fp32", extra_training: dict | None = None) -> dict:
-    """Checkpoint (or a run folder: its latest checkpoint) -> inference weights with metadata."""
-    from .weights import save_weights
-
-    fs, p = resolve(checkpoint)
-    if fs.isdir(p):
-        ckpts = list_checkpoints(checkpoint)
-        if not ckpts:
-            raise ConfigError(f"no checkpoints under {checkpoint}")
-        checkpoint = ckpts[-1][1]
-        run_dir = checkpoint.rsplit("/checkpoints/", 1)[0]
-    else:
-        run_dir = p.rsplit("/checkpoints/", 1)[0]
-    state = load_checkpoint(checkpoint)
-    cfg = config_from_dict(state["config"])
-    model = ColorizationModel(cfg.model)
-    model.load_state_dict(state["model"])
-    history = read_metrics(run_dir)
-    last_val = next((r for r in reversed(history) if r.get("val_ab_mse") is not None and r["step"] <= state["step"]), {})
-    mean_ab01 = (state["mean_ab"] / max(state["step"], 1)).tolist()
-    mean_ab = [v * AB_NORM["scale"] - AB_NORM["offset"] for v in mean_ab01]
-    data = {
-        "description": cfg.data.description, "train": cfg.data.train, "val": cfg.data.val,
-        "images_seen": state["images"], "filtered_out": state["filtered"], "train_mean_ab": mean_ab,
-    }
-    metrics = {k: last_val[k] for k in ("val_ab_mse", "val_psnr", "val_top1", "val_top5") if k in last_val}
-    if metrics:
-        metrics["val_images"] = cfg.data.val_limit
-    training = {"steps": state["step"], "checkpoint": checkpoint.rsplit("/", 1)[-1]} | (extra_training or {})
-    recipe = cfg.to_dict()["train"] | {"augmentation": f"scale {cfg.data.scale}, random crop {cfg.data.crop}, hflip 0.5"}
-    return save_weights(model, out, state["categories"], storage=storage, recipe=recipe, data=data, metrics=metrics, training=training)

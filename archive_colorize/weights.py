@@ -21,8 +21,8 @@ from safetensors.torch import save as st_save
 from .errors import WeightsError
 from .lab import AB_NORM
 from .model import ColorizationModel, ModelConfig
+from .weights_header import DEFAULT_WEIGHTS, FORMAT, default_weights  # noqa: F401  DEFAULT_WEIGHTS: re-exported
 
-FORMAT = "archive-colorize-weights"
 FORMAT_VERSION = 1
 STORAGES = ("fp32", "fp16", "int8")
 _SCALE_SUFFIX = ".__int8_scale"
@@ -30,7 +30,6 @@ _SCALE_SUFFIX = ".__int8_scale"
 REQUIRED_KEYS = ("format", "format_version", "config", "categories", "lab", "storage", "content_sha256")
 JSON_KEYS = ("config", "categories", "lab", "preprocessing", "recipe", "data", "metrics", "training")
 
-DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.safetensors"
 
 
 @dataclass
@@ -199,12 +198,7 @@ def load_weights(path: str | os.PathLike | None = None, device: str | torch.devi
     """Load, verify and build. `path=None` means the shipped default; s3:// and other
     fsspec URLs are fetched to a temporary file first."""
     if path is None:
-        path = DEFAULT_WEIGHTS
-        if not path.is_file():
-            raise WeightsError(
-                "no trained weights are installed with this copy of archive-colorize",
-                hint="pass --weights PATH to a .safetensors file (see README, 'Weights')",
-            )
+        path = default_weights()
     source = str(path)
     if "://" in source and not source.startswith("file://"):
         import tempfile
@@ -246,3 +240,39 @@ def _load_local(path, device) -> Weights:
         raise WeightsError(f"{path}: tensors do not match the architecture in its header ({first})") from None
     model.eval().to(device)
     return Weights(model, config, categories, meta, str(path), file_sha256(path))
+
+
+def export_checkpoint(checkpoint: str, out: str, storage: str = "fp32", extra_training: dict | None = None) -> dict:
+    """Checkpoint (or a run folder: its latest checkpoint) -> inference weights with metadata."""
+    from .checkpoints import list_checkpoints, load_checkpoint, read_metrics
+    from .config import config_from_dict
+    from .errors import ConfigError
+    from .storage import resolve
+
+    fs, p = resolve(checkpoint)
+    if fs.isdir(p):
+        ckpts = list_checkpoints(checkpoint)
+        if not ckpts:
+            raise ConfigError(f"no checkpoints under {checkpoint}")
+        checkpoint = ckpts[-1][1]
+        run_dir = checkpoint.rsplit("/checkpoints/", 1)[0]
+    else:
+        run_dir = p.rsplit("/checkpoints/", 1)[0]
+    state = load_checkpoint(checkpoint)
+    cfg = config_from_dict(state["config"])
+    model = ColorizationModel(cfg.model)
+    model.load_state_dict(state["model"])
+    history = read_metrics(run_dir)
+    last_val = next((r for r in reversed(history) if r.get("val_ab_mse") is not None and r["step"] <= state["step"]), {})
+    mean_ab01 = (state["mean_ab"] / max(state["step"], 1)).tolist()
+    mean_ab = [v * AB_NORM["scale"] - AB_NORM["offset"] for v in mean_ab01]
+    data = {
+        "description": cfg.data.description, "train": cfg.data.train, "val": cfg.data.val,
+        "images_seen": state["images"], "filtered_out": state["filtered"], "train_mean_ab": mean_ab,
+    }
+    metrics = {k: last_val[k] for k in ("val_ab_mse", "val_psnr", "val_top1", "val_top5") if k in last_val}
+    if metrics:
+        metrics["val_images"] = cfg.data.val_limit
+    training = {"steps": state["step"], "checkpoint": checkpoint.rsplit("/", 1)[-1]} | (extra_training or {})
+    recipe = cfg.to_dict()["train"] | {"augmentation": f"scale {cfg.data.scale}, random crop {cfg.data.crop}, hflip 0.5"}
+    return save_weights(model, out, state["categories"], storage=storage, recipe=recipe, data=data, metrics=metrics, training=training)

@@ -72,12 +72,6 @@ def full_width_model(num_classes: int = 365, width: float = 1.0):
     return m
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.rand(n, n), torch.rand(n, n)
-    t, _ = median_time(lambda: torch.mm(a, b), repeats, warmup=2)
-    return 2 * n**3 / t / 1e9
-
-
 def machine() -> dict:
     flags = ""
     try:

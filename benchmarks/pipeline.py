@@ -55,7 +55,8 @@ def make_images(folder: Path, n: int) -> Path:
 def engine_loop(manifest: Path, working_size: int, out: Path) -> float:
     import torch
 
-    from archive_colorize.engine import Engine, render, software_tag
+    from archive_colorize.engine import Engine
+    from archive_colorize.render import render, software_tag
     from archive_colorize.images import decode_image
     from archive_colorize.storage import atomic_write_bytes
     from archive_colorize.weights import load_weights

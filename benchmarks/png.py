@@ -15,7 +15,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from common import SHARED, machine, median_time, table, write  # noqa: E402
 
-from archive_colorize.engine import Engine, recombine  # noqa: E402
+from archive_colorize.engine import Engine  # noqa: E402
+from archive_colorize.render import recombine  # noqa: E402
 from archive_colorize.images import decode_image  # noqa: E402
 from archive_colorize.weights import load_weights  # noqa: E402
 

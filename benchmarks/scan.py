@@ -50,7 +50,9 @@ def one(path: Path, working_size: int, repeats: int) -> dict:
     """Runs in its own process."""
     import torch
 
-    from archive_colorize.engine import Engine, recombine, working_copy
+    from archive_colorize.engine import Engine
+    from archive_colorize.images import working_copy
+    from archive_colorize.render import recombine
     from archive_colorize.images import decode_image, encode_image, output_bit_depth
     from archive_colorize.storage import atomic_write_bytes
     from archive_colorize.weights import load_weights

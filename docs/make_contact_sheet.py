@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 from archive_colorize.engine import Engine
 from archive_colorize.images import decode_image
 from archive_colorize.lab import lab_to_rgb
+from archive_colorize.render import recombine
 from archive_colorize.weights import load_weights
 
 THUMB = 256
@@ -29,8 +30,8 @@ def main():
     cells = []
     for f in files:
         d = decode_image(f.read_bytes())
-        res = eng.colorize(d)
-        after = Image.fromarray(res.rgb)
+        pred = eng.predict(d.lightness)
+        after = Image.fromarray(recombine(d.lightness, pred.ab))
         import torch
 
         grey = lab_to_rgb(torch.stack([d.lightness, torch.zeros_like(d.lightness), torch.zeros_like(d.lightness)])[None])
@@ -40,7 +41,7 @@ def main():
         cell = Image.new("RGB", (2 * THUMB + 8, THUMB + 34), "white")
         cell.paste(before, (0, 0))
         cell.paste(after, (THUMB + 8, 0))
-        top = ", ".join(f"{n} {p:.0%}" for n, p in res.top5[:3])
+        top = ", ".join(f"{n} {p:.0%}" for n, p in eng.top5(pred.probs)[:3])
         ImageDraw.Draw(cell).text((2, THUMB + 2), f"{f.stem[:40]}\n{top[:70]}", fill="black")
         cells.append(cell)
     cols = a.columns

@@ -15,7 +15,8 @@ from archive_colorize.config import load_config
 from archive_colorize.data import iter_raw_batches, prepare_batch, resolve_source
 from archive_colorize.errors import ConfigError
 from archive_colorize.model import ColorizationModel, ModelConfig
-from archive_colorize.train import joint_loss, list_checkpoints, read_metrics, run_training, train_step
+from archive_colorize.checkpoints import list_checkpoints, read_metrics
+from archive_colorize.train import joint_loss, run_training, train_step
 
 from .conftest import MINIPLACES, ROOT, make_categories, make_places_parquet
 

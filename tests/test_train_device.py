@@ -13,7 +13,8 @@ from archive_colorize.cli import app
 from archive_colorize.config import load_config
 from archive_colorize.errors import ConfigError
 from archive_colorize.model import ColorizationModel, ModelConfig
-from archive_colorize.train import init_from_weights, list_checkpoints, read_metrics, run_training
+from archive_colorize.checkpoints import list_checkpoints, read_metrics
+from archive_colorize.train import init_from_weights, run_training
 from archive_colorize.weights import load_weights, read_metadata
 
 from .conftest import ROOT, make_categories, make_places_parquet

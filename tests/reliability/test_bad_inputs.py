@@ -78,7 +78,7 @@ def test_unreadable_input_as_a_user(tmp_path, weights_path):
     f = tmp_path / "locked.jpg"
     shutil.copy(sample("chelsea.jpg"), f)
     f.chmod(0o000)
-    code = ("import pyarrow as pa; from archive_colorize.pipeline import prepare;"
+    code = ("import pyarrow as pa; from archive_colorize.stages import prepare;"
             f"b = prepare(pa.table({{'id': ['x'], 'uri': [{str(f)!r}]}}), base_dir='/', storage_options={{}},"
             " working_size=64, max_pixels=10**8); print(b.column('error')[0].as_py())")
     cmd = [sys.executable, "-c", code]

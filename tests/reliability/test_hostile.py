@@ -14,7 +14,9 @@ import pytest
 
 from archive_colorize.errors import ConfigError, ManifestError
 from archive_colorize.manifest import safe_name
-from archive_colorize.pipeline import LOCK, STALE_LOCK_S, RunOptions, run
+from archive_colorize.lock import STALE_LOCK_S
+from archive_colorize.options import LOCK
+from archive_colorize.pipeline import RunOptions, run
 
 from ..conftest import ROOT
 from .conftest import WORKING, cli, popen_cli, tiny_scans
@@ -135,7 +137,7 @@ def test_no_pickle_is_loaded_anywhere():
 def test_a_checkpoint_with_a_pickle_payload_is_refused(tmp_path):
     import pickle
 
-    from archive_colorize.train import load_checkpoint
+    from archive_colorize.checkpoints import load_checkpoint
 
     class Boom:
         def __reduce__(self):

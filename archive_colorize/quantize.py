@@ -1,11 +1,10 @@
-"""Opt-in lossy engines: int8 on CPU, bf16/fp16 autocast. fp32 stays the default.
-
-int8: static quantization of every convolution stack (oneDNN/x86 kernels, VNNI where the
-CPU has it): weights per output channel, activations per tensor, their ranges calibrated
-once on the bundled calibration images (archive_colorize/calibration/), so the same
-weights always give the same int8 model and the same bytes. The fully connected layers
-(global MLP, classification) and the output convolution stay fp32: a few percent of the work.
-Measured against fp32 in benchmarks/model.py (speed) and tests/test_fast.py (PSNR).
+"""int8 for the CPU engine: static quantization of every convolution stack (oneDNN/x86
+kernels, VNNI where the CPU has it): weights per output channel, activations per tensor,
+their ranges calibrated once on the bundled calibration images (archive_colorize/calibration/),
+so the same weights always give the same int8 model and the same bytes. The fully connected
+layers (global MLP, classification) and the output convolution stay fp32: a few percent of
+the work. Knows nothing of the Engine, which uses it (engine.py); how far int8 is from fp32
+is measured there (`fidelity`).
 """
 
 from __future__ import annotations
@@ -48,8 +47,7 @@ def _fuse_conv_relu(module: nn.Module) -> None:
 
 
 def calibration_inputs(working_size: int) -> list[torch.Tensor]:
-    from .engine import working_copy
-    from .images import decode_image
+    from .images import decode_image, working_copy
 
     files = sorted(CALIBRATION.glob("*.jpg"))
     if not files:
@@ -88,43 +86,3 @@ def quantize_int8(folded: ColorizationModel, calibration: list[torch.Tensor]) ->
                 q(x)
         tq.convert(q, inplace=True)
     return q
-
-
-def fidelity(weights, precision: str, working_size: int = 512, lossy=None) -> dict | None:
-    """How far a lossy engine is from fp32, measured on the CPU on the bundled calibration
-    images (the same ones int8 fits its ranges on, so read it as a best case; on six
-    historical scans int8 gave 41.7-53.8 dB, benchmarks/precision.py). None for fp32, and for
-    fp16, which needs a GPU the driver may not have. `lossy`: an Engine already built for
-    this precision on the CPU, so int8 is not quantized twice."""
-    import statistics
-
-    import numpy as np
-
-    from .engine import Engine, recombine
-    from .images import decode_image
-
-    if precision in ("fp32", "fp16"):
-        return None
-    ref = Engine(weights, device="cpu", working_size=working_size)
-    if lossy is None or lossy.device.type != "cpu" or lossy.working_size != working_size:
-        lossy = Engine(weights, device="cpu", working_size=working_size, precision=precision)
-    psnr, dab = [], []
-    for f in sorted(CALIBRATION.glob("*.jpg")):
-        d = decode_image(f.read_bytes())
-        a, b = ref.predict(d.lightness), lossy.predict(d.lightness)
-        ra = recombine(d.lightness, a.ab).astype(np.float64)
-        rb = recombine(d.lightness, b.ab).astype(np.float64)
-        mse = float(((ra - rb) ** 2).mean())
-        psnr.append(99.0 if mse == 0 else 10 * float(np.log10(255.0**2 / mse)))
-        dab.append(float((a.ab - b.ab).abs().mean()))
-    return {"precision": precision, "psnr_db_vs_fp32_median": round(statistics.median(psnr), 2),
-            "psnr_db_vs_fp32_min": round(min(psnr), 2), "mean_abs_dab_median": round(statistics.median(dab), 3),
-            "images": len(psnr), "measured_on": "the bundled calibration images, on the CPU"}
-
-
-def fidelity_line(f: dict | None) -> str | None:
-    if not f:
-        return None
-    return (f"{f['precision']} engine (opt-in, lossy): {f['psnr_db_vs_fp32_median']:.1f} dB PSNR against fp32 "
-            f"(min {f['psnr_db_vs_fp32_min']:.1f}), mean |Δa*b*| {f['mean_abs_dab_median']:.2f}, "
-            f"on {f['images']} calibration images")

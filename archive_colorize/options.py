@@ -1,0 +1,181 @@
+"""What a run is asked to do, checked before any work: options, manifest, weights, output.
+
+No torch and no Ray here, so `submit` and `run --dry-run` answer quickly: the manifest is
+checked with pyarrow and the weights are known by their header and sha256. `run` itself
+then loads and verifies the weights in full (pipeline.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import pyarrow.compute as pc
+
+from . import progress
+from .errors import ConfigError
+from .manifest import Manifest, default_out, load_manifest
+from .storage import is_local, resolve
+
+# 512 px long side, from benchmarks/working_size.py on the 18 historical scans (medians):
+# the chroma at 512 differs from that at 1024 by 1.97 a*b* units on average, under the
+# ~2.3 just-noticeable difference, at a third of the time; 256 differs by 3.1.
+DEFAULT_WORKING_SIZE = 512
+DEFAULT_MAX_PIXELS = 250_000_000  # a 600 dpi scan of a 16x20" print is ~115 Mpx
+FORMATS = {"jpeg": "jpg", "png": "png", "tiff": "tif", "webp": "webp"}  # --format -> file extension
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+LOCK = "_lock.json"
+_SECRET_WORDS = ("key", "secret", "token", "password", "session", "credential", "auth")
+
+
+@dataclass
+class RunOptions:
+    manifest: str
+    out: str | None = None
+    weights: str | None = None
+    batch_size: int = 8
+    progress_every: float = 2.0  # seconds between progress-log writes
+    fmt: str = "png"
+    working_size: int = DEFAULT_WORKING_SIZE
+    precision: str = "fp32"  # fp32 | bf16 | fp16 | int8 (the last three: opt-in, lossy)
+    limit: int | None = None
+    retry_failed: bool = False
+    address: str | None = None
+    actors: int | None = None
+    cpus_per_actor: float | None = None
+    gpus_per_actor: float | None = None
+    device: str = "auto"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    storage_options: dict = field(default_factory=dict)
+    verbose: bool = False
+
+
+@dataclass
+class RunSummary:
+    out: str
+    total: int
+    done: int
+    failed: int
+    skipped: int
+    processed_now: int
+    failed_now: int
+    seconds: float
+    pending: int
+    fidelity: dict | None = None  # a lossy --precision against fp32 (engine.fidelity)
+
+
+@dataclass
+class RunPlan:
+    """What a run would do, worked out without Ray and without writing anything."""
+
+    manifest: str
+    out: str
+    weights_sha256: str
+    total: int
+    done: int
+    failed: int
+    pending: int  # rows a run would process now (failed ones too with retry_failed)
+    lock: dict | None  # the live lock's holder, if a run is writing to OUT
+
+
+@dataclass
+class Checked:
+    """A run's inputs after every check: the manifest and where the output goes."""
+
+    manifest: Manifest
+    out_fs: object
+    out_root: str
+    out_url: str
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}",
+                          hint="fp32 is exact and the default; int8 (CPU), bf16 and fp16 (GPU) trade fidelity for speed")
+
+
+def check_options(opts: RunOptions) -> None:
+    if opts.fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {opts.fmt!r}")
+    check_precision(opts.precision)
+    if opts.batch_size < 1 or opts.working_size < 8:
+        raise ConfigError("--batch-size must be >= 1 and --working-size >= 8",
+                          hint="--batch-size counts images per model call (default 8); --working-size is the long side in pixels (default 512)")
+
+
+def check(opts: RunOptions) -> Checked:
+    """Options, manifest (columns, types, ids, output names) and output location."""
+    check_options(opts)
+    manifest = load_manifest(opts.manifest, opts.storage_options)
+    out_url = (opts.out or default_out(opts.manifest)).rstrip("/")
+    out_fs, out_root = resolve(out_url, opts.storage_options)
+    return Checked(manifest, out_fs, out_root, out_root if is_local(out_fs) else out_url)
+
+
+def count_in(ids, value_set) -> int:
+    return int(pc.sum(pc.is_in(ids, value_set=value_set)).as_py() or 0) if len(value_set) else 0
+
+
+def inspect(opts: RunOptions) -> RunPlan:
+    """Check everything `run` checks before work, and read the progress log: `run --dry-run`,
+    and how `submit` knows a finished job from an unfinished one."""
+    from .weights_header import read_header
+
+    c = check(opts)
+    sha = read_header(opts.weights, opts.storage_options).sha256
+    done_ids, failed_ids = progress.status_by_id(c.out_fs, c.out_root)
+    ids = c.manifest.ids.combine_chunks()
+    n_done, n_failed = count_in(ids, done_ids), count_in(ids, failed_ids)
+    pending = c.manifest.num_rows - n_done - (0 if opts.retry_failed else n_failed)
+    if opts.limit is not None:
+        pending = min(pending, opts.limit)
+    lock = None
+    if c.out_fs.exists(f"{c.out_root}/{LOCK}"):
+        try:
+            with c.out_fs.open(f"{c.out_root}/{LOCK}", "rb") as f:
+                lock = json.loads(f.read())
+        except Exception:
+            lock = {"unreadable": True}
+    return RunPlan(opts.manifest, c.out_url, sha, c.manifest.num_rows, n_done, n_failed, pending, lock)
+
+
+def plan_resources(cluster: dict, opts: RunOptions) -> dict:
+    """Actor count and resources from the cluster, so the defaults never starve the decode
+    and encode tasks of CPUs (Ray on 2 CPUs deadlocks if the actors hold them all)."""
+    cpus = float(cluster.get("CPU", 1))
+    gpus = float(cluster.get("GPU", 0))
+    use_gpu = gpus >= 1 and opts.device != "cpu" if opts.gpus_per_actor is None else opts.gpus_per_actor > 0
+    if use_gpu:
+        per_gpu = opts.gpus_per_actor or 1.0
+        actors = opts.actors or max(1, int(gpus / per_gpu))
+        per_cpu = opts.cpus_per_actor or 1.0
+        plan = {"actors": actors, "num_gpus": per_gpu, "num_cpus": per_cpu, "device": "cuda"}
+    else:
+        per_cpu = opts.cpus_per_actor or (2.0 if cpus >= 8 else 1.0)
+        reserve = max(1.0, cpus // 4)  # for prepare/finish tasks
+        actors = opts.actors or max(1, int((cpus - reserve) // per_cpu))
+        plan = {"actors": actors, "num_gpus": 0, "num_cpus": per_cpu, "device": "cpu"}
+    if plan["actors"] * plan["num_cpus"] > cpus - 0.5:
+        raise ConfigError(
+            f"{plan['actors']} actors x {plan['num_cpus']} CPUs leaves no CPU for decoding on a {cpus:g}-CPU cluster (it would hang)",
+            hint="lower --actors or --cpus-per-actor",
+        )
+    plan["threads"] = max(1, int(plan["num_cpus"]))
+    return plan
+
+
+def redact(obj):
+    """Storage options as they may be written down: every value under a key that names a
+    secret is replaced, at any depth (config_kwargs, client_kwargs...)."""
+    if isinstance(obj, dict):
+        return {k: ("***" if any(w in str(k).lower() for w in _SECRET_WORDS) and not isinstance(v, (dict, list))
+                    else redact(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def redacted(opts: RunOptions) -> dict:
+    d = asdict(opts)
+    d["storage_options"] = redact(opts.storage_options or {})
+    return d

@@ -1,0 +1,78 @@
+"""From predicted chroma to the file: recombination at full resolution, and rendering.
+
+The network only ever sees a working-size copy (long side <= working_size, never
+upscaled); its a*b* is upsampled to full resolution and joined with the ORIGINAL L*, in
+row strips so memory stays bounded on 100-megapixel scans. `render` is the one path from
+chroma to bytes, for `colorize` and `run` alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import __version__
+from .errors import ImageError
+from .images import DecodedImage, encode_image, output_bit_depth
+from .lab import lab_to_rgb_keep_lightness
+
+STRIP_ROWS = 256
+# Mean a*b* chroma (CIE units) below which a result is effectively grey: the model added no
+# colour, and we refuse to call that colorized.
+MIN_MEAN_CHROMA = 0.5
+
+
+def _interp_matrix(n_out: int, n_in: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
+    """Rows [start, stop) of the (n_out x n_in) bilinear matrix, align_corners=False, edges clamped:
+    the same numbers as F.interpolate, but it can be built for one strip at a time."""
+    stop = n_out if stop is None else stop
+    i = torch.arange(start, stop, dtype=torch.float64)
+    src = ((i + 0.5) * n_in / n_out - 0.5).clamp(0, n_in - 1)
+    i0 = src.floor().long()
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    w1 = (src - i0).float()
+    m = torch.zeros(stop - start, n_in)
+    rows = torch.arange(stop - start)
+    m.index_put_((rows, i0), 1 - w1, accumulate=True)
+    m.index_put_((rows, i1), w1, accumulate=True)
+    return m
+
+
+def recombine(lightness: torch.Tensor, ab: torch.Tensor, bit_depth: int = 8, strip_rows: int = STRIP_ROWS) -> np.ndarray:
+    """Full-res L* (H, W) + low-res a*b* (2, h, w) -> (H, W, 3) sRGB uint8/uint16.
+
+    L* is used exactly as decoded; only the chroma is resampled."""
+    H, W = lightness.shape
+    ab = ab.float().cpu()
+    cols = _interp_matrix(W, ab.shape[2]).T  # (w, W)
+    maxval = 65535 if bit_depth == 16 else 255
+    out = np.empty((H, W, 3), dtype=np.uint16 if bit_depth == 16 else np.uint8)
+    for y0 in range(0, H, strip_rows):
+        y1 = min(H, y0 + strip_rows)
+        rows = _interp_matrix(H, ab.shape[1], y0, y1)  # (strip, h)
+        ab_strip = torch.einsum("sh,chw,wx->csx", rows, ab, cols)  # (2, strip, W)
+        lab = torch.cat([lightness[y0:y1][None].float(), ab_strip], dim=0)[None]
+        rgb = lab_to_rgb_keep_lightness(lab)[0].permute(1, 2, 0)
+        out[y0:y1] = (rgb * maxval).round_().numpy().astype(out.dtype)
+    return out
+
+
+def mean_chroma(ab: torch.Tensor) -> float:
+    return float(ab.norm(dim=0).mean())
+
+
+def software_tag(weights_sha256: str, precision: str = "fp32") -> str:
+    """EXIF Software of every output: this file is a machine colorization, by these weights
+    (and, for the lossy engines, at this precision)."""
+    extra = "" if precision == "fp32" else f", {precision}"
+    return f"archive-colorize {__version__} (weights {weights_sha256[:12]}{extra})"
+
+
+def render(decoded: DecodedImage, ab: torch.Tensor, fmt: str, software: str) -> bytes:
+    """The one path from predicted chroma to file bytes, for `colorize` and `run` alike:
+    refuse a grey result, recombine with the original L*, encode with the original metadata."""
+    chroma = mean_chroma(ab)
+    if chroma < MIN_MEAN_CHROMA:
+        raise ImageError(f"the model produced no colour (mean chroma {chroma:.2f}); nothing written")
+    rgb = recombine(decoded.lightness, ab, output_bit_depth(decoded.bit_depth, fmt))
+    return encode_image(rgb, fmt, exif=decoded.exif, xmp=decoded.xmp, software=software)

@@ -1,0 +1,223 @@
+"""The Ray Data stages of `run`, as plain functions of Arrow tables (and one class), so
+each can be called and tested without a cluster:
+
+    select     each writer's types -> the manifest's schema; drop ids already settled
+    prepare    fetch, sha256, decode; keep only the working-size L* (small)
+    Colorizer  the model, loaded once per actor: working-size L* -> a*b* + scene top-5
+    finish     fetch and decode again at full size, recombine with the ORIGINAL L*,
+               encode, atomic write
+
+Only small arrays cross between stages: the full-resolution scan is decoded twice (in
+`prepare` and `finish`) rather than shipped through the object store, which keeps memory
+bounded on 100-megapixel scans. The sha256 taken in both places guards against an input
+that changed in between.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from .errors import ImageError, StorageError
+from .faults import crash_point
+from .images import decode_image, working_copy
+from .manifest import normalize, safe_name
+from .options import FORMATS
+from .render import mean_chroma, render
+from .storage import atomic_write_bytes, read_bytes, resolve
+
+# A float32 array of any shape per row (null for a failed row): what crosses between stages.
+ARRAY = pa.struct([("shape", pa.list_(pa.int32())), ("data", pa.binary())])
+
+
+def pack(arrays: list[np.ndarray | None]) -> pa.Array:
+    return pa.array([None if a is None else {"shape": list(a.shape), "data": np.ascontiguousarray(a, np.float32).tobytes()}
+                     for a in arrays], ARRAY)
+
+
+def unpack(column: pa.ChunkedArray | pa.Array) -> list[torch.Tensor | None]:
+    return [None if v is None else torch.frombuffer(bytearray(v["data"]), dtype=torch.float32).view(*v["shape"])
+            for v in column.to_pylist()]
+
+
+def abs_uri(uri: str, base_dir: str) -> str:
+    if "://" in uri or uri.startswith("/"):
+        return uri
+    return f"{base_dir.rstrip('/')}/{uri}"
+
+
+def fetch(uri: str, storage_options: dict) -> tuple[bytes, str]:
+    try:
+        fs, path = resolve(uri, storage_options)
+        data = read_bytes(fs, path)
+    except FileNotFoundError:
+        raise ImageError(f"input not found: {uri}") from None
+    except PermissionError:
+        raise ImageError(f"permission denied reading {uri}") from None
+    except IsADirectoryError:
+        raise ImageError(f"input is a directory: {uri}") from None
+    except StorageError as e:
+        raise ImageError(str(e).replace(f"reading {path}", f"cannot read {uri}", 1)) from None
+    except OSError as e:
+        raise ImageError(f"cannot read {uri}: {e.strerror or e}") from None
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text[:500]
+
+
+_SKIP_CACHE: dict = {}
+
+
+def select(batch: pa.Table, *, schema: pa.Schema, skip_ref) -> pa.Table:
+    """Each writer's types -> the manifest's one schema (integer ids as strings); then
+    resume as an anti-join: drop rows whose id is already settled in the progress log."""
+    batch = normalize(batch, schema)
+    if skip_ref is None:
+        return batch
+    import ray
+
+    key = skip_ref[0].hex()
+    if key not in _SKIP_CACHE:
+        _SKIP_CACHE.clear()
+        _SKIP_CACHE[key] = ray.get(skip_ref[0])
+    return batch.filter(pc.invert(pc.is_in(batch.column("id"), value_set=_SKIP_CACHE[key])))
+
+
+def prepare(batch: pa.Table, *, base_dir: str, storage_options: dict, working_size: int, max_pixels: int) -> pa.Table:
+    """Fetch, hash and decode each scan; keep only the small working-size L*."""
+    n = batch.num_rows
+    uris = batch.column("uri").to_pylist()
+    styles = batch.column("style_uri").to_pylist() if "style_uri" in batch.column_names else [None] * n
+    work, style, width, height, sha, error, t = ([None] * n for _ in range(7))
+    for i in range(n):
+        t0 = time.perf_counter()
+        try:
+            data, sha[i] = fetch(abs_uri(uris[i], base_dir), storage_options)
+            d = decode_image(data, max_pixels)
+            width[i], height[i] = d.width, d.height
+            work[i] = working_copy(d.lightness, working_size)[0, 0].numpy()
+            if styles[i]:
+                s = decode_image(fetch(abs_uri(styles[i], base_dir), storage_options)[0], max_pixels)
+                style[i] = working_copy(s.lightness, working_size)[0, 0].numpy()
+        except ImageError as e:
+            error[i] = one_line(e)
+        except Exception as e:  # never let one odd file take the batch down
+            error[i] = f"unexpected {type(e).__name__}: {one_line(e)}"
+        t[i] = time.perf_counter() - t0
+    return (batch.append_column("_work", pack(work)).append_column("_style", pack(style))
+            .append_column("width", pa.array(width, pa.int64())).append_column("height", pa.array(height, pa.int64()))
+            .append_column("input_sha256", pa.array(sha, pa.string())).append_column("error", pa.array(error, pa.string()))
+            .append_column("_t", pa.array(t, pa.float64())))
+
+
+class Colorizer:
+    """The one stateful stage: holds the model, loaded once per actor."""
+
+    def __init__(self, weights: str, device: str, working_size: int, threads: int | None = None,
+                 storage_options: dict | None = None, expect_sha256: str | None = None, precision: str = "fp32",
+                 faults: dict | None = None):
+        from .engine import Engine
+        from .weights import load_weights
+
+        self.faults = faults or {}
+        if threads:
+            torch.set_num_threads(threads)
+        # A path or URL, not the bytes: constructor arguments that live in the object store
+        # make Ray warn on every actor start, and a URL works on any node of a cluster.
+        loaded = load_weights(weights, storage_options=storage_options)
+        if expect_sha256 and loaded.file_sha256 != expect_sha256:
+            raise StorageError(f"weights {weights} changed since the run started (sha256 differs)")
+        self.engine = Engine(loaded, device=device, working_size=working_size, precision=precision)
+        self.weights_sha256 = loaded.file_sha256
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        crash_point("model-batch", self.faults)
+        n = batch.num_rows
+        errors = batch.column("error").to_pylist()
+        work, style = unpack(batch.column("_work")), unpack(batch.column("_style"))
+        t = batch.column("_t").to_pylist()
+        ab, names, probs = [None] * n, [None] * n, [None] * n
+        for i in range(n):
+            if errors[i] is not None:
+                continue
+            t0 = time.perf_counter()
+            try:
+                s = None if style[i] is None else style[i][None, None]
+                # One image per forward pass on purpose: results must not depend on how
+                # rows happen to be batched, so a resumed run writes identical bytes.
+                pred = self.engine.predict_working(work[i][None, None], s)
+                ab[i] = pred.ab.float().numpy()
+                top = self.engine.top5(pred.probs)
+                names[i], probs[i] = [c for c, _ in top], [p for _, p in top]
+            except Exception as e:
+                errors[i] = f"model failed: {type(e).__name__}: {one_line(e)}"
+            t[i] += time.perf_counter() - t0
+        batch = batch.drop_columns(["_work", "_style", "error", "_t"])
+        return (batch.append_column("_ab", pack(ab))
+                .append_column("scene_top5", pa.array(names, pa.list_(pa.string())))
+                .append_column("scene_top5_prob", pa.array(probs, pa.list_(pa.float32())))
+                .append_column("weights_sha256", pa.array([self.weights_sha256] * n, pa.string()))
+                .append_column("error", pa.array(errors, pa.string()))
+                .append_column("_t", pa.array(t, pa.float64())))
+
+
+def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dict, fmt: str,
+           max_pixels: int, software: str) -> pa.Table:
+    """Recombine the predicted chroma with the original full-resolution L*, encode, write.
+    A write the output location refuses stops this batch and (via `_fatal`) the run."""
+    n = batch.num_rows
+    ids, uris = batch.column("id").to_pylist(), batch.column("uri").to_pylist()
+    onames = batch.column("output_name").to_pylist() if "output_name" in batch.column_names else [None] * n
+    errors, shas = batch.column("error").to_pylist(), batch.column("input_sha256").to_pylist()
+    abs_ = unpack(batch.column("_ab"))
+    t = batch.column("_t").to_pylist()
+    out_fs, out_root = resolve(out_url, storage_options)  # the URL, not the bare path: keep the protocol
+    status, out_uris, out_shas, chroma = ["failed"] * n, [None] * n, [None] * n, [None] * n
+    ext = FORMATS[fmt]
+    fatal = None  # the output location refused a write: this batch stops, and so will the run
+    for i in range(n):
+        if errors[i] is not None:
+            continue
+        if fatal is not None:
+            status[i] = None  # not attempted: unsettled, so the resumed run does it
+            continue
+        t0 = time.perf_counter()
+        try:
+            data, sha = fetch(abs_uri(uris[i], base_dir), storage_options)
+            if sha != shas[i]:
+                raise ImageError("input changed while it was being processed (sha256 differs); retry it")
+            d = decode_image(data, max_pixels)
+            chroma[i] = mean_chroma(abs_[i])  # recorded for failed (grey) rows too
+            blob = render(d, abs_[i], fmt, software)
+            name = f"{safe_name(onames[i] or ids[i])}.{ext}"
+            try:
+                atomic_write_bytes(f"{out_root}/images/{name}", blob, fs=out_fs)
+            except (OSError, StorageError) as e:
+                fatal, status[i] = f"cannot write to the output location {out_url}: {one_line(e)}", None
+                continue
+            status[i], out_uris[i], out_shas[i] = "done", f"{out_url}/images/{name}", hashlib.sha256(blob).hexdigest()
+        except ImageError as e:
+            errors[i] = one_line(e)
+        except Exception as e:
+            errors[i] = f"unexpected {type(e).__name__}: {one_line(e)}"
+        t[i] += time.perf_counter() - t0
+    batch = batch.drop_columns(["_ab", "error", "_t"])
+    return (
+        batch.append_column("status", pa.array(status, pa.string()))
+        .append_column("error", pa.array(errors, pa.string()))
+        .append_column("output_uri", pa.array(out_uris, pa.string()))
+        .append_column("output_sha256", pa.array(out_shas, pa.string()))
+        .append_column("seconds", pa.array(t, pa.float64()))
+        .append_column("mean_chroma", pa.array(chroma, pa.float32()))
+        # A value, not an exception: Ray Data hands the driver a UserCodeException that has
+        # lost the original's type, so an error that must stop the run travels as data.
+        .append_column("_fatal", pa.array([fatal] * n, pa.string()))
+    )

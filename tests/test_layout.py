@@ -1,0 +1,67 @@
+"""The package's shape, which the layout depends on: no import cycle, and the modules that
+build a command line (`submit`, `run --dry-run`) load neither torch nor Ray."""
+
+import ast
+import subprocess
+import sys
+
+from .conftest import ROOT
+
+PKG = ROOT / "archive_colorize"
+
+
+def _graph() -> dict[str, set[str]]:
+    mods = {p.stem for p in PKG.glob("*.py")}
+    graph = {}
+    for f in PKG.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):  # function-level imports count too
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        graph[f.stem] = deps & mods - {f.stem}
+    return graph
+
+
+def test_no_import_cycle():
+    graph, cycles = _graph(), []
+
+    def visit(node, path):
+        for dep in graph[node]:
+            if dep in path:
+                cycles.append(path[path.index(dep):] + [dep])
+            elif len(path) < len(graph):
+                visit(dep, path + [dep])
+
+    for start in graph:
+        visit(start, [start])
+    assert cycles == []
+
+
+def test_options_and_checks_load_neither_torch_nor_ray():
+    code = ("import sys, archive_colorize.options, archive_colorize.manifest, archive_colorize.weights_header, "
+            "archive_colorize.jobs; print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_pipeline_is_orchestration_only():
+    src = (PKG / "pipeline.py").read_text()
+    assert len(src.splitlines()) <= 250
+    names = {n.name for n in ast.parse(src).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    assert not names & {"prepare", "finish", "Colorizer", "select", "OutputLock", "ProgressWriter"}
+
+
+def test_submit_dry_run_on_a_directory_manifest_loads_neither_torch_nor_ray(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = tmp_path / "batch-01"
+    for box in (1, 2):
+        (d / f"box={box}").mkdir(parents=True)
+        pq.write_table(pa.table({"id": [f"b{box}-a", f"b{box}-b"], "uri": ["a.jpg", "b.jpg"]}), d / f"box={box}" / "part-0.parquet")
+    code = ("import sys; from typer.testing import CliRunner; from archive_colorize.cli import app; "
+            f"r = CliRunner().invoke(app, ['submit', {str(d)!r}, '--address', 'http://nowhere:8265', '--dry-run']); "
+            "print(r.exit_code); print(r.output.strip()); print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.stdout.splitlines() == ["0", f"{d}: would submit 4 of 4 rows into {d}-out", "[]"], r.stdout + r.stderr
