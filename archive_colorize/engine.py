@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from .images import working_copy
 from .lab import denormalize_ab
@@ -27,6 +28,17 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+BUCKET = 64  # batched inference: the short side of a working copy is padded to a multiple of this
+
+
+def _bucket_shape(hw) -> tuple[int, int]:
+    """(h, w) -> the padded shape it is batched in: the long side to a multiple of 8 (as
+    the network pads anyway), the short side up to a multiple of BUCKET."""
+    h, w = int(hw[0]), int(hw[1])
+    up = lambda n, m: -(-n // m) * m  # noqa: E731
+    return (up(h, 8), up(w, BUCKET)) if h >= w else (up(h, BUCKET), up(w, 8))
+
+
 @dataclass
 class Prediction:
     ab: torch.Tensor  # (2, h, w) a*b* in CIE units at half the working size
@@ -40,16 +52,22 @@ class Engine:
     opt-in lossy path: bf16 (CPU with AVX-512 BF16/AMX, or CUDA), fp16 (CUDA), int8 (CPU)."""
 
     def __init__(self, weights: Weights, device: str = "auto", working_size: int = DEFAULT_WORKING_SIZE,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", batch: int = 1):
         from .errors import ConfigError
 
         check_precision(precision)
         self.weights = weights
         self.device = pick_device(device)
-        if self.device.type == "cuda" and precision == "fp32":
-            # fp32 means fp32: cuDNN would otherwise run convolutions on TF32 (10-bit mantissa)
-            torch.backends.cudnn.allow_tf32 = False
-            torch.backends.cuda.matmul.allow_tf32 = False
+        self.batch = max(1, int(batch))  # images per forward in predict_batch, always exactly this many
+        if self.device.type == "cuda":
+            # the same scan must give the same bytes in any batch, on any run: no autotuned
+            # algorithm choice, no nondeterministic kernels
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+            if precision == "fp32":
+                # fp32 means fp32: cuDNN would otherwise run convolutions on TF32 (10-bit mantissa)
+                torch.backends.cudnn.allow_tf32 = False
+                torch.backends.cuda.matmul.allow_tf32 = False
         self.working_size = int(working_size)
         self.precision = precision
         model = weights.model.fold_batchnorm().eval()
@@ -89,6 +107,62 @@ class Engine:
         ab = denormalize_ab(ab01[0].float().cpu(), self.weights.ab_norm)
         probs = None if logits is None else torch.softmax(logits[0].float(), 0).cpu()
         return Prediction(ab, probs)
+
+    @torch.inference_mode()
+    def predict_batch(self, items: list[tuple[torch.Tensor, torch.Tensor | None]]) -> list[Prediction]:
+        """Working-size L*/100 (1, 1, h, w) each, with an optional style image -> one
+        Prediction each, with bytes that do not depend on the batch-mates or the order.
+
+        With `batch` 1 (the CPU default) each image runs alone, as `predict_working`. Above
+        that, working copies are bucketed by shape: the short side is padded up to a multiple
+        of BUCKET with the image's own edge pixels (then cropped back), and every forward
+        runs exactly `batch` images, short batches filled with blank ones; the 224² global
+        branch runs at that fixed batch too. Kernels then see the same shapes whatever else
+        is in the batch, so cuDNN (deterministic, not autotuned) picks the same algorithms."""
+        if self.batch == 1:
+            return [self.predict_working(x, s) for x, s in items]
+        m = self.model
+        glob, logits = self._global_batch([s if s is not None else x for x, s in items])
+        out: list[Prediction | None] = [None] * len(items)
+        buckets: dict[tuple[int, int], list[int]] = {}
+        for i, (x, _) in enumerate(items):
+            buckets.setdefault(_bucket_shape(x.shape[-2:]), []).append(i)
+        for shape, idx in buckets.items():
+            for k in range(0, len(idx), self.batch):
+                chunk = idx[k: k + self.batch]
+                xs = [F.pad(items[i][0], (0, shape[1] - items[i][0].shape[-1], 0, shape[0] - items[i][0].shape[-2]),
+                            mode="replicate") for i in chunk]
+                xb = self._full(xs, (1, *shape))
+                g = None if glob is None else torch.cat([glob[chunk], glob.new_zeros(self.batch - len(chunk), glob.shape[1])])
+                with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+                    ab01 = m.colorization(m.fusion(m.mid_level(m.low_level(xb)), g))
+                for j, i in enumerate(chunk):
+                    h, w = items[i][0].shape[-2:]
+                    ab = denormalize_ab(ab01[j, :, : -(-h // 2), : -(-w // 2)].float().cpu(), self.weights.ab_norm)
+                    probs = None if logits is None else torch.softmax(logits[i].float(), 0).cpu()
+                    out[i] = Prediction(ab, probs)
+        return out
+
+    def _full(self, xs: list[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
+        """Exactly `batch` images of `shape` on the device: these, then blank ones."""
+        xb = torch.cat([x.reshape(1, *shape) for x in xs] + [torch.zeros(self.batch - len(xs), *shape)]).to(self.device)
+        return xb.contiguous(memory_format=torch.channels_last) if self.channels_last else xb
+
+    def _global_batch(self, images: list[torch.Tensor]):
+        """The global branch of each image, at the fixed batch: (N, 256), (N, classes) or None."""
+        m = self.model
+        if m.global_features is None:
+            return None, None
+        size = (1, m.config.global_size, m.config.global_size)
+        globs, logits = [], []
+        for k in range(0, len(images), self.batch):
+            xb = self._full([m.resize_for_global(x) for x in images[k: k + self.batch]], size)
+            with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+                g, lg = m.global_path(xb)
+            n = min(self.batch, len(images) - k)
+            globs.append(g[:n].float())
+            logits.append(lg[:n].float())
+        return torch.cat(globs), torch.cat(logits)
 
     def top5(self, probs: torch.Tensor | None) -> list[tuple[str, float]]:
         if probs is None:

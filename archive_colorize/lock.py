@@ -2,7 +2,8 @@
 
 A second run is refused while the holder lives. A lock left by a dead run is taken over:
 on the same host when its pid is gone, on another host when it has not been refreshed
-for STALE_LOCK_S (the holder refreshes it with every progress file).
+for STALE_LOCK_S. The holder refreshes it with every progress file and on a timer, so a
+slow start (a cold cluster, GPU nodes still joining) does not lose it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 
 from .errors import ConfigError
@@ -17,6 +19,7 @@ from .options import LOCK
 from .storage import write_json
 
 STALE_LOCK_S = 600
+REFRESH_S = STALE_LOCK_S / 4
 
 
 class OutputLock:
@@ -49,12 +52,25 @@ class OutputLock:
                     hint="wait for it to finish; a lock left by a dead run is taken over automatically",
                 )
         write_json(self.fs, self.path, self.me)
+        self._stop = threading.Event()
+        self._timer = threading.Thread(target=self._keep_fresh, name="archive-colorize-lock", daemon=True)
+        self._timer.start()
+
+    def _keep_fresh(self) -> None:
+        while not self._stop.wait(REFRESH_S):
+            try:
+                self.refresh()
+            except Exception:  # a failed refresh is retried next time; progress writes refresh too
+                pass
 
     def refresh(self) -> None:
         self.me["time"] = time.time()
         write_json(self.fs, self.path, self.me)
 
     def release(self) -> None:
+        if getattr(self, "_timer", None) is not None:
+            self._stop.set()
+            self._timer.join()
         try:
             self.fs.rm(self.path)
         except Exception:

@@ -144,6 +144,9 @@ def plan_resources(cluster: dict, opts: RunOptions) -> dict:
     and encode tasks of CPUs (Ray on 2 CPUs deadlocks if the actors hold them all)."""
     cpus = float(cluster.get("CPU", 1))
     gpus = float(cluster.get("GPU", 0))
+    if opts.device == "cuda" and gpus < 1 and not opts.gpus_per_actor:
+        raise ConfigError(f"--device cuda was asked for, but the Ray cluster has no GPU ({cpus:g} CPUs, 0 GPUs)",
+                          hint="start Ray on a GPU node (or let GPU workers join), or use --device auto or cpu")
     use_gpu = gpus >= 1 and opts.device != "cpu" if opts.gpus_per_actor is None else opts.gpus_per_actor > 0
     if use_gpu:
         per_gpu = opts.gpus_per_actor or 1.0

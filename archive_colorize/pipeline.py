@@ -14,7 +14,7 @@ encoder each own a core (docs/performance.md, "The pipeline").
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
 import os
 import platform
@@ -32,9 +32,17 @@ from .faults import armed, crash_point
 from .lock import OutputLock
 from .manifest import Manifest
 from .options import RunOptions, RunSummary, check, count_in, plan_resources, redacted
+from .progress_view import native_stderr_to
 from .storage import pa_filesystem, remove_stale_temps, write_json
 
 log = logging.getLogger(__name__)
+
+
+def _previous_devices(ctx: "RunContext") -> list[str]:
+    try:  # what earlier runs into this OUT ran on, from their run.json
+        return json.loads(ctx.out_fs.cat_file(f"{ctx.out_root}/run.json")).get("devices") or []
+    except Exception:
+        return []
 
 
 @dataclass
@@ -53,6 +61,7 @@ class RunContext:
     skip: pa.Array | None = None  # ids settled in the progress log that this run leaves alone
     todo: int = 0
     counts: dict = field(default_factory=lambda: {"done": 0, "failed": 0})
+    devices: set = field(default_factory=set)  # what the model actors ran on (stages.device_label)
 
 
 def run(opts: RunOptions, console=None) -> RunSummary:
@@ -114,7 +123,10 @@ def _write_run_json(ctx: RunContext, summary: RunSummary, fid: dict | None) -> N
     import torch
 
     w = ctx.weights
+    before = _previous_devices(ctx)
     write_json(ctx.out_fs, f"{ctx.out_root}/run.json", {
+        "devices": sorted(ctx.devices) or before,
+        "earlier_devices": before if ctx.devices and before and set(before) != ctx.devices else None,
         "archive_colorize": __version__,
         "manifest": ctx.opts.manifest,
         "manifest_files": len(ctx.manifest.files),
@@ -130,39 +142,25 @@ def _write_run_json(ctx: RunContext, summary: RunSummary, fid: dict | None) -> N
     })
 
 
-@contextlib.contextmanager
-def _native_stderr_to(path: str | None):
-    """Send what Ray's C++ core writes to fd 2 into `path`; yield a stream on the real
-    terminal for our own progress display. Python-level errors still reach the user."""
-    if path is None:
-        yield sys.stderr
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 2)
-    os.close(fd)
-    term = os.fdopen(os.dup(saved), "w", buffering=1)
-    try:
-        yield term
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        term.close()
-
-
 def _execute(ctx: RunContext) -> None:
     verbose = ctx.opts.verbose
     log_path = None if verbose else os.path.join(tempfile.gettempdir(), f"archive-colorize-ray-{os.getpid()}.log")
     console = ctx.console
     tty = console.is_terminal if console else sys.stderr.isatty()  # asked before fd 2 is redirected
-    with _native_stderr_to(log_path) as term:
+    with native_stderr_to(log_path) as term:
         from rich.console import Console
 
         on_stderr = console is None or console.file in (sys.stderr, sys.__stderr__) or getattr(console, "stderr", False)
         live = Console(file=term, force_terminal=tty, soft_wrap=True) if on_stderr else console
-        _stream(ctx, _dataset(ctx), live)
+        ds, plan, cluster = _dataset(ctx)
+        gpus = f", {plan['num_gpus']:g} GPU" if plan["num_gpus"] else ""
+        live.print(f"model actors: {plan['actors']} on {plan['device']}, {plan['num_cpus']:g} CPU{gpus} each "
+                   f"(cluster: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs)", highlight=False)
+        before = _previous_devices(ctx)
+        _stream(ctx, ds, live)
+        if before and ctx.devices and set(before) != ctx.devices:
+            live.print(f"note: earlier rows here were made on {', '.join(before)}; the rows made now on "
+                       f"{', '.join(sorted(ctx.devices))} may differ from them in their last bits", highlight=False)
 
 
 def _init_ray(opts: RunOptions):
@@ -189,7 +187,8 @@ def _dataset(ctx: RunContext):
 
     ray = _init_ray(ctx.opts)
     opts, m, so = ctx.opts, ctx.manifest, ctx.opts.storage_options or {}
-    plan = plan_resources(ray.cluster_resources(), opts)
+    cluster = ray.cluster_resources()
+    plan = plan_resources(cluster, opts)
     ds = ray.data.read_parquet(m.files, filesystem=pa_filesystem(m.fs), partitioning=m.ray_partitioning(), file_extensions=None)
     skip_ref = [ray.put(ctx.skip)] if len(ctx.skip) else None
     ds = ds.map_batches(select, fn_kwargs={"schema": m.schema, "skip_ref": skip_ref}, batch_format="pyarrow", batch_size=None)
@@ -206,12 +205,15 @@ def _dataset(ctx: RunContext):
         Colorizer,
         fn_constructor_kwargs={"weights": ctx.weights.source, "device": plan["device"], "working_size": opts.working_size,
                                "threads": plan["threads"], "storage_options": so, "expect_sha256": ctx.weights.file_sha256,
-                               "precision": opts.precision, "faults": armed()},
+                               "precision": opts.precision, "faults": armed(),
+                               # batched forwards pay on a GPU; on a CPU one image at a time is as fast
+                               "batch": opts.batch_size if plan["device"] == "cuda" else 1},
         compute=ActorPoolStrategy(size=plan["actors"]), num_cpus=plan["num_cpus"], num_gpus=plan["num_gpus"], **common,
     )
     software = software_tag(ctx.weights.file_sha256, opts.precision)
-    return ds.map_batches(finish, fn_kwargs={"base_dir": m.base_dir, "out_url": ctx.out_url, "storage_options": so,
-                                             "fmt": opts.fmt, "max_pixels": opts.max_pixels, "software": software}, **common)
+    ds = ds.map_batches(finish, fn_kwargs={"base_dir": m.base_dir, "out_url": ctx.out_url, "storage_options": so,
+                                           "fmt": opts.fmt, "max_pixels": opts.max_pixels, "software": software}, **common)
+    return ds, plan, cluster
 
 
 def _stream(ctx: RunContext, ds, console) -> None:
@@ -220,11 +222,16 @@ def _stream(ctx: RunContext, ds, console) -> None:
 
     meta_cols = ctx.manifest.metadata_columns + [c for c in ("style_uri", "output_name") if c in ctx.manifest.schema.names]
     writer = progress.ProgressWriter(ctx.out_fs, ctx.out_root, ctx.out_url, ctx.opts.progress_every, on_flush=ctx.lock.refresh)
+    actors: set[str] = set()
     with RunProgress(ctx.todo, console) as bar:
         try:
             for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
                 if batch.num_rows == 0:
                     continue
+                for where in set(batch.column("_actor").to_pylist()) - actors:
+                    actors.add(where)
+                    ctx.devices.add(where.split(" on ")[0])
+                    bar.note(f"model actor: {where}")
                 fatal = batch.column("_fatal")[0].as_py()
                 if fatal is not None:  # rows the refused write left unattempted are not recorded
                     batch = batch.filter(pc.is_valid(batch.column("status")))

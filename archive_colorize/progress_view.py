@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -33,6 +37,10 @@ class RunProgress:
     def __exit__(self, *exc):
         self.progress.stop()
 
+    def note(self, text: str) -> None:
+        """A line above the bar (or plain, off a terminal)."""
+        self.console.print(text, highlight=False)
+
     def advance(self, done: int, failed: int) -> None:
         self.failed += failed
         task = self.progress.tasks[0]
@@ -52,3 +60,25 @@ def summary_table(summary) -> Table:
     t.add_row("skipped (already settled)", str(summary.skipped))
     t.add_row("seconds", f"{summary.seconds:.1f}")
     return t
+
+
+@contextlib.contextmanager
+def native_stderr_to(path: str | None):
+    """Send what Ray's C++ core writes to fd 2 into `path`; yield a stream on the real
+    terminal for our own progress display. Python-level errors still reach the user."""
+    if path is None:
+        yield sys.stderr
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+    term = os.fdopen(os.dup(saved), "w", buffering=1)
+    try:
+        yield term
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        term.close()

@@ -38,22 +38,41 @@ def _interp_matrix(n_out: int, n_in: int, start: int = 0, stop: int | None = Non
     return m
 
 
-def recombine(lightness: torch.Tensor, ab: torch.Tensor, bit_depth: int = 8, strip_rows: int = STRIP_ROWS) -> np.ndarray:
+def recombine(lightness: torch.Tensor, ab: torch.Tensor, bit_depth: int = 8, strip_rows: int = STRIP_ROWS,
+              threads: int | None = None) -> np.ndarray:
     """Full-res L* (H, W) + low-res a*b* (2, h, w) -> (H, W, 3) sRGB uint8/uint16.
 
-    L* is used exactly as decoded; only the chroma is resampled."""
+    L* is used exactly as decoded; only the chroma is resampled. Strips run on `threads`
+    threads (default: torch's, i.e. the CPUs this task owns), each strip on one torch
+    thread, so the bytes are the same whatever the thread count."""
     H, W = lightness.shape
     ab = ab.float().cpu()
     cols = _interp_matrix(W, ab.shape[2]).T  # (w, W)
     maxval = 65535 if bit_depth == 16 else 255
     out = np.empty((H, W, 3), dtype=np.uint16 if bit_depth == 16 else np.uint8)
-    for y0 in range(0, H, strip_rows):
+
+    def strip(y0: int) -> None:
         y1 = min(H, y0 + strip_rows)
         rows = _interp_matrix(H, ab.shape[1], y0, y1)  # (strip, h)
         ab_strip = torch.einsum("sh,chw,wx->csx", rows, ab, cols)  # (2, strip, W)
         lab = torch.cat([lightness[y0:y1][None].float(), ab_strip], dim=0)[None]
         rgb = lab_to_rgb_keep_lightness(lab)[0].permute(1, 2, 0)
         out[y0:y1] = (rgb * maxval).round_().numpy().astype(out.dtype)
+
+    threads = threads or torch.get_num_threads()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # parallel over strips instead: it scales, and no strip's sums depend on threads
+    try:
+        if threads == 1 or H <= strip_rows:
+            for y0 in range(0, H, strip_rows):
+                strip(y0)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(strip, range(0, H, strip_rows)))
+    finally:
+        torch.set_num_threads(before)
     return out
 
 

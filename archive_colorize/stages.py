@@ -16,6 +16,8 @@ that changed in between.
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import time
 
 import numpy as np
@@ -123,7 +125,7 @@ class Colorizer:
 
     def __init__(self, weights: str, device: str, working_size: int, threads: int | None = None,
                  storage_options: dict | None = None, expect_sha256: str | None = None, precision: str = "fp32",
-                 faults: dict | None = None):
+                 faults: dict | None = None, batch: int = 1):
         from .engine import Engine
         from .weights import load_weights
 
@@ -135,8 +137,9 @@ class Colorizer:
         loaded = load_weights(weights, storage_options=storage_options)
         if expect_sha256 and loaded.file_sha256 != expect_sha256:
             raise StorageError(f"weights {weights} changed since the run started (sha256 differs)")
-        self.engine = Engine(loaded, device=device, working_size=working_size, precision=precision)
+        self.engine = Engine(loaded, device=device, working_size=working_size, precision=precision, batch=batch)
         self.weights_sha256 = loaded.file_sha256
+        self.where = f"{device_label(self.engine.device)} on {socket.gethostname()} pid {os.getpid()}"
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         crash_point("model-batch", self.faults)
@@ -145,28 +148,70 @@ class Colorizer:
         work, style = unpack(batch.column("_work")), unpack(batch.column("_style"))
         t = batch.column("_t").to_pylist()
         ab, names, probs = [None] * n, [None] * n, [None] * n
-        for i in range(n):
-            if errors[i] is not None:
-                continue
-            t0 = time.perf_counter()
+        rows = [i for i in range(n) if errors[i] is None]
+        items = [(work[i][None, None], None if style[i] is None else style[i][None, None]) for i in rows]
+        t0 = time.perf_counter()
+        # Results never depend on how rows happen to be batched (Engine.predict_batch), so a
+        # resumed run writes identical bytes.
+        try:
+            crash_point("device-error", self.faults)
+            preds = self.engine.predict_batch(items)
+        except Exception as e:
+            if is_device_error(e):
+                self._die(e)
+            preds = None  # a scan's own fault: find it by running each alone
+        for k, i in enumerate(rows):
             try:
-                s = None if style[i] is None else style[i][None, None]
-                # One image per forward pass on purpose: results must not depend on how
-                # rows happen to be batched, so a resumed run writes identical bytes.
-                pred = self.engine.predict_working(work[i][None, None], s)
+                pred = preds[k] if preds is not None else self.engine.predict_batch([items[k]])[0]
                 ab[i] = pred.ab.float().numpy()
                 top = self.engine.top5(pred.probs)
                 names[i], probs[i] = [c for c, _ in top], [p for _, p in top]
             except Exception as e:
+                if is_device_error(e):
+                    self._die(e)
                 errors[i] = f"model failed: {type(e).__name__}: {one_line(e)}"
-            t[i] += time.perf_counter() - t0
+        share = (time.perf_counter() - t0) / max(1, len(rows))
+        for i in rows:
+            t[i] += share
         batch = batch.drop_columns(["_work", "_style", "error", "_t"])
         return (batch.append_column("_ab", pack(ab))
                 .append_column("scene_top5", pa.array(names, pa.list_(pa.string())))
                 .append_column("scene_top5_prob", pa.array(probs, pa.list_(pa.float32())))
                 .append_column("weights_sha256", pa.array([self.weights_sha256] * n, pa.string()))
                 .append_column("error", pa.array(errors, pa.string()))
-                .append_column("_t", pa.array(t, pa.float64())))
+                .append_column("_t", pa.array(t, pa.float64()))
+                # so the driver can say which device each actor really got
+                .append_column("_actor", pa.array([self.where] * n, pa.string())))
+
+
+    def _die(self, e: BaseException) -> None:
+        """A device fault (CUDA out of memory, an illegal address) is not the scan's fault and
+        must never fail its row: the actor process ends, Ray starts a new one (a fresh CUDA
+        context) and the batch is done again."""
+        import sys
+
+        print(f"archive-colorize: model actor {self.where}: device error, restarting: {one_line(e)}", file=sys.stderr, flush=True)
+        os._exit(DEVICE_FAULT_EXIT)
+
+
+DEVICE_FAULT_EXIT = 75
+_DEVICE_WORDS = ("CUDA error", "CUDA out of memory", "cuDNN error", "CUBLAS_STATUS", "CUDNN_STATUS",
+                 "device-side assert", "illegal memory access", "NCCL error")
+
+
+def is_device_error(e: BaseException) -> bool:
+    if isinstance(e, torch.cuda.OutOfMemoryError) or type(e).__name__ == "AcceleratorError":
+        return True
+    return isinstance(e, RuntimeError) and any(w in str(e) for w in _DEVICE_WORDS)
+
+
+def device_label(device: torch.device) -> str:
+    """The device and what decides its bytes: GPU, CUDA and cuDNN, torch."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return (f"cuda:{index} ({torch.cuda.get_device_name(index)}; CUDA {torch.version.cuda}, "
+                f"cuDNN {torch.backends.cudnn.version()}; torch {torch.__version__})")
+    return f"{device.type} ({torch.get_num_threads()} threads; torch {torch.__version__})"
 
 
 def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dict, fmt: str,

@@ -46,8 +46,9 @@ def make_input(mpx: int, folder: Path) -> Path:
     return path
 
 
-def one(path: Path, working_size: int, repeats: int) -> dict:
-    """Runs in its own process."""
+def one(path: Path, working_size: int, repeats: int, code: str = "now") -> dict:
+    """Runs in its own process. code="before": recombine and PNG encoding as they were
+    before the parallel strips (benchmarks/legacy.py)."""
     import torch
 
     from archive_colorize.engine import Engine
@@ -56,6 +57,7 @@ def one(path: Path, working_size: int, repeats: int) -> dict:
     from archive_colorize.images import decode_image, encode_image, output_bit_depth
     from archive_colorize.storage import atomic_write_bytes
     from archive_colorize.weights import load_weights
+    from legacy import encode_png_before, recombine_before
 
     torch.set_num_threads(2)
     engine = Engine(load_weights(None), device="cpu", working_size=working_size)
@@ -83,11 +85,17 @@ def one(path: Path, working_size: int, repeats: int) -> dict:
     def combine():
         state.pop("rgb", None)
         d = state["decoded"]
-        state["rgb"] = recombine(d.lightness, state["pred"].ab, output_bit_depth(d.bit_depth, "png"))
+        fn = recombine_before if code == "before" else recombine
+        state["rgb"] = fn(d.lightness, state["pred"].ab, output_bit_depth(d.bit_depth, "png"))
 
     def encode():
         state.pop("blob", None)
-        state["blob"] = encode_image(state["rgb"], "png")
+        if code == "before":
+            from PIL import Image
+
+            state["blob"] = encode_png_before(state["rgb"], Image.Exif(), None)
+        else:
+            state["blob"] = encode_image(state["rgb"], "png")
 
     out = Path(tempfile.mkdtemp()) / "out.png"
 
@@ -98,7 +106,7 @@ def one(path: Path, working_size: int, repeats: int) -> dict:
                      ("recombine", combine), ("encode", encode), ("write", write_out)):
         step(name, fn)
     d = state["decoded"]
-    return {"file": path.name, "megapixels": d.width * d.height / 1e6, "bit_depth": d.bit_depth,
+    return {"code": code, "file": path.name, "megapixels": d.width * d.height / 1e6, "bit_depth": d.bit_depth,
             "bytes_in": len(state["data"]), "bytes_out": len(state["blob"]), "start_rss_mb": start_rss,
             "steps": steps, "total_s": sum(s["seconds"] for s in steps),
             "peak_rss_mb": max(s["peak_rss_mb"] for s in steps)}
@@ -110,23 +118,35 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--working-size", type=int, default=512)
     ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--code", default="now", help=argparse.SUPPRESS)
+    ap.add_argument("--compare", action="store_true", help="also run the code of before the parallel strips, interleaved")
     a = ap.parse_args()
     if a.one:
-        print(json.dumps(one(Path(a.one), a.working_size, a.repeats)))
+        print(json.dumps(one(Path(a.one), a.working_size, a.repeats, a.code)))
         return
     folder = Path(tempfile.gettempdir()) / "archive-colorize-scan-bench"
     folder.mkdir(exist_ok=True)
     results = []
+    before = []
     for mpx in a.sizes:
         path = make_input(mpx, folder)
-        r = subprocess.run([sys.executable, __file__, "--one", str(path), "--repeats", str(a.repeats),
-                            "--working-size", str(a.working_size)], capture_output=True, text=True)
-        if r.returncode != 0:
-            sys.exit(r.stderr[-3000:])
-        res = json.loads(r.stdout.strip().splitlines()[-1])
-        results.append(res)
-        print(f"{mpx:>4} MP {res['bit_depth']:>2}-bit: {res['total_s']:.2f} s, peak RSS {res['peak_rss_mb']:.0f} MB", flush=True)
+        for code in (("now", "before") if a.compare else ("now",)):
+            r = subprocess.run([sys.executable, __file__, "--one", str(path), "--repeats", str(a.repeats),
+                                "--working-size", str(a.working_size), "--code", code], capture_output=True, text=True)
+            if r.returncode != 0:
+                sys.exit(r.stderr[-3000:])
+            res = json.loads(r.stdout.strip().splitlines()[-1])
+            (results if code == "now" else before).append(res)
+            print(f"{mpx:>4} MP {res['bit_depth']:>2}-bit ({code}): {res['total_s']:.2f} s, peak RSS {res['peak_rss_mb']:.0f} MB",
+                  flush=True)
     base = results[0]["total_s"]
+    if before:
+        print()
+        print(table([{"image": f"{n['megapixels']:.0f} MP {n['bit_depth']}-bit", "before": b["total_s"], "now": n["total_s"],
+                      "ratio": n["total_s"] / b["total_s"], "bytes": n["bytes_out"] / b["bytes_out"]}
+                     for n, b in zip(results, before)],
+                    [("image", "image", "s"), ("before", "before s", ".2f"), ("now", "now s", ".2f"),
+                     ("ratio", "now / before", ".2f"), ("bytes", "PNG size now / before", ".2f")]))
     rows = []
     for res in results:
         for s in res["steps"]:
@@ -136,7 +156,7 @@ def main():
     print()
     print(table(rows, [("image", "image", "s"), ("step", "step", "s"), ("seconds", "seconds", ".3f"),
                        ("peak_rss_mb", "peak RSS MB", ".0f"), ("x_1mp", "time vs 1 MP", ".2f")]))
-    print(f"\nwrote {write('scan', {'machine': machine(), 'working_size': a.working_size, 'results': results})}")
+    print(f"\nwrote {write('scan', {'machine': machine(), 'working_size': a.working_size, 'results': results, 'before': before})}")
 
 
 if __name__ == "__main__":

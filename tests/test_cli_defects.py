@@ -124,3 +124,24 @@ def test_submit_carries_the_new_options_into_the_jobs_run(sample):
     r = runner.invoke(app, [*args[1:], "--dry-run"])
     assert r.exit_code == 0, r.output
     assert "a run now would process 2 row(s)" in r.output
+
+
+def test_device_cuda_without_a_gpu_is_an_error_not_a_cpu_run():
+    from archive_colorize.errors import ConfigError
+    from archive_colorize.options import plan_resources
+
+    with pytest.raises(ConfigError, match=r"^--device cuda was asked for, but the Ray cluster has no GPU \(2 CPUs, 0 GPUs\)$"):
+        plan_resources({"CPU": 2.0}, RunOptions(manifest="m", device="cuda"))
+    assert plan_resources({"CPU": 2.0}, RunOptions(manifest="m", device="auto"))["device"] == "cpu"
+    assert plan_resources({"CPU": 16.0, "GPU": 1.0}, RunOptions(manifest="m", device="cuda"))["device"] == "cuda"
+
+
+def test_run_with_device_cuda_on_a_cpu_cluster_says_so_in_one_line(ray_cluster, weights_path, tmp_path):
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["run", str(ROOT / "manifests" / "sample.parquet"), "--out", str(out), "--weights",
+                                 str(weights_path), "--device", "cuda", "--address", ray_cluster])
+    assert r.exit_code == 1
+    lines = r.output.strip().splitlines()
+    assert lines[0] == "Error: --device cuda was asked for, but the Ray cluster has no GPU (2 CPUs, 0 GPUs)", lines
+    assert lines[1].startswith("Hint: start Ray on a GPU node") and "Traceback" not in r.output
+    assert not (out / "images").exists()  # nothing colorized on the CPU instead

@@ -4,6 +4,7 @@ The scans are the committed sample photographs and prints made from them; one te
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -194,6 +195,11 @@ def test_style_uri_and_output_name(ray_cluster, weights_path, tmp_path):
     s = run(RunOptions(manifest=str(tmp_path / "m.parquet"), weights=str(weights_path), working_size=WORKING),
             console=Console(file=screen, force_terminal=True))
     assert "3/3" in screen.getvalue() and "0 failed" in screen.getvalue()  # the live progress bar
+    # the first lines say where the model runs: the plan, then each actor's real device
+    assert "model actors: 1 on cpu, 1 CPU each (cluster: 2 CPUs, 0 GPUs)" in screen.getvalue()
+    assert re.search(r"model actor: cpu \(1 threads; torch [^)]+\) on \S+ pid \d+", screen.getvalue()), screen.getvalue()
+    devices = json.loads((tmp_path / "m-out" / "run.json").read_text())["devices"]
+    assert len(devices) == 1 and devices[0].startswith("cpu (1 threads; torch ")
     out = tmp_path / "m-out"
     assert s.out == str(out) and s.done == 3
     from archive_colorize.manifest import safe_name
@@ -221,3 +227,28 @@ def test_the_18_historical_scans(ray_cluster, weights_path, tmp_path):
         r = rows[f.stem]
         assert Image.open(r["output_uri"]).size == ImageOps.exif_transpose(Image.open(f)).size
         assert r["mean_chroma"] > 0.5, f"{f.name}: output is grey"
+
+
+def test_resuming_on_another_device_says_so(ray_cluster, weights_path, tmp_path):
+    """Rows made on another device may differ in their last bits: the resumed run says so,
+    on screen and in run.json."""
+    import io
+
+    from rich.console import Console
+
+    manifest = str(ROOT / "manifests" / "sample.parquet")
+    out = tmp_path / "out"
+    run(RunOptions(manifest=manifest, out=str(out), weights=str(weights_path), working_size=WORKING, limit=2))
+    record = json.loads((out / "run.json").read_text())
+    here = record["devices"]
+    assert len(here) == 1 and here[0].startswith("cpu (")
+    gpu = "cuda:0 (NVIDIA H200; CUDA 12.8, cuDNN 91002; torch 2.13.0)"
+    record["devices"] = [gpu]  # as if the first rows had been made on a GPU node
+    (out / "run.json").write_text(json.dumps(record))
+    screen = io.StringIO()
+    s = run(RunOptions(manifest=manifest, out=str(out), weights=str(weights_path), working_size=WORKING),
+            console=Console(file=screen, width=400))
+    assert s.processed_now == 3
+    assert f"note: earlier rows here were made on {gpu}; the rows made now on {here[0]} may differ" in screen.getvalue()
+    after = json.loads((out / "run.json").read_text())
+    assert after["devices"] == here and after["earlier_devices"] == [gpu]

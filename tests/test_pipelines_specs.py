@@ -63,3 +63,26 @@ def test_readme_commands_parse():
     assert len(cmds) >= 10
     for argv in cmds:
         accepts(argv)
+
+
+def _gpu_groups(spec: dict) -> list[dict]:
+    groups = spec["spec"]["rayClusterSpec"].get("workerGroupSpecs", [])
+    return [g for g in groups if any("nvidia.com/gpu" in (c.get("resources", {}).get("limits") or {})
+                                     for c in g["template"]["spec"]["containers"])]
+
+
+def test_gpu_workers_run_the_gpu_image():
+    """A GPU worker group must run the image built with CUDA torch: the CPU image would
+    leave its GPU idle. The Dockerfile must build that variant with a CUDA wheel."""
+    spec = yaml.safe_load((P / "rayjob.yaml").read_text())
+    groups = _gpu_groups(spec)
+    assert groups, "rayjob.yaml has no GPU worker group"
+    for g in groups:
+        for c in g["template"]["spec"]["containers"]:
+            assert c["image"].endswith("-gpu"), (g["groupName"], c["image"])
+    head = spec["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+    assert not head.endswith("-gpu")
+    docker = (P / "Dockerfile").read_text()
+    assert re.search(r"^FROM rayproject/ray:[\d.]+-py311-\$\{VARIANT\}$", docker, re.M)
+    assert "--build-arg VARIANT=gpu -t ghcr.io/example-archive/archive-colorize:0.1.0-gpu" in docker
+    assert re.search(r'"\$VARIANT" = gpu \]; then index=https://download.pytorch.org/whl/\$\{TORCH_CUDA\}', docker)

@@ -113,6 +113,24 @@ def test_killing_a_model_actor_mid_run(ray_cluster, scans, reference, weights_pa
     assert images == reference
 
 
+def test_a_device_error_restarts_the_actor_and_never_fails_a_row(ray_cluster, scans, reference, weights_path, tmp_path,
+                                                                 monkeypatch):
+    """A simulated CUDA error ('illegal memory access') in the third model batch: the actor
+    process ends, Ray starts another, the batch is done again; every row ends done, with
+    the bytes of an uninterrupted run."""
+    out = tmp_path / "out"
+    marker = tmp_path / "device-error"
+    monkeypatch.setenv("ARCHIVE_COLORIZE_RAISE_AT", "device-error:3")
+    monkeypatch.setenv("ARCHIVE_COLORIZE_CRASH_ONCE", str(marker))
+    s = run(RunOptions(manifest=str(scans), out=str(out), weights=str(weights_path), working_size=WORKING, batch_size=2, progress_every=0))
+    assert marker.exists(), "the simulated device error never happened"
+    assert (s.done, s.failed) == (N, 0)
+    fs, root = resolve(str(out))
+    ids = progress.read_log(fs, root, columns=["id"]).column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == N
+    assert {p.name: p.read_bytes() for p in (out / "images").iterdir()} == reference
+
+
 @pytest.fixture()
 def small_disk(tmp_path):
     """A real 1 MB filesystem (tmpfs) as the output location."""

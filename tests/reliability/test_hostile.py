@@ -185,3 +185,25 @@ def test_secrets_never_written(ray_cluster, s3_server, weights_path, tmp_path):
     run_json = json.loads(blobs["secrets/out/run.json"])
     assert run_json["options"]["storage_options"]["secret"] == "***"
     assert run_json["options"]["storage_options"]["client_kwargs"]["aws_session_token"] == "***"
+
+
+def test_the_lock_is_kept_fresh_on_a_timer(tmp_path, monkeypatch):
+    """A slow start must not lose the lock: it is refreshed on a timer as well as with
+    every progress file, and the timer stops with the release."""
+    import json
+    import time
+
+    import fsspec
+
+    from archive_colorize import lock as lock_module
+
+    monkeypatch.setattr(lock_module, "REFRESH_S", 0.05)
+    held = lock_module.OutputLock(fsspec.filesystem("file"), str(tmp_path))
+    held.acquire()
+    first = json.loads((tmp_path / LOCK).read_text())["time"]
+    deadline = time.time() + 10
+    while json.loads((tmp_path / LOCK).read_text())["time"] == first and time.time() < deadline:
+        time.sleep(0.02)
+    assert json.loads((tmp_path / LOCK).read_text())["time"] > first
+    held.release()
+    assert not (tmp_path / LOCK).exists() and not held._timer.is_alive()
