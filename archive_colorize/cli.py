@@ -178,6 +178,8 @@ def run(
     storage_options: Optional[str] = typer.Option(None, "--storage-options", help='fsspec options as JSON, e.g. \'{"anon": true}\'.'),
     verbose: bool = typer.Option(False, "--verbose", help="Show Ray's own logs and progress bars."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the manifest, weights and output; print what would run; do nothing."),
+    iiif_base: Optional[str] = typer.Option(None, "--iiif-base", help="Where OUT will be published (https://...), for the ids in "
+                                            "OUT/iiif/manifest.json (default: OUT's own file:// or s3:// location)."),
 ):
     """Colorize every scan in a manifest on Ray; rerun the same command to resume.
 
@@ -190,7 +192,8 @@ def run(
     opts = RunOptions(manifest=manifest, out=out, weights=weights or None, batch_size=batch_size,
                       progress_every=progress_every, fmt=fmt, working_size=working_size, precision=precision, limit=limit, retry_failed=retry_failed, address=address,
                       actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, device=device,
-                      max_pixels=max_pixels, storage_options=_storage_options(storage_options), verbose=verbose)
+                      max_pixels=max_pixels, storage_options=_storage_options(storage_options), verbose=verbose,
+                      iiif_base=iiif_base)
     if dry_run:
         plan = inspect(opts)
         console.print(f"manifest {plan.manifest}: {plan.total} rows; in {plan.out}: {plan.done} done, {plan.failed} failed")
@@ -299,20 +302,34 @@ def report(
 @manifest_app.command("build")
 @friendly
 def manifest_build(
-    source: str = typer.Argument(..., help="A folder, a glob ('scans/**/*.tif') or an S3 prefix."),
+    source: Optional[str] = typer.Argument(None, help="A folder, a glob ('scans/**/*.tif') or an S3 prefix of scans; or a "
+                                           "IIIF Presentation 3/2.1 Manifest or Collection (an http(s) URL or a .json file)."),
     out: str = typer.Option(..., "--out", "-o", help="Where to write the manifest (.parquet)."),
     catalog: Optional[str] = typer.Option(None, "--catalog", help="A catalog CSV to join (its columns ride along)."),
     key: Optional[str] = typer.Option(None, "--key", help="The catalog column that holds the file name, stem or relative path."),
+    nara: Optional[str] = typer.Option(None, "--nara", help="Read a NARA National Archives Catalog export (JSON lines; a path or URL) instead."),
+    include_restricted: bool = typer.Option(False, "--include-restricted", help="With --nara: keep images whose use is restricted."),
+    max_size: Optional[int] = typer.Option(None, "--max-size", help="With IIIF: ask the image service for at most N x N pixels."),
     storage_options: Optional[str] = typer.Option(None, "--storage-options", help="fsspec options as JSON."),
 ):
-    """Make a manifest from a folder, glob or S3 prefix; ids are relative paths without extension.
+    """Make a manifest from scans (ids: relative paths without extension), a IIIF manifest or a NARA export.
 
     Example: archive-colorize manifest build s3://archive/scans/ --out manifests/nara.parquet --catalog catalog.csv --key filename
     """
-    from .manifest_build import build_manifest
+    from . import manifest_build as mb
 
-    table = build_manifest(source, out, catalog=catalog, key=key, storage_options=_storage_options(storage_options))
-    console.print(f"wrote {out}: {table.num_rows} rows, columns {', '.join(table.column_names)}")
+    so = _storage_options(storage_options)
+    if nara:
+        table, restricted = mb.build_from_nara(nara, out, include_restricted=include_restricted, storage_options=so)
+        extra = f"; {restricted} restricted image(s) left out (--include-restricted keeps them)" if restricted else ""
+    elif source and mb.is_iiif_source(source):
+        table, extra = mb.build_from_iiif(source, out, max_size=max_size, storage_options=so), ""
+    elif source:
+        table, extra = mb.build_manifest(source, out, catalog=catalog, key=key, storage_options=so), ""
+    else:
+        raise ColorizeError("manifest build needs a SOURCE (scans or a IIIF manifest) or --nara FILE",
+                            hint="see `archive-colorize manifest build --help`")
+    console.print(f"wrote {out}: {table.num_rows} rows, columns {', '.join(table.column_names)}{extra}", highlight=False)
 
 
 @manifest_app.command("check")

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .engine import Engine
-from .render import render, software_tag
+from .provenance import Provenance
+from .render import render
 from .errors import ColorizeError, ImageError
 from .images import DEFAULT_MAX_PIXELS, FORMATS, decode_image
 from .manifest import safe_name
@@ -55,7 +56,7 @@ def colorize_file(engine: Engine, path: Path, out_path: Path, fmt: str, style=No
         raise ImageError(f"cannot read {path}: {e.strerror or e}") from None
     decoded = decode_image(data, max_pixels)
     pred = engine.predict(decoded.lightness, None if style is None else style.lightness)
-    atomic_write_bytes(str(out_path), render(decoded, pred.ab, fmt, software_tag(engine.weights.file_sha256, engine.precision)))
+    atomic_write_bytes(str(out_path), render(decoded, pred.ab, fmt, Provenance(engine.weights.file_sha256, engine.precision)))
     return engine.top5(pred.probs)
 
 

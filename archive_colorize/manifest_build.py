@@ -42,10 +42,46 @@ def build_manifest(source: str, out: str, *, catalog: str | None = None, key: st
     table = pa.table({"id": ids, "uri": [proto + f for f in files], "path": rel})
     if catalog:
         table = _join_catalog(table, catalog, key, catalog_key)
+    _write(table, out, storage_options)
+    return table
+
+
+def _write(table: pa.Table, out: str, storage_options: dict | None = None) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    atomic_write_bytes(out, sink.getvalue().to_pybytes())
+    fs, path = resolve(out, storage_options)
+    atomic_write_bytes(path, sink.getvalue().to_pybytes(), fs=fs)
+
+
+def _table(rows: list[dict], source: str) -> pa.Table:
+    if not rows:
+        raise ManifestError(f"manifest build: no images in {source}")
+    return pa.Table.from_pylist(rows)
+
+
+def build_from_iiif(source: str, out: str, *, max_size: int | None = None, storage_options: dict | None = None) -> pa.Table:
+    """A IIIF Presentation 3 or 2.1 Manifest or Collection -> manifest (one row per image)."""
+    from .iiif import iiif_rows
+
+    table = _table(iiif_rows(source, max_size, storage_options), source)
+    _write(table, out, storage_options)
     return table
+
+
+def build_from_nara(source: str, out: str, *, include_restricted: bool = False,
+                    storage_options: dict | None = None) -> tuple[pa.Table, int]:
+    """A NARA catalog export (JSON lines) -> (manifest, image objects left out as restricted)."""
+    from .nara import nara_rows
+
+    rows, restricted = nara_rows(source, include_restricted, storage_options)
+    table = _table(rows, source)
+    _write(table, out, storage_options)
+    return table, restricted
+
+
+def is_iiif_source(source: str) -> bool:
+    """http(s) URLs and .json files are IIIF documents; folders, globs and prefixes are scans."""
+    return source.startswith(("http://", "https://")) or source.lower().endswith(".json")
 
 
 def _join_catalog(table: pa.Table, catalog: str, key: str | None, catalog_key: str | None) -> pa.Table:

@@ -48,6 +48,7 @@ class RunOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     storage_options: dict = field(default_factory=dict)
     verbose: bool = False
+    iiif_base: str | None = None  # where OUT will be published, for the ids of OUT/iiif/manifest.json
 
 
 @dataclass

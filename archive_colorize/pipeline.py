@@ -14,35 +14,27 @@ encoder each own a core (docs/performance.md, "The pipeline").
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import platform
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import __version__, progress
+from . import progress
 from .errors import RESUME_HINT, ColorizeError, StorageError
 from .faults import armed, crash_point
 from .lock import OutputLock
 from .manifest import Manifest
-from .options import RunOptions, RunSummary, check, count_in, plan_resources, redacted
+from .options import RunOptions, RunSummary, check, count_in, plan_resources
 from .progress_view import native_stderr_to
-from .storage import pa_filesystem, remove_stale_temps, write_json
+from .records import previous_devices, write_iiif, write_run_json
+from .storage import pa_filesystem, remove_stale_temps
 
 log = logging.getLogger(__name__)
-
-
-def _previous_devices(ctx: "RunContext") -> list[str]:
-    try:  # what earlier runs into this OUT ran on, from their run.json
-        return json.loads(ctx.out_fs.cat_file(f"{ctx.out_root}/run.json")).get("devices") or []
-    except Exception:
-        return []
 
 
 @dataclass
@@ -109,37 +101,14 @@ def _run_locked(ctx: RunContext) -> RunSummary:
     except OSError as e:
         raise StorageError(f"cannot write {ctx.out_url}/{progress.RESULTS}: {e}") from None
     crash_point("compacted")
+    write_iiif(ctx, results)
     st = results.column("status")
     n_done = int(pc.sum(pc.equal(st, "done")).as_py() or 0)
     n_failed = int(pc.sum(pc.equal(st, "failed")).as_py() or 0)
     summary = RunSummary(ctx.out_url, manifest.num_rows, n_done, n_failed, n_skip, sum(ctx.counts.values()),
                          ctx.counts["failed"], round(time.time() - ctx.t_start, 2), manifest.num_rows - n_done - n_failed, fid)
-    _write_run_json(ctx, summary, fid)
+    write_run_json(ctx, summary, fid)
     return summary
-
-
-def _write_run_json(ctx: RunContext, summary: RunSummary, fid: dict | None) -> None:
-    import ray
-    import torch
-
-    w = ctx.weights
-    before = _previous_devices(ctx)
-    write_json(ctx.out_fs, f"{ctx.out_root}/run.json", {
-        "devices": sorted(ctx.devices) or before,
-        "earlier_devices": before if ctx.devices and before and set(before) != ctx.devices else None,
-        "archive_colorize": __version__,
-        "manifest": ctx.opts.manifest,
-        "manifest_files": len(ctx.manifest.files),
-        "ids": "integers in the manifest, used as their decimal strings" if ctx.manifest.int_ids else "strings",
-        "options": redacted(ctx.opts),
-        "weights": {"path": w.path, "sha256": w.file_sha256, "storage": w.metadata.get("storage"),
-                    "training": w.metadata.get("training"), "data": w.metadata.get("data", {}).get("description")},
-        "counts": {k: v for k, v in asdict(summary).items() if k != "fidelity"},
-        "precision": {"name": ctx.opts.precision, **(fid or {})},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
-                     "pyarrow": pa.__version__},
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    })
 
 
 def _execute(ctx: RunContext) -> None:
@@ -156,7 +125,7 @@ def _execute(ctx: RunContext) -> None:
         gpus = f", {plan['num_gpus']:g} GPU" if plan["num_gpus"] else ""
         live.print(f"model actors: {plan['actors']} on {plan['device']}, {plan['num_cpus']:g} CPU{gpus} each "
                    f"(cluster: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs)", highlight=False)
-        before = _previous_devices(ctx)
+        before = previous_devices(ctx)
         _stream(ctx, ds, live)
         if before and ctx.devices and set(before) != ctx.devices:
             live.print(f"note: earlier rows here were made on {', '.join(before)}; the rows made now on "
@@ -182,7 +151,7 @@ def _init_ray(opts: RunOptions):
 def _dataset(ctx: RunContext):
     from ray.data import ActorPoolStrategy
 
-    from .render import software_tag
+    from .provenance import Provenance
     from .stages import Colorizer, finish, prepare, select
 
     ray = _init_ray(ctx.opts)
@@ -210,9 +179,9 @@ def _dataset(ctx: RunContext):
                                "batch": opts.batch_size if plan["device"] == "cuda" else 1},
         compute=ActorPoolStrategy(size=plan["actors"]), num_cpus=plan["num_cpus"], num_gpus=plan["num_gpus"], **common,
     )
-    software = software_tag(ctx.weights.file_sha256, opts.precision)
+    provenance = Provenance(ctx.weights.file_sha256, opts.precision)
     ds = ds.map_batches(finish, fn_kwargs={"base_dir": m.base_dir, "out_url": ctx.out_url, "storage_options": so,
-                                           "fmt": opts.fmt, "max_pixels": opts.max_pixels, "software": software}, **common)
+                                           "fmt": opts.fmt, "max_pixels": opts.max_pixels, "provenance": provenance}, **common)
     return ds, plan, cluster
 
 

@@ -49,32 +49,43 @@ def _filtered(rows: np.ndarray, above: np.ndarray | None) -> bytes:
     return up.tobytes()
 
 
-def _compress(rows: np.ndarray, above: np.ndarray | None, last: bool) -> tuple[bytes, int, int]:
+def _compress(rows: np.ndarray, above: np.ndarray | None, last: bool, big_endian: bool) -> tuple[bytes, int, int]:
+    if big_endian:  # 16-bit PNG is big-endian: swapped per strip, never the whole image at once
+        rows = rows.view(np.uint16).byteswap().view(np.uint8)
+        above = None if above is None else above.view(np.uint16).byteswap().view(np.uint8)
     data = _filtered(rows, above)
     c = _deflate.compressobj(LEVEL, zlib.DEFLATED, -15)
     out = c.compress(data) + c.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
     return out, zlib.adler32(data), len(data)
 
 
+def _chunk_parts(kind: bytes, body: bytes) -> list[bytes]:
+    return [struct.pack(">I", len(body)), kind, body, struct.pack(">I", zlib.crc32(body, zlib.crc32(kind)) & 0xFFFFFFFF)]
+
+
 def encode_png(rgb: np.ndarray, exif: bytes | None = None, xmp: bytes | None = None, threads: int = 2) -> bytes:
-    """(H, W, 3) uint8 or uint16 RGB -> PNG bytes."""
+    """(H, W, 3) uint8 or uint16 RGB -> PNG bytes. Each strip's deflate output becomes its
+    own IDAT chunk (a zlib stream may be split across IDATs anywhere), so the file is
+    assembled with one copy."""
     h, w, _ = rgb.shape
     depth = 16 if rgb.dtype == np.uint16 else 8
-    rows = np.ascontiguousarray(rgb.astype(">u2") if depth == 16 else rgb).view(np.uint8).reshape(h, -1)
+    swap = depth == 16 and np.little_endian
+    rows = np.ascontiguousarray(rgb).view(np.uint8).reshape(h, -1)
     per = max(1, STRIP_BYTES // rows.shape[1])
     starts = list(range(0, h, per))
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        parts = list(pool.map(lambda y: _compress(rows[y: y + per], rows[y - 1] if y else None, y + per >= h), starts))
+        parts = list(pool.map(lambda y: _compress(rows[y: y + per], rows[y - 1] if y else None, y + per >= h, swap), starts))
     adler = 1
     for _, a, n in parts:
         adler = _adler32_combine(adler, a, n)
-    stream = b"\x78\x5e" + b"".join(p for p, _, _ in parts) + struct.pack(">I", adler)
-    out = [SIGNATURE, _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, 2, 0, 0, 0))]
+    out = [SIGNATURE, *_chunk_parts(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, 2, 0, 0, 0))]
     if exif:
-        out.append(_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
+        out += _chunk_parts(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
     if xmp:
-        out.append(_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp))
-    for i in range(0, len(stream), 8 << 20):
-        out.append(_chunk(b"IDAT", stream[i: i + (8 << 20)]))
-    out.append(_chunk(b"IEND", b""))
+        out += _chunk_parts(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp)
+    out += _chunk_parts(b"IDAT", b"\x78\x5e")  # the zlib header
+    for p, _, _ in parts:
+        out += _chunk_parts(b"IDAT", p)
+    out += _chunk_parts(b"IDAT", struct.pack(">I", adler))
+    out += _chunk_parts(b"IEND", b"")
     return b"".join(out)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import __version__
 from .errors import ImageError
 from .images import DecodedImage, encode_image, output_bit_depth
 from .lab import lab_to_rgb_keep_lightness
+from .provenance import Provenance
 
 STRIP_ROWS = 256
 # Mean a*b* chroma (CIE units) below which a result is effectively grey: the model added no
@@ -80,18 +80,11 @@ def mean_chroma(ab: torch.Tensor) -> float:
     return float(ab.norm(dim=0).mean())
 
 
-def software_tag(weights_sha256: str, precision: str = "fp32") -> str:
-    """EXIF Software of every output: this file is a machine colorization, by these weights
-    (and, for the lossy engines, at this precision)."""
-    extra = "" if precision == "fp32" else f", {precision}"
-    return f"archive-colorize {__version__} (weights {weights_sha256[:12]}{extra})"
-
-
-def render(decoded: DecodedImage, ab: torch.Tensor, fmt: str, software: str) -> bytes:
+def render(decoded: DecodedImage, ab: torch.Tensor, fmt: str, provenance: Provenance) -> bytes:
     """The one path from predicted chroma to file bytes, for `colorize` and `run` alike:
     refuse a grey result, recombine with the original L*, encode with the original metadata."""
     chroma = mean_chroma(ab)
     if chroma < MIN_MEAN_CHROMA:
         raise ImageError(f"the model produced no colour (mean chroma {chroma:.2f}); nothing written")
     rgb = recombine(decoded.lightness, ab, output_bit_depth(decoded.bit_depth, fmt))
-    return encode_image(rgb, fmt, exif=decoded.exif, xmp=decoded.xmp, software=software)
+    return encode_image(rgb, fmt, exif=decoded.exif, xmp=provenance.xmp(decoded.xmp), software=provenance.software)

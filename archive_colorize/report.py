@@ -195,6 +195,7 @@ table {{ border-collapse: collapse; font-size: .85rem; }} td, th {{ border: 1px 
 </style></head><body>
 <h1>Colorization report</h1>
 <p>{_esc(o.out)} · manifest {_esc(base)} · weights {_esc((weights.get("sha256") or "")[:12])} · written {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}</p>
+<p>The colour in every image was added by a trained model. For IIIF viewers (Mirador, Universal Viewer), each colorized scan beside its original: <a href="{_esc(o.out.rstrip("/") + "/iiif/manifest.json")}">IIIF manifest</a>.</p>
 <section class="summary"><div><b>{len(rows)}</b>rows</div><div><b>{len(done)}</b>done</div><div><b>{len(failed)}</b>failed</div>
 <div><b>{len(flagged)}</b>flagged</div><div><b>{len(shown)}</b>pairs shown</div></section>
 <section class="charts">{_bar_chart(classes, "Top scene class (done rows)", True)}{_bar_chart(bins, "Mean a*b* chroma (colourfulness)", False)}</section>

@@ -30,6 +30,7 @@ from .faults import crash_point
 from .images import decode_image, working_copy
 from .manifest import normalize, safe_name
 from .options import FORMATS
+from .provenance import Provenance
 from .render import mean_chroma, render
 from .storage import atomic_write_bytes, read_bytes, resolve
 
@@ -215,7 +216,7 @@ def device_label(device: torch.device) -> str:
 
 
 def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dict, fmt: str,
-           max_pixels: int, software: str) -> pa.Table:
+           max_pixels: int, provenance: Provenance) -> pa.Table:
     """Recombine the predicted chroma with the original full-resolution L*, encode, write.
     A write the output location refuses stops this batch and (via `_fatal`) the run."""
     n = batch.num_rows
@@ -241,7 +242,7 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
                 raise ImageError("input changed while it was being processed (sha256 differs); retry it")
             d = decode_image(data, max_pixels)
             chroma[i] = mean_chroma(abs_[i])  # recorded for failed (grey) rows too
-            blob = render(d, abs_[i], fmt, software)
+            blob = render(d, abs_[i], fmt, provenance)
             name = f"{safe_name(onames[i] or ids[i])}.{ext}"
             try:
                 atomic_write_bytes(f"{out_root}/images/{name}", blob, fs=out_fs)

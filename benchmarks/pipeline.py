@@ -56,7 +56,8 @@ def engine_loop(manifest: Path, working_size: int, out: Path) -> float:
     import torch
 
     from archive_colorize.engine import Engine
-    from archive_colorize.render import render, software_tag
+    from archive_colorize.provenance import Provenance
+    from archive_colorize.render import render
     from archive_colorize.images import decode_image
     from archive_colorize.storage import atomic_write_bytes
     from archive_colorize.weights import load_weights
@@ -70,7 +71,7 @@ def engine_loop(manifest: Path, working_size: int, out: Path) -> float:
     for u in uris:
         d = decode_image((manifest.parent / u).read_bytes())
         pred = engine.predict(d.lightness)
-        atomic_write_bytes(str(out / (Path(u).stem + ".png")), render(d, pred.ab, "png", software_tag(w.file_sha256)))
+        atomic_write_bytes(str(out / (Path(u).stem + ".png")), render(d, pred.ab, "png", Provenance(w.file_sha256)))
     return time.perf_counter() - t0
 
 

@@ -65,10 +65,11 @@ def test_int8_is_close_deterministic_and_labelled(shipped):
 
     from PIL import Image
 
-    from archive_colorize.render import render, software_tag
+    from archive_colorize.provenance import Provenance
+    from archive_colorize.render import render
 
     for engine, mark in ((int8, ", int8)"), (fp32, f"{shipped.file_sha256[:12]})")):
-        png = render(d, engine.predict(d.lightness).ab, "png", software_tag(shipped.file_sha256, engine.precision))
+        png = render(d, engine.predict(d.lightness).ab, "png", Provenance(shipped.file_sha256, engine.precision))
         assert Image.open(io.BytesIO(png)).getexif()[0x0131].endswith(mark)
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+from archive_colorize.provenance import Provenance
 from archive_colorize.render import mean_chroma, recombine, render
 from archive_colorize.errors import ImageError
 from archive_colorize.images import decode_image, encode_image, output_bit_depth
@@ -45,7 +46,7 @@ def test_16bit_in_16bit_out(engine):
     assert d.bit_depth == 16
     ab = engine.predict(d.lightness).ab
     for fmt in ("png", "tiff"):
-        data = render(d, ab, fmt, software="test")  # the product's one path to file bytes
+        data = render(d, ab, fmt, Provenance("0" * 64))  # the product's one path to file bytes
         import cv2
 
         back = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -134,7 +135,7 @@ def test_full_resolution_lightness_is_the_original(engine, tmp_path):
     assert (d.width, d.height) == (2590, 3367)
     ab = engine.predict(d.lightness).ab
     assert mean_chroma(ab) > 1  # it is coloured, not grey
-    rgb = np.asarray(Image.open(io.BytesIO(render(d, ab, "png", software="test"))))
+    rgb = np.asarray(Image.open(io.BytesIO(render(d, ab, "png", Provenance("0" * 64)))))
     assert rgb.shape == (3367, 2590, 3)
     diff = (lightness_of(rgb).float() - d.lightness).abs()
     assert float(diff.max()) < 0.6 and float(diff.mean()) < 0.15
