@@ -119,14 +119,21 @@ def _rows_v3(doc: _Doc, m: dict, max_size: int | None) -> list[dict]:
                     doc.fail(f"{apath}.body", "expected an image resource")
                 if body.get("type", "Image") != "Image":
                     continue
-                url = image_url(body, max_size)
-                if not url:
-                    doc.fail(f"{apath}.body", "has neither an id nor an image service")
-                bodies.append(url)
-        title = _text(canvas.get("label")) or _text(m.get("label"))
-        rows += [{"id": row_id(cid, k, len(bodies)), "uri": u, "title": title, "iiif_canvas": cid, **common}
-                 for k, u in enumerate(bodies)]
+                bodies.append(_image(doc, body, f"{apath}.body", max_size))
+        rows += _canvas_rows(cid, bodies, _text(canvas.get("label")) or _text(m.get("label")), common)
     return rows
+
+
+def _image(doc: _Doc, resource: dict, path: str, max_size: int | None) -> str:
+    url = image_url(resource, max_size)
+    if not url:
+        doc.fail(path, "has neither an id nor an image service")
+    return url
+
+
+def _canvas_rows(cid: str, bodies: list[str], title: str | None, common: dict) -> list[dict]:
+    return [{"id": row_id(cid, k, len(bodies)), "uri": u, "title": title, "iiif_canvas": cid, **common}
+            for k, u in enumerate(bodies)]
 
 
 def _rows_v2(doc: _Doc, m: dict, max_size: int | None) -> list[dict]:
@@ -143,13 +150,8 @@ def _rows_v2(doc: _Doc, m: dict, max_size: int | None) -> list[dict]:
                 resource = doc.get(anno, "resource", f"{cpath}.images[{ii}]", dict)
                 if resource.get("@type") == "oa:Choice":
                     resource = resource.get("default") or {}
-                url = image_url(resource, max_size)
-                if not url:
-                    doc.fail(f"{cpath}.images[{ii}].resource", "has neither an @id nor an image service")
-                bodies.append(url)
-            title = _text(canvas.get("label")) or _text(m.get("label"))
-            rows += [{"id": row_id(cid, k, len(bodies)), "uri": u, "title": title, "iiif_canvas": cid, **common}
-                     for k, u in enumerate(bodies)]
+                bodies.append(_image(doc, resource, f"{cpath}.images[{ii}].resource", max_size))
+            rows += _canvas_rows(cid, bodies, _text(canvas.get("label")) or _text(m.get("label")), common)
     return rows
 
 
