@@ -42,6 +42,11 @@ ActorsOpt = Annotated[Optional[int], typer.Option("--actors", help="Model actors
 CpusPerActorOpt = Annotated[Optional[float], typer.Option("--cpus-per-actor", help="CPUs reserved by each model actor.")]
 GpusPerActorOpt = Annotated[Optional[float], typer.Option("--gpus-per-actor", help="GPUs per model actor (fractions share a GPU).")]
 
+C2paCertOpt = Annotated[Optional[str], typer.Option("--c2pa-cert", help=(
+    "Sign each output with C2PA content credentials: the PEM certificate chain, signing certificate first "
+    "(needs pip install 'archive-colorize[c2pa]')."))]
+C2paKeyOpt = Annotated[Optional[str], typer.Option("--c2pa-key", help="The PEM private key for --c2pa-cert.")]
+
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False}
@@ -82,6 +87,8 @@ def colorize(
     working_size: WorkingSizeOpt = 512,
     precision: PrecisionOpt = "fp32",
     max_pixels: MaxPixelsOpt = 250_000_000,
+    c2pa_cert: C2paCertOpt = None,
+    c2pa_key: C2paKeyOpt = None,
 ):
     """Colorize a few files without Ray; prints the top-5 scene classes per image.
 
@@ -97,6 +104,9 @@ def colorize(
     if style_from is not None and not style_from.is_file():
         raise ColorizeError(f"--style-from {style_from}: no such file",
                             hint="give a grayscale or colour image whose scene should set the colours")
+    from .options import c2pa_credentials
+
+    credentials = c2pa_credentials(c2pa_cert, c2pa_key, fmt, {})
     loaded = load_weights(weights)
     engine = Engine(loaded, device=device, working_size=working_size, precision=precision)
     if precision != "fp32":
@@ -106,7 +116,7 @@ def colorize(
         if line:
             err.print(line, highlight=False)
     failed = 0
-    for r in colorize_paths(engine, inputs, out, fmt, style_from, max_pixels):
+    for r in colorize_paths(engine, inputs, out, fmt, style_from, max_pixels, credentials):
         if r.error:
             failed += 1
             err.print(f"[red]failed[/] {r.input}: {r.error}", highlight=False)
@@ -180,6 +190,8 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the manifest, weights and output; print what would run; do nothing."),
     iiif_base: Optional[str] = typer.Option(None, "--iiif-base", help="Where OUT will be published (https://...), for the ids in "
                                             "OUT/iiif/manifest.json (default: OUT's own file:// or s3:// location)."),
+    c2pa_cert: C2paCertOpt = None,
+    c2pa_key: C2paKeyOpt = None,
 ):
     """Colorize every scan in a manifest on Ray; rerun the same command to resume.
 
@@ -193,7 +205,7 @@ def run(
                       progress_every=progress_every, fmt=fmt, working_size=working_size, precision=precision, limit=limit, retry_failed=retry_failed, address=address,
                       actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, device=device,
                       max_pixels=max_pixels, storage_options=_storage_options(storage_options), verbose=verbose,
-                      iiif_base=iiif_base)
+                      iiif_base=iiif_base, c2pa_cert=c2pa_cert, c2pa_key=c2pa_key)
     if dry_run:
         plan = inspect(opts)
         console.print(f"manifest {plan.manifest}: {plan.total} rows; in {plan.out}: {plan.done} done, {plan.failed} failed")

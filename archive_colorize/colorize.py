@@ -49,26 +49,27 @@ def plan_outputs(files: list[Path], out_dir: Path, fmt: str) -> list[Path]:
 
 
 def colorize_file(engine: Engine, path: Path, out_path: Path, fmt: str, style=None,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[str, float]]:
+                  max_pixels: int = DEFAULT_MAX_PIXELS, c2pa=None) -> list[tuple[str, float]]:
     try:
         data = path.read_bytes()
     except OSError as e:
         raise ImageError(f"cannot read {path}: {e.strerror or e}") from None
     decoded = decode_image(data, max_pixels)
     pred = engine.predict(decoded.lightness, None if style is None else style.lightness)
-    atomic_write_bytes(str(out_path), render(decoded, pred.ab, fmt, Provenance(engine.weights.file_sha256, engine.precision)))
+    atomic_write_bytes(str(out_path), render(decoded, pred.ab, fmt, Provenance(engine.weights.file_sha256, engine.precision, c2pa), source=data,
+                                            title=out_path.name))
     return engine.top5(pred.probs)
 
 
 def colorize_paths(engine: Engine, inputs: list[Path], out_dir: Path, fmt: str = "png",
-                   style_from: Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS):
+                   style_from: Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, c2pa=None):
     """Yields one FileResult per input; a bad file becomes a result with `error`, never a crash."""
     files = expand_inputs(inputs)
     outs = plan_outputs(files, out_dir, fmt)
     style = decode_image(style_from.read_bytes(), max_pixels) if style_from else None
     for path, out_path in zip(files, outs):
         try:
-            top5 = colorize_file(engine, path, out_path, fmt, style, max_pixels)
+            top5 = colorize_file(engine, path, out_path, fmt, style, max_pixels, c2pa)
             yield FileResult(path, out_path, top5)
         except ImageError as e:
             yield FileResult(path, None, [], str(e))

@@ -49,6 +49,8 @@ class RunOptions:
     storage_options: dict = field(default_factory=dict)
     verbose: bool = False
     iiif_base: str | None = None  # where OUT will be published, for the ids of OUT/iiif/manifest.json
+    c2pa_cert: str | None = None  # sign every output with C2PA content credentials (the c2pa extra)
+    c2pa_key: str | None = None
 
 
 @dataclass
@@ -102,6 +104,19 @@ def check_options(opts: RunOptions) -> None:
     if opts.batch_size < 1 or opts.working_size < 8:
         raise ConfigError("--batch-size must be >= 1 and --working-size >= 8",
                           hint="--batch-size counts images per model call (default 8); --working-size is the long side in pixels (default 512)")
+
+
+def c2pa_credentials(cert: str | None, key: str | None, fmt: str, storage_options: dict):
+    """--c2pa-cert/--c2pa-key -> checked credentials (a tiny file is signed), or None."""
+    if not cert and not key:
+        return None
+    if not (cert and key):
+        raise ConfigError("--c2pa-cert and --c2pa-key go together", hint="give the PEM certificate chain and its private key")
+    from .c2pa_sign import Credentials, check
+
+    creds = Credentials(cert, key, storage_options or {})
+    check(creds, fmt)
+    return creds
 
 
 def check(opts: RunOptions) -> Checked:

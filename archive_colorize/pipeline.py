@@ -29,7 +29,7 @@ from .errors import RESUME_HINT, ColorizeError, StorageError
 from .faults import armed, crash_point
 from .lock import OutputLock
 from .manifest import Manifest
-from .options import RunOptions, RunSummary, check, count_in, plan_resources
+from .options import RunOptions, RunSummary, c2pa_credentials, check, count_in, plan_resources
 from .progress_view import native_stderr_to
 from .records import previous_devices, write_iiif, write_run_json
 from .storage import pa_filesystem, remove_stale_temps
@@ -50,6 +50,7 @@ class RunContext:
     lock: OutputLock
     console: object = None
     t_start: float = field(default_factory=time.time)
+    c2pa: object = None  # c2pa_sign.Credentials, checked
     skip: pa.Array | None = None  # ids settled in the progress log that this run leaves alone
     todo: int = 0
     counts: dict = field(default_factory=lambda: {"done": 0, "failed": 0})
@@ -61,6 +62,7 @@ def run(opts: RunOptions, console=None) -> RunSummary:
 
     t_start = time.time()
     c = check(opts)
+    credentials = c2pa_credentials(opts.c2pa_cert, opts.c2pa_key, opts.fmt, opts.storage_options)
     weights = load_weights(opts.weights, storage_options=opts.storage_options)  # verified in full, once
     lock = OutputLock(c.out_fs, c.out_root)
     try:
@@ -73,7 +75,7 @@ def run(opts: RunOptions, console=None) -> RunSummary:
     except OSError as e:
         raise StorageError(f"cannot write to the output location {c.out_url}: {' '.join(str(e).split())[:500]}",
                            hint=RESUME_HINT) from None
-    ctx = RunContext(opts, c.manifest, weights, c.out_fs, c.out_root, c.out_url, lock, console, t_start)
+    ctx = RunContext(opts, c.manifest, weights, c.out_fs, c.out_root, c.out_url, lock, console, t_start, credentials)
     try:
         return _run_locked(ctx)
     finally:
@@ -179,7 +181,7 @@ def _dataset(ctx: RunContext):
                                "batch": opts.batch_size if plan["device"] == "cuda" else 1},
         compute=ActorPoolStrategy(size=plan["actors"]), num_cpus=plan["num_cpus"], num_gpus=plan["num_gpus"], **common,
     )
-    provenance = Provenance(ctx.weights.file_sha256, opts.precision)
+    provenance = Provenance(ctx.weights.file_sha256, opts.precision, ctx.c2pa)
     ds = ds.map_batches(finish, fn_kwargs={"base_dir": m.base_dir, "out_url": ctx.out_url, "storage_options": so,
                                            "fmt": opts.fmt, "max_pixels": opts.max_pixels, "provenance": provenance}, **common)
     return ds, plan, cluster

@@ -30,6 +30,7 @@ _DST_EMPTY = re.compile(r"<[\w.-]+:DigitalSourceType\s[^>]*rdf:resource\s*=\s*[\
 class Provenance:
     weights_sha256: str
     precision: str = "fp32"
+    c2pa: object = None  # c2pa_sign.Credentials: also sign each file with C2PA content credentials
 
     @property
     def software(self) -> str:

@@ -80,11 +80,19 @@ def mean_chroma(ab: torch.Tensor) -> float:
     return float(ab.norm(dim=0).mean())
 
 
-def render(decoded: DecodedImage, ab: torch.Tensor, fmt: str, provenance: Provenance) -> bytes:
+def render(decoded: DecodedImage, ab: torch.Tensor, fmt: str, provenance: Provenance, source: bytes | None = None,
+           title: str = "") -> bytes:
     """The one path from predicted chroma to file bytes, for `colorize` and `run` alike:
-    refuse a grey result, recombine with the original L*, encode with the original metadata."""
+    refuse a grey result, recombine with the original L*, encode with the original metadata
+    and our XMP, and (with credentials) sign it with C2PA, the scan's `source` bytes as its
+    ingredient."""
     chroma = mean_chroma(ab)
     if chroma < MIN_MEAN_CHROMA:
         raise ImageError(f"the model produced no colour (mean chroma {chroma:.2f}); nothing written")
     rgb = recombine(decoded.lightness, ab, output_bit_depth(decoded.bit_depth, fmt))
-    return encode_image(rgb, fmt, exif=decoded.exif, xmp=provenance.xmp(decoded.xmp), software=provenance.software)
+    blob = encode_image(rgb, fmt, exif=decoded.exif, xmp=provenance.xmp(decoded.xmp), software=provenance.software)
+    if provenance.c2pa is not None:
+        from .c2pa_sign import sign
+
+        blob = sign(blob, fmt, source, decoded.format, title, provenance.c2pa)
+    return blob

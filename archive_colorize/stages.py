@@ -242,8 +242,8 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
                 raise ImageError("input changed while it was being processed (sha256 differs); retry it")
             d = decode_image(data, max_pixels)
             chroma[i] = mean_chroma(abs_[i])  # recorded for failed (grey) rows too
-            blob = render(d, abs_[i], fmt, provenance)
             name = f"{safe_name(onames[i] or ids[i])}.{ext}"
+            blob = render(d, abs_[i], fmt, provenance, source=data, title=name)
             try:
                 atomic_write_bytes(f"{out_root}/images/{name}", blob, fs=out_fs)
             except (OSError, StorageError) as e:
