@@ -157,23 +157,32 @@ def inspect(opts: RunOptions) -> RunPlan:
 
 def plan_resources(cluster: dict, opts: RunOptions) -> dict:
     """Actor count and resources from the cluster, so the defaults never starve the decode
-    and encode tasks of CPUs (Ray on 2 CPUs deadlocks if the actors hold them all)."""
+    and encode tasks of CPUs (Ray on 2 CPUs deadlocks if the actors hold them all).
+
+    GPU actors form a pool of 1 to `actors`: on an autoscaling cluster it grows as GPU nodes
+    join. `--device cuda --actors N` plans N GPU actors even before any GPU node has joined
+    (a head with 0 CPUs and no GPU); without --actors that is an error, not a CPU run."""
     cpus = float(cluster.get("CPU", 1))
     gpus = float(cluster.get("GPU", 0))
-    if opts.device == "cuda" and gpus < 1 and not opts.gpus_per_actor:
+    if opts.device == "cuda" and gpus < 1 and not opts.gpus_per_actor and not opts.actors:
         raise ConfigError(f"--device cuda was asked for, but the Ray cluster has no GPU ({cpus:g} CPUs, 0 GPUs)",
-                          hint="start Ray on a GPU node (or let GPU workers join), or use --device auto or cpu")
-    use_gpu = gpus >= 1 and opts.device != "cpu" if opts.gpus_per_actor is None else opts.gpus_per_actor > 0
+                          hint="start Ray on a GPU node, or give --actors N to wait for N GPU actors on an autoscaling "
+                               "cluster, or use --device auto or cpu")
+    waiting = opts.device == "cuda" and gpus < 1  # the autoscaler will bring the GPUs (and their CPUs)
+    use_gpu = waiting or (gpus >= 1 and opts.device != "cpu" if opts.gpus_per_actor is None else opts.gpus_per_actor > 0)
     if use_gpu:
         per_gpu = opts.gpus_per_actor or 1.0
         actors = opts.actors or max(1, int(gpus / per_gpu))
         per_cpu = opts.cpus_per_actor or 1.0
-        plan = {"actors": actors, "num_gpus": per_gpu, "num_cpus": per_cpu, "device": "cuda"}
+        plan = {"actors": actors, "min_actors": 1, "num_gpus": per_gpu, "num_cpus": per_cpu, "device": "cuda"}
+        plan["threads"] = max(1, int(per_cpu))
+        if waiting:
+            return plan
     else:
         per_cpu = opts.cpus_per_actor or (2.0 if cpus >= 8 else 1.0)
         reserve = max(1.0, cpus // 4)  # for prepare/finish tasks
         actors = opts.actors or max(1, int((cpus - reserve) // per_cpu))
-        plan = {"actors": actors, "num_gpus": 0, "num_cpus": per_cpu, "device": "cpu"}
+        plan = {"actors": actors, "min_actors": actors, "num_gpus": 0, "num_cpus": per_cpu, "device": "cpu"}
     if plan["actors"] * plan["num_cpus"] > cpus - 0.5:
         raise ConfigError(
             f"{plan['actors']} actors x {plan['num_cpus']} CPUs leaves no CPU for decoding on a {cpus:g}-CPU cluster (it would hang)",

@@ -179,7 +179,7 @@ def _dataset(ctx: RunContext):
                                "precision": opts.precision, "faults": armed(),
                                # batched forwards pay on a GPU; on a CPU one image at a time is as fast
                                "batch": opts.batch_size if plan["device"] == "cuda" else 1},
-        compute=ActorPoolStrategy(size=plan["actors"]), num_cpus=plan["num_cpus"], num_gpus=plan["num_gpus"], **common,
+        compute=ActorPoolStrategy(min_size=plan["min_actors"], max_size=plan["actors"]), num_cpus=plan["num_cpus"], num_gpus=plan["num_gpus"], **common,
     )
     provenance = Provenance(ctx.weights.file_sha256, opts.precision, ctx.c2pa)
     ds = ds.map_batches(finish, fn_kwargs={"base_dir": m.base_dir, "out_url": ctx.out_url, "storage_options": so,

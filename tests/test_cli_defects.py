@@ -145,3 +145,16 @@ def test_run_with_device_cuda_on_a_cpu_cluster_says_so_in_one_line(ray_cluster, 
     assert lines[0] == "Error: --device cuda was asked for, but the Ray cluster has no GPU (2 CPUs, 0 GPUs)", lines
     assert lines[1].startswith("Hint: start Ray on a GPU node") and "Traceback" not in r.output
     assert not (out / "images").exists()  # nothing colorized on the CPU instead
+
+
+def test_an_autoscaling_gpu_pool_is_planned_before_gpus_join():
+    """A head with 0 CPUs and no GPU node yet: --device cuda --actors N plans a pool of
+    1..N GPU actors for the autoscaler to fill, instead of failing or falling back to CPU."""
+    from archive_colorize.options import plan_resources
+
+    plan = plan_resources({"CPU": 0.0}, RunOptions(manifest="m", device="cuda", actors=8))
+    assert (plan["device"], plan["min_actors"], plan["actors"], plan["num_gpus"]) == ("cuda", 1, 8, 1.0)
+    plan = plan_resources({"CPU": 16.0, "GPU": 2.0}, RunOptions(manifest="m"))
+    assert (plan["min_actors"], plan["actors"]) == (1, 2)
+    plan = plan_resources({"CPU": 2.0}, RunOptions(manifest="m"))
+    assert (plan["device"], plan["min_actors"], plan["actors"]) == ("cpu", 1, 1)
