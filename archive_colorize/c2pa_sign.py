@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 
 from . import __version__
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 from .provenance import DIGITAL_SOURCE_TYPE
 
 MIME = {"jpeg": "image/jpeg", "png": "image/png", "tiff": "image/tiff", "webp": "image/webp"}
@@ -66,7 +66,7 @@ def _signer(creds: Credentials):
             info = c2pa.C2paSignerInfo(alg=_algorithm(key), sign_cert=chain, private_key=key, ta_url=None)
             _SIGNERS[creds] = c2pa.Signer.from_info(info)
         except (OSError, ValueError, KeyError, c2pa.C2paError) as e:
-            raise ConfigError(f"cannot use the C2PA certificate {creds.cert} and key {creds.key}: {' '.join(str(e).split())[:300]}",
+            raise ConfigError(f"cannot use the C2PA certificate {creds.cert} and key {creds.key}: {one_line(e, 300)}",
                               hint="a PEM chain (signing certificate first) and its unencrypted PEM key") from None
     return _SIGNERS[creds]
 
@@ -105,5 +105,5 @@ def check(creds: Credentials, fmt: str) -> None:
     except ConfigError:
         raise
     except Exception as e:
-        raise ConfigError(f"C2PA signing with {creds.cert} failed: {' '.join(str(e).split())[:300]}",
+        raise ConfigError(f"C2PA signing with {creds.cert} failed: {one_line(e, 300)}",
                           hint="check the certificate chain: the signing certificate first, not a CA, with digitalSignature") from None

@@ -32,5 +32,10 @@ class ConfigError(ColorizeError):
     hint = "see training/README.md for the config keys"
 
 
+def one_line(e: BaseException, limit: int = 500) -> str:
+    """An exception as one line of at most `limit` characters, for rows and messages."""
+    return (" ".join(str(e).split()) or type(e).__name__)[:limit]
+
+
 # what to do when the output location refuses a write
 RESUME_HINT = "free space or fix permissions there, then run the same command again: it resumes where it stopped"

@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from .errors import ManifestError
+from .errors import ManifestError, one_line
 
 MAX_DOCUMENTS = 10_000  # collections of collections: a cycle or a runaway crawl stops here
 
@@ -166,7 +166,7 @@ def _load(url: str, storage_options: dict | None) -> dict:
     except json.JSONDecodeError as e:
         raise ManifestError(f"IIIF {url}: not JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     except OSError as e:
-        raise ManifestError(f"cannot read IIIF document {url}: {' '.join(str(e).split())[:300]}") from None
+        raise ManifestError(f"cannot read IIIF document {url}: {one_line(e, 300)}") from None
     if not isinstance(data, dict):
         raise ManifestError(f"IIIF {url}: $: expected an object, found {type(data).__name__}")
     return data

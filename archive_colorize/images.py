@@ -11,8 +11,6 @@ Encode: JPEG, PNG, TIFF, WebP; 16-bit inputs give 16-bit PNG/TIFF; EXIF and XMP 
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,10 +156,6 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
 
 def output_bit_depth(decoded_depth: int, fmt: str) -> int:
     return 16 if decoded_depth == 16 and fmt in SIXTEEN_BIT_FORMATS else 8
-
-
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
 
 def encode_image(

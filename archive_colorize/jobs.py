@@ -19,9 +19,9 @@ import shlex
 import time
 from dataclasses import dataclass
 
-from .errors import ConfigError, StorageError
-from .manifest import default_out, open_manifest
-from .options import RunOptions, inspect, redact
+from .errors import ConfigError, StorageError, one_line
+from .manifest import default_out
+from .options import RunOptions, check, inspect, redact
 
 KEY = "archive_colorize_key"
 ACTIVE = ("PENDING", "RUNNING")
@@ -76,7 +76,7 @@ def _client(address: str):
     try:
         return JobSubmissionClient(address)
     except Exception as e:
-        raise ConfigError(f"cannot reach the Ray Jobs API at {address}: {' '.join(str(e).split())[:300]}",
+        raise ConfigError(f"cannot reach the Ray Jobs API at {address}: {one_line(e, 300)}",
                           hint="give the dashboard address, e.g. http://HEAD:8265 (`ray start --head` prints it)") from None
 
 
@@ -85,10 +85,11 @@ def submit(opts: RunOptions, address: str, runtime_env: dict | None = None) -> S
         raise ConfigError("--storage-options for submit must not hold credentials: they would be stored in the job's "
                           "entrypoint, visible to anyone who can list jobs",
                           hint="give the cluster its own credentials (an IAM role, or AWS_* variables on its nodes)")
-    plan = inspect(opts)  # validates manifest, weights and options before anything is submitted
+    checked = check(opts)  # validates manifest, weights and options before anything is submitted
+    plan = inspect(opts, checked)
     out_url = (opts.out or default_out(opts.manifest)).rstrip("/")
     try:
-        manifest_sha = open_manifest(opts.manifest, opts.storage_options).fingerprint()  # a file or a whole dataset
+        manifest_sha = checked.manifest.fingerprint()  # a file or a whole dataset
     except OSError as e:
         raise StorageError(f"cannot read manifest {opts.manifest}: {e}") from None
     key = job_key(opts.manifest, manifest_sha, plan.weights_sha256, out_url, opts.fmt, opts.working_size, opts.precision)
@@ -116,7 +117,7 @@ def submit(opts: RunOptions, address: str, runtime_env: dict | None = None) -> S
         except RuntimeError as e:
             # a head that has just started answers 500 until its job agent is up
             if "try again later" not in str(e) or time.time() > deadline:
-                raise ConfigError(f"the Ray Jobs API at {address} refused the job: {' '.join(str(e).split())[:300]}") from None
+                raise ConfigError(f"the Ray Jobs API at {address} refused the job: {one_line(e, 300)}") from None
             time.sleep(1.0)
     verb = "resumes" if attempts else "starts"
     return Submission("submitted", sid, f"submitted {sid}: {verb} {plan.pending} of {plan.total} rows into {plan.out}", "PENDING")

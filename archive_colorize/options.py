@@ -132,12 +132,13 @@ def count_in(ids, value_set) -> int:
     return int(pc.sum(pc.is_in(ids, value_set=value_set)).as_py() or 0) if len(value_set) else 0
 
 
-def inspect(opts: RunOptions) -> RunPlan:
+def inspect(opts: RunOptions, checked: Checked | None = None) -> RunPlan:
     """Check everything `run` checks before work, and read the progress log: `run --dry-run`,
-    and how `submit` knows a finished job from an unfinished one."""
+    and how `submit` knows a finished job from an unfinished one. `checked`: the result of
+    `check(opts)`, when the caller already has it."""
     from .weights_header import read_header
 
-    c = check(opts)
+    c = checked or check(opts)
     sha = read_header(opts.weights, opts.storage_options).sha256
     done_ids, failed_ids = progress.status_by_id(c.out_fs, c.out_root)
     ids = c.manifest.ids.combine_chunks()
@@ -175,15 +176,12 @@ def plan_resources(cluster: dict, opts: RunOptions) -> dict:
         actors = opts.actors or max(1, int(gpus / per_gpu))
         per_cpu = opts.cpus_per_actor or 1.0
         plan = {"actors": actors, "min_actors": 1, "num_gpus": per_gpu, "num_cpus": per_cpu, "device": "cuda"}
-        plan["threads"] = max(1, int(per_cpu))
-        if waiting:
-            return plan
     else:
         per_cpu = opts.cpus_per_actor or (2.0 if cpus >= 8 else 1.0)
         reserve = max(1.0, cpus // 4)  # for prepare/finish tasks
         actors = opts.actors or max(1, int((cpus - reserve) // per_cpu))
         plan = {"actors": actors, "min_actors": actors, "num_gpus": 0, "num_cpus": per_cpu, "device": "cpu"}
-    if plan["actors"] * plan["num_cpus"] > cpus - 0.5:
+    if not waiting and plan["actors"] * plan["num_cpus"] > cpus - 0.5:
         raise ConfigError(
             f"{plan['actors']} actors x {plan['num_cpus']} CPUs leaves no CPU for decoding on a {cpus:g}-CPU cluster (it would hang)",
             hint="lower --actors or --cpus-per-actor",

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import progress
-from .errors import RESUME_HINT, ColorizeError, StorageError
+from .errors import RESUME_HINT, ColorizeError, StorageError, one_line
 from .faults import armed, crash_point
 from .lock import OutputLock
 from .manifest import Manifest
@@ -55,6 +55,7 @@ class RunContext:
     todo: int = 0
     counts: dict = field(default_factory=lambda: {"done": 0, "failed": 0})
     devices: set = field(default_factory=set)  # what the model actors ran on (stages.device_label)
+    earlier_devices: list = field(default_factory=list)  # what earlier runs into OUT ran on (their run.json)
 
 
 def run(opts: RunOptions, console=None) -> RunSummary:
@@ -73,7 +74,7 @@ def run(opts: RunOptions, console=None) -> RunSummary:
     except ColorizeError:
         raise
     except OSError as e:
-        raise StorageError(f"cannot write to the output location {c.out_url}: {' '.join(str(e).split())[:500]}",
+        raise StorageError(f"cannot write to the output location {c.out_url}: {one_line(e)}",
                            hint=RESUME_HINT) from None
     ctx = RunContext(opts, c.manifest, weights, c.out_fs, c.out_root, c.out_url, lock, console, t_start, credentials)
     try:
@@ -84,6 +85,7 @@ def run(opts: RunOptions, console=None) -> RunSummary:
 
 def _run_locked(ctx: RunContext) -> RunSummary:
     opts, manifest = ctx.opts, ctx.manifest
+    ctx.earlier_devices = previous_devices(ctx)
     done_ids, failed_ids = progress.status_by_id(ctx.out_fs, ctx.out_root)
     ctx.skip = done_ids if opts.retry_failed else pa.concat_arrays([done_ids, failed_ids])
     n_skip = count_in(manifest.ids.combine_chunks(), ctx.skip)
@@ -127,8 +129,8 @@ def _execute(ctx: RunContext) -> None:
         gpus = f", {plan['num_gpus']:g} GPU" if plan["num_gpus"] else ""
         live.print(f"model actors: {plan['actors']} on {plan['device']}, {plan['num_cpus']:g} CPU{gpus} each "
                    f"(cluster: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs)", highlight=False)
-        before = previous_devices(ctx)
         _stream(ctx, ds, live)
+        before = ctx.earlier_devices
         if before and ctx.devices and set(before) != ctx.devices:
             live.print(f"note: earlier rows here were made on {', '.join(before)}; the rows made now on "
                        f"{', '.join(sorted(ctx.devices))} may differ from them in their last bits", highlight=False)

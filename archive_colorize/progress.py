@@ -125,7 +125,7 @@ class ProgressWriter:
             self.flush()
 
     def flush(self) -> None:
-        from .errors import RESUME_HINT, StorageError
+        from .errors import RESUME_HINT, StorageError, one_line
         from .faults import crash_point
 
         if not self.tables:
@@ -136,8 +136,7 @@ class ProgressWriter:
             if self.on_flush:
                 self.on_flush()
         except (OSError, StorageError) as e:
-            text = " ".join(str(e).split())[:500] or type(e).__name__
-            raise StorageError(f"cannot write to the output location {self.out_url} (progress log): {text}",
+            raise StorageError(f"cannot write to the output location {self.out_url} (progress log): {one_line(e)}",
                                hint=RESUME_HINT) from None
         self.tables, self.rows, self.last = [], 0, time.monotonic()
         crash_point("progress-written")

@@ -36,7 +36,7 @@ def write_run_json(ctx, summary: RunSummary, fid: dict | None) -> None:
     import torch
 
     w = ctx.weights
-    before = previous_devices(ctx)
+    before = ctx.earlier_devices
     write_json(ctx.out_fs, f"{ctx.out_root}/run.json", {
         "devices": sorted(ctx.devices) or before,
         "earlier_devices": before if ctx.devices and before and set(before) != ctx.devices else None,

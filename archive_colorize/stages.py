@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from .errors import ImageError, StorageError
+from .errors import ImageError, StorageError, one_line
 from .faults import crash_point
 from .images import decode_image, working_copy
 from .manifest import normalize, safe_name
@@ -69,11 +69,6 @@ def fetch(uri: str, storage_options: dict) -> tuple[bytes, str]:
     except OSError as e:
         raise ImageError(f"cannot read {uri}: {e.strerror or e}") from None
     return data, hashlib.sha256(data).hexdigest()
-
-
-def one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text[:500]
 
 
 _SKIP_CACHE: dict = {}

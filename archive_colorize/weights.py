@@ -21,14 +21,11 @@ from safetensors.torch import save as st_save
 from .errors import WeightsError
 from .lab import AB_NORM
 from .model import ColorizationModel, ModelConfig
-from .weights_header import DEFAULT_WEIGHTS, FORMAT, default_weights  # noqa: F401  DEFAULT_WEIGHTS: re-exported
+from .weights_header import DEFAULT_WEIGHTS, FORMAT, FORMAT_VERSION, JSON_KEYS, default_weights, parse_metadata  # noqa: F401  DEFAULT_WEIGHTS: re-exported
 
-FORMAT_VERSION = 1
 STORAGES = ("fp32", "fp16", "int8")
 _SCALE_SUFFIX = ".__int8_scale"
 
-REQUIRED_KEYS = ("format", "format_version", "config", "categories", "lab", "storage", "content_sha256")
-JSON_KEYS = ("config", "categories", "lab", "preprocessing", "recipe", "data", "metrics", "training")
 
 
 
@@ -168,20 +165,7 @@ def _read(path, tensors: bool):
             data = {k: f.get_tensor(k) for k in f.keys()} if tensors else None
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise WeightsError(f"{path} is not a readable safetensors weights file (truncated or corrupt?): {e}") from None
-    missing = [k for k in REQUIRED_KEYS if k not in raw]
-    if raw.get("format") != FORMAT or missing:
-        what = f"missing header key(s) {', '.join(missing)}" if missing else f"format is {raw.get('format')!r}"
-        raise WeightsError(f"{path} is not an archive-colorize weights file ({what})")
-    try:
-        meta = {k: (json.loads(v) if k in JSON_KEYS else v) for k, v in raw.items()}
-        meta["format_version"] = int(meta["format_version"])
-    except (ValueError, TypeError) as e:
-        raise WeightsError(f"{path}: unreadable header ({e})") from None
-    if meta["format_version"] > FORMAT_VERSION:
-        raise WeightsError(
-            f"{path} has weights format version {meta['format_version']}; this archive-colorize reads up to {FORMAT_VERSION}",
-            hint="upgrade archive-colorize",
-        )
+    meta = parse_metadata(raw, path)
     return meta, data
 
 

@@ -16,6 +16,9 @@ from pathlib import Path
 from .errors import WeightsError
 
 FORMAT = "archive-colorize-weights"
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format", "format_version", "config", "categories", "lab", "storage", "content_sha256")
+JSON_KEYS = ("config", "categories", "lab", "preprocessing", "recipe", "data", "metrics", "training")
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.safetensors"
 MAX_HEADER = 100 * 2**20  # safetensors' own limit
 
@@ -50,12 +53,23 @@ def read_header(source: str | None, storage_options: dict | None = None) -> Weig
         raw = json.loads(blob[8 : 8 + n]).get("__metadata__") or {}
     except (struct.error, ValueError) as e:
         raise WeightsError(f"{source} is not a readable safetensors weights file (truncated or corrupt?): {e}") from None
-    if raw.get("format") != FORMAT:
-        raise WeightsError(f"{source} is not an archive-colorize weights file (format is {raw.get('format')!r})")
-    meta = {}
-    for k, v in raw.items():
-        try:
-            meta[k] = json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v
-        except ValueError:
-            meta[k] = v
-    return WeightsHeader(source, hashlib.sha256(blob).hexdigest(), meta)
+    return WeightsHeader(source, hashlib.sha256(blob).hexdigest(), parse_metadata(raw, source))
+
+
+def parse_metadata(raw: dict, source) -> dict:
+    """A safetensors `__metadata__` (all strings) -> the checked, parsed header."""
+    missing = [k for k in REQUIRED_KEYS if k not in raw]
+    if raw.get("format") != FORMAT or missing:
+        what = f"missing header key(s) {', '.join(missing)}" if missing else f"format is {raw.get('format')!r}"
+        raise WeightsError(f"{source} is not an archive-colorize weights file ({what})")
+    try:
+        meta = {k: (json.loads(v) if k in JSON_KEYS else v) for k, v in raw.items()}
+        meta["format_version"] = int(meta["format_version"])
+    except (ValueError, TypeError) as e:
+        raise WeightsError(f"{source}: unreadable header ({e})") from None
+    if meta["format_version"] > FORMAT_VERSION:
+        raise WeightsError(
+            f"{source} has weights format version {meta['format_version']}; this archive-colorize reads up to {FORMAT_VERSION}",
+            hint="upgrade archive-colorize",
+        )
+    return meta
