@@ -13,66 +13,102 @@ import torch
 
 from .errors import ImageError
 from .images import DecodedImage, encode_image, output_bit_depth
-from .lab import lab_to_rgb_keep_lightness
+from .lab import fit_into_gamut, lab_to_linear_planes, linear_to_srgb_, outside_gamut
 from .provenance import Provenance
 
-STRIP_ROWS = 256
+# Rows per strip on the CPU: small enough that a strip's dozen temporaries stay in the
+# cache (measured: docs/performance.md); a GPU takes strips sized to its free memory.
+STRIP_ROWS = 32
 # Mean a*b* chroma (CIE units) below which a result is effectively grey: the model added no
 # colour, and we refuse to call that colorized.
 MIN_MEAN_CHROMA = 0.5
+# Bytes of device memory one output pixel needs while its strip is converted (the planes and
+# temporaries of lab_to_srgb_planes, float32), with room to spare.
+DEVICE_BYTES_PER_PIXEL = 96
 
 
-def _interp_matrix(n_out: int, n_in: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
-    """Rows [start, stop) of the (n_out x n_in) bilinear matrix, align_corners=False, edges clamped:
-    the same numbers as F.interpolate, but it can be built for one strip at a time."""
-    stop = n_out if stop is None else stop
-    i = torch.arange(start, stop, dtype=torch.float64)
+def _taps(n_out: int, n_in: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For bilinear resampling n_in -> n_out (align_corners=False, edges clamped, as
+    F.interpolate): each output position's two source indices and the second one's weight."""
+    i = torch.arange(n_out, dtype=torch.float64)
     src = ((i + 0.5) * n_in / n_out - 0.5).clamp(0, n_in - 1)
     i0 = src.floor().long()
     i1 = (i0 + 1).clamp(max=n_in - 1)
-    w1 = (src - i0).float()
-    m = torch.zeros(stop - start, n_in)
-    rows = torch.arange(stop - start)
-    m.index_put_((rows, i0), 1 - w1, accumulate=True)
-    m.index_put_((rows, i1), w1, accumulate=True)
-    return m
+    return i0.to(device), i1.to(device), (src - i0).float().to(device)
 
 
-def recombine(lightness: torch.Tensor, ab: torch.Tensor, bit_depth: int = 8, strip_rows: int = STRIP_ROWS,
-              threads: int | None = None) -> np.ndarray:
+def _strip_rows_for(device: torch.device, width: int) -> int:
+    if device.type != "cuda":
+        return STRIP_ROWS
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(STRIP_ROWS, int(free // 2 // (width * DEVICE_BYTES_PER_PIXEL)))
+
+
+def recombine(lightness: torch.Tensor, ab: torch.Tensor, bit_depth: int = 8, strip_rows: int | None = None,
+              threads: int | None = None, device: torch.device | str | None = None) -> np.ndarray:
     """Full-res L* (H, W) + low-res a*b* (2, h, w) -> (H, W, 3) sRGB uint8/uint16.
 
-    L* is used exactly as decoded; only the chroma is resampled. Strips run on `threads`
-    threads (default: torch's, i.e. the CPUs this task owns), each strip on one torch
-    thread, so the bytes are the same whatever the thread count."""
+    L* is used exactly as decoded; only the chroma is resampled (bilinear: along columns
+    once, then two source rows and a lerp per output row). The work runs in row strips on
+    `device`, one torch function for the CPU and a GPU: on the CPU, strips run in parallel
+    on `threads` threads (default: torch's, i.e. the CPUs this task owns), each strip on
+    one torch thread, so the bytes are the same whatever the thread count; on a GPU, in
+    strips sized to its free memory. Only the 8/16-bit result comes back to host memory."""
+    device = torch.device(device or "cpu")
     H, W = lightness.shape
-    ab = ab.float().cpu()
-    cols = _interp_matrix(W, ab.shape[2]).T  # (w, W)
+    h, w = ab.shape[1:]
     maxval = 65535 if bit_depth == 16 else 255
     out = np.empty((H, W, 3), dtype=np.uint16 if bit_depth == 16 else np.uint8)
+    ab = ab.float().to(device)
+    c0, c1, cw = _taps(W, w, device)
+    ab_cols = torch.lerp(ab[:, :, c0], ab[:, :, c1], cw)  # (2, h, W): small, once per scan
+    r0, r1, rw = _taps(H, h, device)
+    strip_rows = strip_rows or _strip_rows_for(device, W)
+
+    late: list = []  # out-of-gamut pixels, fitted once for the whole scan (per strip, the
+    # bisection's hundreds of small operations cost more than the strip itself)
 
     def strip(y0: int) -> None:
         y1 = min(H, y0 + strip_rows)
-        rows = _interp_matrix(H, ab.shape[1], y0, y1)  # (strip, h)
-        ab_strip = torch.einsum("sh,chw,wx->csx", rows, ab, cols)  # (2, strip, W)
-        lab = torch.cat([lightness[y0:y1][None].float(), ab_strip], dim=0)[None]
-        rgb = lab_to_rgb_keep_lightness(lab)[0].permute(1, 2, 0)
-        out[y0:y1] = (rgb * maxval).round_().numpy().astype(out.dtype)
+        weight = rw[y0:y1, None]
+        a = torch.lerp(ab_cols[0, r0[y0:y1]], ab_cols[0, r1[y0:y1]], weight)
+        b = torch.lerp(ab_cols[1, r0[y0:y1]], ab_cols[1, r1[y0:y1]], weight)
+        L = lightness[y0:y1].to(device, torch.float32)
+        lin = lab_to_linear_planes(L, a, b)
+        outside = outside_gamut(lin)
+        if outside.any():
+            ys, xs = outside.nonzero(as_tuple=True)
+            late.append((ys + y0, xs, L[ys, xs], a[ys, xs], b[ys, xs]))
+        out[y0:y1] = _store(linear_to_srgb_(lin))
 
-    threads = threads or torch.get_num_threads()
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # parallel over strips instead: it scales, and no strip's sums depend on threads
-    try:
-        if threads == 1 or H <= strip_rows:
-            for y0 in range(0, H, strip_rows):
-                strip(y0)
-        else:
-            from concurrent.futures import ThreadPoolExecutor
+    def _store(srgb: torch.Tensor) -> np.ndarray:
+        q = srgb.mul_(maxval).round_()
+        if device.type != "cpu":  # integers cross back: a third (8-bit) or half (16-bit) of the floats
+            q = q.to(torch.uint8 if bit_depth == 8 else torch.int32).cpu()
+        return q.movedim(0, -1).numpy()
 
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(strip, range(0, H, strip_rows)))
-    finally:
-        torch.set_num_threads(before)
+    starts = range(0, H, strip_rows)
+    if device.type != "cpu":
+        for y0 in starts:
+            strip(y0)
+    else:
+        threads = threads or torch.get_num_threads()
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)  # parallel over strips instead: it scales, and no strip's sums depend on threads
+        try:
+            if threads == 1 or H <= strip_rows:
+                for y0 in starts:
+                    strip(y0)
+            else:
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(threads) as pool:
+                    list(pool.map(strip, starts))
+        finally:
+            torch.set_num_threads(before)
+    if late:
+        ys, xs, L, a, b = (torch.cat(p) for p in zip(*late))
+        out[ys.cpu().numpy(), xs.cpu().numpy()] = _store(linear_to_srgb_(fit_into_gamut(L, a, b)))
     return out
 
 

@@ -10,8 +10,68 @@ import numpy as np
 import torch
 from PIL import Image
 
-from archive_colorize.lab import lab_to_rgb_keep_lightness
-from archive_colorize.render import STRIP_ROWS, _interp_matrix
+from archive_colorize.lab import _EPS, _KAPPA, _XYZ_TO_RGB, WHITE_D65, _f_inv, _matmul3
+from archive_colorize.render import _taps
+
+STRIP_ROWS = 256
+
+
+def _interp_matrix(n_out: int, n_in: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
+    """Rows [start, stop) of the (n_out x n_in) bilinear matrix: the same weights as _taps."""
+    stop = n_out if stop is None else stop
+    i0, i1, w1 = (t[start:stop] for t in _taps(n_out, n_in))
+    m = torch.zeros(stop - start, n_in)
+    rows = torch.arange(stop - start)
+    m.index_put_((rows, i0), 1 - w1, accumulate=True)
+    m.index_put_((rows, i1), w1, accumulate=True)
+    return m
+
+
+
+def linear_to_srgb_before(lin: torch.Tensor) -> torch.Tensor:
+    lin = lin.clamp(0.0, 1.0)
+    return torch.where(lin <= 0.0031308, lin * 12.92, 1.055 * lin ** (1 / 2.4) - 0.055)
+
+
+def _lab_to_linear_before(lab: torch.Tensor) -> torch.Tensor:
+    L, a, b = lab.unbind(1)
+    fy = (L + 16) / 116
+    fx = fy + a / 500
+    fz = fy - b / 200
+    white = torch.tensor(WHITE_D65, dtype=lab.dtype, device=lab.device).view(1, 3, 1, 1)
+    xyz = torch.stack([_f_inv(fx), _f_inv(fy), _f_inv(fz)], dim=1) * white
+    return _matmul3(_XYZ_TO_RGB, xyz)
+
+
+def lab_to_rgb_keep_lightness_before(lab: torch.Tensor, steps: int = 10) -> torch.Tensor:
+    """L*a*b* -> sRGB, pulling out-of-gamut chroma toward grey instead of clipping channels.
+
+    Per-channel clipping changes L*, and the contract is that the archive's own luminance
+    survives untouched. So for out-of-gamut pixels we bisect the largest chroma scale
+    s in [0, 1] whose colour fits in sRGB; s = 0 (neutral grey) always fits.
+    """
+    lin = _lab_to_linear_before(lab)
+    tol = 1e-6
+    outside = ((lin < -tol) | (lin > 1 + tol)).any(dim=1)  # (N, H, W)
+    if outside.any():
+        # Bisect only the out-of-gamut pixels (often a few percent): the same arithmetic
+        # per pixel, on a (1, 3, k, 1) gather instead of the whole image, 11 times over.
+        sel = outside.nonzero(as_tuple=True)
+        px = lab.permute(0, 2, 3, 1)[sel].T[None, :, :, None]  # (1, 3, k, 1)
+        L, ab = px[:, :1], px[:, 1:]
+        lo = torch.zeros_like(L)
+        hi = torch.ones_like(L)
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            trial = _lab_to_linear_before(torch.cat([L, ab * mid], dim=1))
+            fits = ((trial >= -tol) & (trial <= 1 + tol)).all(dim=1, keepdim=True)
+            lo = torch.where(fits, mid, lo)
+            hi = torch.where(fits, hi, mid)
+        fixed = _lab_to_linear_before(torch.cat([L, ab * lo], dim=1))  # (1, 3, k, 1)
+        lin = lin.permute(0, 2, 3, 1).contiguous()
+        lin[sel] = fixed[0, :, :, 0].T
+        lin = lin.permute(0, 3, 1, 2)
+    return linear_to_srgb_before(lin)
 
 
 def recombine_before(lightness: torch.Tensor, ab: torch.Tensor, bit_depth: int = 8, strip_rows: int = STRIP_ROWS) -> np.ndarray:
@@ -26,7 +86,7 @@ def recombine_before(lightness: torch.Tensor, ab: torch.Tensor, bit_depth: int =
         rows = _interp_matrix(H, ab.shape[1], y0, y1)
         ab_strip = torch.einsum("sh,chw,wx->csx", rows, ab, cols)
         lab = torch.cat([lightness[y0:y1][None].float(), ab_strip], dim=0)[None]
-        rgb = lab_to_rgb_keep_lightness(lab)[0].permute(1, 2, 0)
+        rgb = lab_to_rgb_keep_lightness_before(lab)[0].permute(1, 2, 0)
         out[y0:y1] = (rgb * maxval).round_().numpy().astype(out.dtype)
     return out
 

@@ -141,10 +141,42 @@ def test_full_resolution_lightness_is_the_original(engine, tmp_path):
     assert float(diff.max()) < 0.6 and float(diff.mean()) < 0.15
 
 
-def test_recombine_strips_equal_one_pass():
+def test_recombine_strips_threads_and_device_give_the_same_bytes():
     L = torch.rand(37, 53) * 100
-    ab = torch.randn(2, 10, 14) * 30
-    assert np.array_equal(recombine(L, ab, strip_rows=5), recombine(L, ab, strip_rows=1000))
+    ab = torch.randn(2, 10, 14) * 30  # many pixels out of gamut: the late, whole-scan fit is in play
+    one = recombine(L, ab, strip_rows=1000, threads=1)
+    assert np.array_equal(one, recombine(L, ab, strip_rows=5, threads=2))
+    assert np.array_equal(one, recombine(L, ab, strip_rows=3, threads=1, device="cpu"))
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_recombine_is_within_one_code_value_of_a_float64_reference(bits):
+    """The select-free float32 colour path against the textbook formulas (torch.where, float64)
+    on in-gamut colours, and F.interpolate for the chroma upsampling."""
+    import torch.nn.functional as F
+
+    from archive_colorize.lab import _lab_to_linear, lab_to_rgb
+
+    g = torch.Generator().manual_seed(3)
+    L = 3 + torch.rand(61, 83, generator=g, dtype=torch.float64) * 94
+    ab = (torch.rand(2, 9, 13, generator=g, dtype=torch.float64) - 0.5) * 16
+    up = F.interpolate(ab[None], size=(61, 83), mode="bilinear", align_corners=False)[0]
+    ref = lab_to_rgb(torch.cat([L[None], up])[None])[0].permute(1, 2, 0).numpy() * (2**bits - 1)
+    got = recombine(L.float(), ab.float(), bits).astype(np.float64)
+    lin = _lab_to_linear(torch.cat([L[None], up])[None])[0]
+    inside = ((lin >= 0) & (lin <= 1)).all(0).numpy()  # out of gamut, the two differ by design
+    assert inside.mean() > 0.9
+    assert np.abs(got - ref)[inside].max() <= 1.0
+
+
+def test_out_of_gamut_chroma_keeps_the_lightness():
+    g = torch.Generator().manual_seed(5)
+    L = 10 + torch.rand(50, 70, generator=g) * 80
+    ab = (torch.rand(2, 5, 7, generator=g) - 0.5) * 250  # most of it far outside sRGB
+    rgb = recombine(L, ab, 16)
+    back = rgb_to_lab(torch.from_numpy(rgb.astype(np.float64) / 65535).permute(2, 0, 1)[None])[0]
+    assert float((back[0] - L.double()).abs().max()) < 0.02
+    assert float(back[1:].norm(dim=0).mean()) > 20  # the chroma was pulled in, not thrown away
 
 
 @pytest.mark.parametrize("fmt", ["png", "tiff"])
