@@ -77,21 +77,40 @@ def _composite_on_white(im: Image.Image) -> Image.Image:
 DECODE_ROWS = 512  # rows converted at a time: a 100 Mpx scan never needs an int64 copy of itself
 
 
-def _lut_rows(arr: np.ndarray, lut: torch.Tensor) -> torch.Tensor:
-    """out[y, x] = lut[arr[y, x]], a strip of rows at a time (indexing wants int64 indices,
-    8x the size of a 16-bit scan if done in one go)."""
-    out = torch.empty(arr.shape[:2], dtype=torch.float32)
-    for y in range(0, arr.shape[0], DECODE_ROWS):
-        out[y:y + DECODE_ROWS] = lut[torch.from_numpy(arr[y:y + DECODE_ROWS].astype(np.int64))]
+def _by_rows(shape: tuple[int, int], fill) -> torch.Tensor:
+    """A (H, W) float32 result filled a strip of rows at a time, strips in parallel on the
+    CPUs this task owns (each strip's numbers are its own, so the threads never change them)."""
+    out = torch.empty(shape, dtype=torch.float32)
+    starts = range(0, shape[0], DECODE_ROWS)
+    threads = torch.get_num_threads()
+    if threads == 1 or len(starts) == 1:
+        for y in starts:
+            fill(y, out[y:y + DECODE_ROWS])
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda y: fill(y, out[y:y + DECODE_ROWS]), starts))
     return out
+
+
+def _lut_rows(arr: np.ndarray, lut: torch.Tensor) -> torch.Tensor:
+    """out[y, x] = lut[arr[y, x]]. int32 indices, a strip at a time: int64 ones would be 4x
+    the size of a 16-bit scan."""
+    def fill(y, dst):
+        idx = torch.from_numpy(arr[y:y + DECODE_ROWS].astype(np.int32)).view(-1)
+        torch.index_select(lut, 0, idx, out=dst.view(-1))
+
+    return _by_rows(arr.shape[:2], fill)
 
 
 def _luminance_rows(rgb: np.ndarray) -> torch.Tensor:
-    out = torch.empty(rgb.shape[:2], dtype=torch.float32)
-    for y in range(0, rgb.shape[0], DECODE_ROWS):
-        strip = _LIN8[torch.from_numpy(rgb[y:y + DECODE_ROWS].astype(np.int64))]  # (rows, W, 3) linear RGB
-        out[y:y + DECODE_ROWS] = luminance_to_lightness((strip * _Y_WEIGHTS).sum(-1))
-    return out
+    def fill(y, dst):
+        idx = torch.from_numpy(rgb[y:y + DECODE_ROWS].astype(np.int32))
+        strip = _LIN8[idx]  # (rows, W, 3) linear RGB
+        dst.copy_(luminance_to_lightness((strip * _Y_WEIGHTS).sum(-1)))
+
+    return _by_rows(rgb.shape[:2], fill)
 
 
 def _lightness_from_image(im: Image.Image) -> tuple[torch.Tensor, int]:

@@ -1,6 +1,6 @@
-"""The full-resolution steps as they were before the parallel strips (issue 13), kept so
-that benchmarks/scan.py measures before and now side by side in one run. Not used by the
-product."""
+"""The full-resolution steps as they were before issue 13 (the parallel strips, the
+select-free colour math, the threaded decode converters), kept so that benchmarks/scan.py
+measures before and now side by side in one run. Not used by the product."""
 
 import io
 import struct
@@ -108,3 +108,32 @@ def encode_png_before(rgb: np.ndarray, exif: Image.Exif, xmp: bytes | None) -> b
     out = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb), "RGB").save(out, format="PNG", exif=exif.tobytes(), compress_level=3)
     return out.getvalue()
+
+
+DECODE_ROWS = 512
+
+
+def lut_rows_before(arr: np.ndarray, lut: torch.Tensor) -> torch.Tensor:
+    """images._lut_rows before the int32, threaded strips: int64 indices, one thread."""
+    out = torch.empty(arr.shape[:2], dtype=torch.float32)
+    for y in range(0, arr.shape[0], DECODE_ROWS):
+        out[y:y + DECODE_ROWS] = lut[torch.from_numpy(arr[y:y + DECODE_ROWS].astype(np.int64))]
+    return out
+
+
+def luminance_rows_before(rgb: np.ndarray) -> torch.Tensor:
+    from archive_colorize.images import _LIN8, _Y_WEIGHTS
+    from archive_colorize.lab import luminance_to_lightness
+
+    out = torch.empty(rgb.shape[:2], dtype=torch.float32)
+    for y in range(0, rgb.shape[0], DECODE_ROWS):
+        strip = _LIN8[torch.from_numpy(rgb[y:y + DECODE_ROWS].astype(np.int64))]
+        out[y:y + DECODE_ROWS] = luminance_to_lightness((strip * _Y_WEIGHTS).sum(-1))
+    return out
+
+
+def use_decode_before() -> None:
+    """Decode as before, for this process: the old row converters in images.py."""
+    from archive_colorize import images
+
+    images._lut_rows, images._luminance_rows = lut_rows_before, luminance_rows_before

@@ -3,9 +3,11 @@ one a 16-bit TIFF), each in a fresh process so memory figures are its own.
 
     python benchmarks/scan.py [--sizes 1 6 24 100] [--repeats 3] [--working-size 512]
 
-Steps: read (bytes), decode (to full-resolution L*), working copy, predict (the network
-at the working size), recombine (chroma upsampled and joined with the original L*),
-encode (PNG, 16-bit for the 16-bit input), write. Reports the median time and the peak
+Steps, as `run` does them: read (bytes) and decode (to full-resolution L*) and working
+copy in `prepare`; predict (the network at the working size) in the model actor; read
+again and decode again in `finish` (the full scan is not shipped between stages,
+stages.py), recombine (chroma upsampled and joined with the original L*), encode (PNG,
+16-bit for the 16-bit input), write. Reports the median time and the peak
 RSS of each step. Inputs are a real historical scan resized up, written once to a temp
 folder. Writes benchmarks/results/scan.json."""
 
@@ -47,8 +49,8 @@ def make_input(mpx: int, folder: Path) -> Path:
 
 
 def one(path: Path, working_size: int, repeats: int, code: str = "now") -> dict:
-    """Runs in its own process. code="before": recombine and PNG encoding as they were
-    before the parallel strips (benchmarks/legacy.py)."""
+    """Runs in its own process. code="before": decoding, recombination and PNG encoding as
+    they were before issue 13 (benchmarks/legacy.py)."""
     import torch
 
     from archive_colorize.engine import Engine
@@ -57,7 +59,10 @@ def one(path: Path, working_size: int, repeats: int, code: str = "now") -> dict:
     from archive_colorize.images import decode_image, encode_image, output_bit_depth
     from archive_colorize.storage import atomic_write_bytes
     from archive_colorize.weights import load_weights
-    from legacy import encode_png_before, recombine_before
+    from legacy import encode_png_before, recombine_before, use_decode_before
+
+    if code == "before":
+        use_decode_before()
 
     torch.set_num_threads(2)
     engine = Engine(load_weights(None), device="cpu", working_size=working_size)
@@ -103,7 +108,7 @@ def one(path: Path, working_size: int, repeats: int, code: str = "now") -> dict:
         atomic_write_bytes(str(out), state["blob"])
 
     for name, fn in (("read", read), ("decode", decode), ("working copy", work), ("predict", predict),
-                     ("recombine", combine), ("encode", encode), ("write", write_out)):
+                     ("read again", read), ("decode again", decode), ("recombine", combine), ("encode", encode), ("write", write_out)):
         step(name, fn)
     d = state["decoded"]
     return {"code": code, "file": path.name, "megapixels": d.width * d.height / 1e6, "bit_depth": d.bit_depth,
