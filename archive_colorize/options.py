@@ -156,7 +156,41 @@ def inspect(opts: RunOptions, checked: Checked | None = None) -> RunPlan:
     return RunPlan(opts.manifest, c.out_url, sha, c.manifest.num_rows, n_done, n_failed, pending, lock)
 
 
-def plan_resources(cluster: dict, opts: RunOptions) -> dict:
+# What `finish` holds at its peak for one scan, per pixel: the L* (4 bytes), the RGB result
+# (3 or 6), the decoder's image and its array copy, the compressed output. benchmarks/scan.py
+# measures about 20 at 24 MP 8-bit and at 100 MP 16-bit alike; this leaves room.
+FINISH_BYTES_PER_PIXEL = 24
+# Scans above this go to a finish stage of their own whose tasks declare the memory of the
+# largest scan allowed (--max-pixels), so that several 100 MP scans never share a node's
+# memory by accident; the many small ones run with a small declaration.
+LARGE_SCAN_PIXELS = 40_000_000
+
+
+def plan_finish(max_pixels: int, node_memory: float = 0) -> list[dict]:
+    """The finish stages: each takes scans of [low, high) pixels, one at a time per task,
+    and declares the memory the largest of them needs (capped at the largest node's memory,
+    so that the stage can always be scheduled)."""
+    def memory(pixels: int) -> int:
+        need = pixels * FINISH_BYTES_PER_PIXEL
+        return int(min(need, 0.8 * node_memory)) if node_memory else need
+
+    small = min(max_pixels, LARGE_SCAN_PIXELS)
+    stages = [{"low": 0, "high": small + 1, "memory": memory(small)}]
+    if max_pixels > small:
+        stages.append({"low": small + 1, "high": None, "memory": memory(max_pixels)})
+    return stages
+
+
+def finish_line(stages: list[dict], max_pixels: int) -> str:
+    def size(b: float) -> str:
+        return f"{b / 1e9:.2f} GB" if b >= 1e9 else f"{b / 1e6:.0f} MB"
+
+    parts = [f"scans to {(s['high'] - 1 if s['high'] else max_pixels) / 1e6:g} Mpx declare {size(s['memory'])} each"
+             for s in stages]
+    return "finish tasks, one scan at a time: " + "; larger ".join(parts)
+
+
+def plan_resources(cluster: dict, opts: RunOptions, node_memory: float = 0) -> dict:
     """Actor count and resources from the cluster, so the defaults never starve the decode
     and encode tasks of CPUs (Ray on 2 CPUs deadlocks if the actors hold them all).
 
@@ -187,6 +221,7 @@ def plan_resources(cluster: dict, opts: RunOptions) -> dict:
             hint="lower --actors or --cpus-per-actor",
         )
     plan["threads"] = max(1, int(plan["num_cpus"]))
+    plan["finish"] = plan_finish(opts.max_pixels, node_memory)
     return plan
 
 

@@ -29,7 +29,7 @@ from .errors import RESUME_HINT, ColorizeError, StorageError, one_line
 from .faults import armed, crash_point
 from .lock import OutputLock
 from .manifest import Manifest
-from .options import RunOptions, RunSummary, c2pa_credentials, check, count_in, plan_resources
+from .options import RunOptions, RunSummary, c2pa_credentials, check, count_in, finish_line, plan_resources
 from .progress_view import native_stderr_to
 from .records import previous_devices, write_iiif, write_run_json
 from .storage import pa_filesystem, remove_stale_temps
@@ -129,6 +129,7 @@ def _execute(ctx: RunContext) -> None:
         gpus = f", {plan['num_gpus']:g} GPU" if plan["num_gpus"] else ""
         live.print(f"model actors: {plan['actors']} on {plan['device']}, {plan['num_cpus']:g} CPU{gpus} each "
                    f"(cluster: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs)", highlight=False)
+        live.print(finish_line(plan["finish"], ctx.opts.max_pixels), highlight=False)
         _stream(ctx, ds, live)
         before = ctx.earlier_devices
         if before and ctx.devices and set(before) != ctx.devices:
@@ -161,7 +162,7 @@ def _dataset(ctx: RunContext):
     ray = _init_ray(ctx.opts)
     opts, m, so = ctx.opts, ctx.manifest, ctx.opts.storage_options or {}
     cluster = ray.cluster_resources()
-    plan = plan_resources(cluster, opts)
+    plan = plan_resources(cluster, opts, max((n["Resources"].get("memory", 0) for n in ray.nodes() if n["Alive"]), default=0))
     ds = ray.data.read_parquet(m.files, filesystem=pa_filesystem(m.fs), partitioning=m.ray_partitioning(), file_extensions=None)
     skip_ref = [ray.put(ctx.skip)] if len(ctx.skip) else None
     ds = ds.map_batches(select, fn_kwargs={"schema": m.schema, "skip_ref": skip_ref}, batch_format="pyarrow", batch_size=None)
@@ -184,8 +185,11 @@ def _dataset(ctx: RunContext):
         compute=ActorPoolStrategy(min_size=plan["min_actors"], max_size=plan["actors"]), num_cpus=plan["num_cpus"], num_gpus=plan["num_gpus"], **common,
     )
     provenance = Provenance(ctx.weights.file_sha256, opts.precision, ctx.c2pa)
-    ds = ds.map_batches(finish, fn_kwargs={"base_dir": m.base_dir, "out_url": ctx.out_url, "storage_options": so,
-                                           "fmt": opts.fmt, "max_pixels": opts.max_pixels, "provenance": provenance}, **common)
+    for k, stage in enumerate(plan["finish"]):  # small scans, then large ones, each with the memory it needs
+        ds = ds.map_batches(finish, fn_kwargs={"base_dir": m.base_dir, "out_url": ctx.out_url, "storage_options": so,
+                                               "fmt": opts.fmt, "max_pixels": opts.max_pixels, "provenance": provenance,
+                                               "pixels": (stage["low"], stage["high"]), "last": k == len(plan["finish"]) - 1},
+                            memory=stage["memory"], **common)
     return ds, plan, cluster
 
 

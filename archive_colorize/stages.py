@@ -5,7 +5,8 @@ each can be called and tested without a cluster:
     prepare    fetch, sha256, decode; keep only the working-size L* (small)
     Colorizer  the model, loaded once per actor: working-size L* -> a*b* + scene top-5
     finish     fetch and decode again at full size, recombine with the ORIGINAL L*,
-               encode, atomic write
+               encode, atomic write; one stage for small scans and one for large, each
+               declaring the memory of its largest scan (options.plan_finish)
 
 Only small arrays cross between stages: the full-resolution scan is decoded twice (in
 `prepare` and `finish`) rather than shipped through the object store, which keeps memory
@@ -211,25 +212,38 @@ def device_label(device: torch.device) -> str:
 
 
 def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dict, fmt: str,
-           max_pixels: int, provenance: Provenance) -> pa.Table:
+           max_pixels: int, provenance: Provenance, pixels: tuple[int, int | None] = (0, None),
+           last: bool = True) -> pa.Table:
     """Recombine the predicted chroma with the original full-resolution L*, encode, write.
-    A write the output location refuses stops this batch and (via `_fatal`) the run."""
+
+    A finish stage takes the scans whose pixel count lies in `pixels` = [low, high) and
+    leaves the others "pending" for a later stage, one declared with the memory that larger
+    scans need (options.plan_finish); the `last` stage settles every row. A write the
+    output location refuses stops this batch and (via `_fatal`) the run."""
     n = batch.num_rows
     ids, uris = batch.column("id").to_pylist(), batch.column("uri").to_pylist()
     onames = batch.column("output_name").to_pylist() if "output_name" in batch.column_names else [None] * n
     errors, shas = batch.column("error").to_pylist(), batch.column("input_sha256").to_pylist()
-    abs_ = unpack(batch.column("_ab"))
+    sizes = [None if w is None else w * h for w, h in zip(batch.column("width").to_pylist(), batch.column("height").to_pylist())]
     t = batch.column("_t").to_pylist()
-    out_fs, out_root = resolve(out_url, storage_options)  # the URL, not the bare path: keep the protocol
-    status, out_uris, out_shas, chroma = ["failed"] * n, [None] * n, [None] * n, [None] * n
+    if "status" in batch.column_names:  # an earlier finish stage did the smaller scans
+        status, out_uris, out_shas, chroma = (batch.column(c).to_pylist() for c in ("status", "output_uri", "output_sha256", "mean_chroma"))
+        fatal = batch.column("_fatal")[0].as_py()
+        batch = batch.drop_columns(["status", "output_uri", "output_sha256", "mean_chroma", "_fatal"])
+    else:
+        status = ["failed" if e is not None else PENDING for e in errors]
+        out_uris, out_shas, chroma = [None] * n, [None] * n, [None] * n
+        fatal = None  # the output location refused a write: this batch stops, and so will the run
+    low, high = pixels
+    todo = [i for i in range(n) if status[i] == PENDING and sizes[i] >= low and (high is None or sizes[i] < high)]
+    abs_ = unpack(batch.column("_ab")) if todo else [None] * n
+    out_fs, out_root = resolve(out_url, storage_options) if todo else (None, None)  # the URL: keep the protocol
     ext = FORMATS[fmt]
-    fatal = None  # the output location refused a write: this batch stops, and so will the run
-    for i in range(n):
-        if errors[i] is not None:
-            continue
+    for i in todo:
         if fatal is not None:
             status[i] = None  # not attempted: unsettled, so the resumed run does it
             continue
+        status[i] = "failed"
         t0 = time.perf_counter()
         try:
             data, sha = fetch(abs_uri(uris[i], base_dir), storage_options)
@@ -250,15 +264,20 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
         except Exception as e:
             errors[i] = f"unexpected {type(e).__name__}: {one_line(e)}"
         t[i] += time.perf_counter() - t0
-    batch = batch.drop_columns(["_ab", "error", "_t"])
+    if last:
+        status = [None if s == PENDING else s for s in status]  # none left when the classes cover every size
+    batch = batch.drop_columns(["error", "_t"] + (["_ab"] if last else []))
     return (
         batch.append_column("status", pa.array(status, pa.string()))
         .append_column("error", pa.array(errors, pa.string()))
         .append_column("output_uri", pa.array(out_uris, pa.string()))
         .append_column("output_sha256", pa.array(out_shas, pa.string()))
-        .append_column("seconds", pa.array(t, pa.float64()))
+        .append_column("seconds" if last else "_t", pa.array(t, pa.float64()))
         .append_column("mean_chroma", pa.array(chroma, pa.float32()))
         # A value, not an exception: Ray Data hands the driver a UserCodeException that has
         # lost the original's type, so an error that must stop the run travels as data.
         .append_column("_fatal", pa.array([fatal] * n, pa.string()))
     )
+
+
+PENDING = "pending"  # between finish stages only: a scan left for the stage sized for it

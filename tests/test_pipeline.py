@@ -181,6 +181,49 @@ def test_default_resources_leave_a_cpu_for_decoding():
         plan_resources({"CPU": 2.0}, RunOptions(manifest="m", actors=2, cpus_per_actor=1))
 
 
+def test_finish_stages_declare_the_memory_of_their_largest_scan():
+    from archive_colorize.options import FINISH_BYTES_PER_PIXEL, LARGE_SCAN_PIXELS, finish_line, plan_finish
+
+    stages = plan_finish(250_000_000)
+    assert [(s["low"], s["high"]) for s in stages] == [(0, LARGE_SCAN_PIXELS + 1), (LARGE_SCAN_PIXELS + 1, None)]
+    assert [s["memory"] for s in stages] == [LARGE_SCAN_PIXELS * FINISH_BYTES_PER_PIXEL, 250_000_000 * FINISH_BYTES_PER_PIXEL]
+    # never more than a node has: the large stage could not be scheduled, and the run would hang
+    assert plan_finish(250_000_000, node_memory=4e9)[1]["memory"] == int(0.8 * 4e9)
+    assert plan_finish(10_000_000) == [{"low": 0, "high": 10_000_001, "memory": 10_000_000 * FINISH_BYTES_PER_PIXEL}]
+    assert finish_line(stages, 250_000_000) == ("finish tasks, one scan at a time: scans to 40 Mpx declare 960 MB each; "
+                                                "larger scans to 250 Mpx declare 6.00 GB each")
+    assert plan_resources({"CPU": 2.0}, RunOptions(manifest="m", max_pixels=10_000_000))["finish"] == plan_finish(10_000_000)
+
+
+def test_large_scans_are_finished_by_their_own_stage_with_the_same_bytes(clean_run, scans_manifest, weights_path,
+                                                                         tmp_path, monkeypatch):
+    """With the line between small and large scans at 0.2 Mpx, four of the seven sample scans
+    go to the second finish stage: every row is settled once, with the bytes of a run where
+    one stage did them all."""
+    import io
+
+    from rich.console import Console
+
+    from archive_colorize import options
+
+    monkeypatch.setattr(options, "LARGE_SCAN_PIXELS", 200_000)
+    manifest, files, reasons = scans_manifest
+    screen = io.StringIO()
+    s = run(RunOptions(manifest=str(manifest), out=str(tmp_path / "out"), weights=str(weights_path), working_size=WORKING,
+                       batch_size=4), console=Console(file=screen, width=300))
+    assert (s.done, s.failed) == (7, 3)
+    assert "finish tasks, one scan at a time: scans to 0.2 Mpx declare 5 MB each; larger scans to 250 Mpx" in screen.getvalue()
+    res = pq.read_table(tmp_path / "out" / "results.parquet")
+    rows = {r["id"]: r for r in res.to_pylist()}
+    assert res.num_rows == 10 and {r["status"] for r in rows.values()} == {"done", "failed"}
+    large = {i for i, r in rows.items() if r["width"] and r["width"] * r["height"] > 200_000}
+    assert large == {"astronaut", "coffee", "rocket", "sepia_print"}
+    before = {r["id"]: r for r in pq.read_table(clean_run[1] / "results.parquet").to_pylist()}
+    for i, r in rows.items():
+        assert r["output_sha256"] == before[i]["output_sha256"] and r["error"] == before[i]["error"], i
+        assert r["seconds"] is None or r["seconds"] > 0
+
+
 def test_style_uri_and_output_name(ray_cluster, weights_path, tmp_path):
     a = str(sample("chelsea.jpg"))
     b = str(sample("astronaut.jpg"))
