@@ -35,6 +35,9 @@ PrecisionOpt = Annotated[str, typer.Option("--precision", help=(
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help=(
     "Scans per model call: a model actor colorizes this many working copies together (default 8)."))]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")]
+RecombineOnOpt = Annotated[str, typer.Option("--recombine-on", help=(
+    "Where full-resolution colour is made: actor (on the model's device; the scan is decoded once and shipped at "
+    "4 bytes a pixel), finish (CPU tasks decode the scan again), or auto: actor on a GPU, finish on CPUs."))]
 MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", help="Refuse images larger than this (decompression bombs).")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Process at most this many pending rows.")]
 RetryFailedOpt = Annotated[bool, typer.Option("--retry-failed", help="Retry rows that failed in earlier runs.")]
@@ -184,6 +187,7 @@ def run(
     cpus_per_actor: CpusPerActorOpt = None,
     gpus_per_actor: GpusPerActorOpt = None,
     device: DeviceOpt = "auto",
+    recombine_on: RecombineOnOpt = "auto",
     max_pixels: MaxPixelsOpt = 250_000_000,
     storage_options: Optional[str] = typer.Option(None, "--storage-options", help='fsspec options as JSON, e.g. \'{"anon": true}\'.'),
     verbose: bool = typer.Option(False, "--verbose", help="Show Ray's own logs and progress bars."),
@@ -204,7 +208,7 @@ def run(
     opts = RunOptions(manifest=manifest, out=out, weights=weights or None, batch_size=batch_size,
                       progress_every=progress_every, fmt=fmt, working_size=working_size, precision=precision, limit=limit, retry_failed=retry_failed, address=address,
                       actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, device=device,
-                      max_pixels=max_pixels, storage_options=_storage_options(storage_options), verbose=verbose,
+                      recombine_on=recombine_on, max_pixels=max_pixels, storage_options=_storage_options(storage_options), verbose=verbose,
                       iiif_base=iiif_base, c2pa_cert=c2pa_cert, c2pa_key=c2pa_key)
     if dry_run:
         plan = inspect(opts)
@@ -242,6 +246,7 @@ def submit(
     cpus_per_actor: CpusPerActorOpt = None,
     gpus_per_actor: GpusPerActorOpt = None,
     device: DeviceOpt = "auto",
+    recombine_on: RecombineOnOpt = "auto",
     limit: LimitOpt = None,
     max_pixels: MaxPixelsOpt = 250_000_000,
     runtime_env: Optional[str] = typer.Option(None, "--runtime-env", help="Ray runtime_env: inline JSON or a .json/.yaml file."),
@@ -269,7 +274,7 @@ def submit(
     for url in urls:
         opts = RunOptions(manifest=url, out=out, weights=weights, fmt=fmt, working_size=working_size, precision=precision, batch_size=batch_size,
                           retry_failed=retry_failed, actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor,
-                          device=device, limit=limit, max_pixels=max_pixels, storage_options=so)
+                          device=device, recombine_on=recombine_on, limit=limit, max_pixels=max_pixels, storage_options=so)
         if dry_run:
             from .options import inspect
 

@@ -55,6 +55,8 @@ def entrypoint(opts: RunOptions, out_url: str) -> str:
         args += ["--precision", opts.precision]
     if opts.device != "auto":
         args += ["--device", opts.device]
+    if opts.recombine_on != "auto":
+        args += ["--recombine-on", opts.recombine_on]
     if opts.max_pixels != RunOptions.max_pixels:
         args += ["--max-pixels", str(opts.max_pixels)]
     if opts.weights:

@@ -51,6 +51,13 @@ class RunOptions:
     iiif_base: str | None = None  # where OUT will be published, for the ids of OUT/iiif/manifest.json
     c2pa_cert: str | None = None  # sign every output with C2PA content credentials (the c2pa extra)
     c2pa_key: str | None = None
+    # where full-resolution recombination runs: in the model actor, on its device ("actor";
+    # the scan is decoded once and travels to the actor at 4 bytes a pixel), or in the CPU
+    # `finish` tasks, which decode the scan again ("finish"). auto: actor on a GPU.
+    recombine_on: str = "auto"
+
+
+RECOMBINE_ON = ("auto", "actor", "finish")
 
 
 @dataclass
@@ -101,6 +108,8 @@ def check_options(opts: RunOptions) -> None:
     if opts.fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {opts.fmt!r}")
     check_precision(opts.precision)
+    if opts.recombine_on not in RECOMBINE_ON:
+        raise ConfigError(f"--recombine-on must be one of {', '.join(RECOMBINE_ON)}, not {opts.recombine_on!r}")
     if opts.batch_size < 1 or opts.working_size < 8:
         raise ConfigError("--batch-size must be >= 1 and --working-size >= 8",
                           hint="--batch-size counts images per model call (default 8); --working-size is the long side in pixels (default 512)")
@@ -222,6 +231,7 @@ def plan_resources(cluster: dict, opts: RunOptions, node_memory: float = 0) -> d
         )
     plan["threads"] = max(1, int(plan["num_cpus"]))
     plan["finish"] = plan_finish(opts.max_pixels, node_memory)
+    plan["recombine_on"] = opts.recombine_on if opts.recombine_on != "auto" else ("actor" if plan["device"] == "cuda" else "finish")
     return plan
 
 

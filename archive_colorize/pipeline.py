@@ -129,7 +129,8 @@ def _execute(ctx: RunContext) -> None:
         gpus = f", {plan['num_gpus']:g} GPU" if plan["num_gpus"] else ""
         live.print(f"model actors: {plan['actors']} on {plan['device']}, {plan['num_cpus']:g} CPU{gpus} each "
                    f"(cluster: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs)", highlight=False)
-        live.print(finish_line(plan["finish"], ctx.opts.max_pixels), highlight=False)
+        where = f"; the model actors make the colour on {plan['device']}" if plan["recombine_on"] == "actor" else ""
+        live.print(finish_line(plan["finish"], ctx.opts.max_pixels) + where, highlight=False)
         _stream(ctx, ds, live)
         before = ctx.earlier_devices
         if before and ctx.devices and set(before) != ctx.devices:
@@ -173,15 +174,17 @@ def _dataset(ctx: RunContext):
     # progress files, only when the whole file is done.
     ds = ds.repartition(target_num_rows_per_block=opts.batch_size)
     common = {"batch_format": "pyarrow", "batch_size": opts.batch_size, "zero_copy_batch": True}
-    ds = ds.map_batches(prepare, fn_kwargs={"base_dir": m.base_dir, "storage_options": so,
-                                            "working_size": opts.working_size, "max_pixels": opts.max_pixels}, **common)
+    ship = plan["recombine_on"] == "actor"  # the actor recombines on its device: prepare ships the full L*
+    ds = ds.map_batches(prepare, fn_kwargs={"base_dir": m.base_dir, "storage_options": so, "working_size": opts.working_size,
+                                            "max_pixels": opts.max_pixels, "ship": ship}, **common)
     ds = ds.map_batches(
         Colorizer,
         fn_constructor_kwargs={"weights": ctx.weights.source, "device": plan["device"], "working_size": opts.working_size,
                                "threads": plan["threads"], "storage_options": so, "expect_sha256": ctx.weights.file_sha256,
                                "precision": opts.precision, "faults": armed(),
                                # batched forwards pay on a GPU; on a CPU one image at a time is as fast
-                               "batch": opts.batch_size if plan["device"] == "cuda" else 1},
+                               "batch": opts.batch_size if plan["device"] == "cuda" else 1,
+                               "fmt": opts.fmt if ship else None},
         compute=ActorPoolStrategy(min_size=plan["min_actors"], max_size=plan["actors"]), num_cpus=plan["num_cpus"], num_gpus=plan["num_gpus"], **common,
     )
     provenance = Provenance(ctx.weights.file_sha256, opts.precision, ctx.c2pa)

@@ -73,7 +73,7 @@ def recombine(lightness: torch.Tensor, ab: torch.Tensor, bit_depth: int = 8, str
         weight = rw[y0:y1, None]
         a = torch.lerp(ab_cols[0, r0[y0:y1]], ab_cols[0, r1[y0:y1]], weight)
         b = torch.lerp(ab_cols[1, r0[y0:y1]], ab_cols[1, r1[y0:y1]], weight)
-        L = lightness[y0:y1].to(device, torch.float32)
+        L = lightness[y0:y1].to(device, torch.float32, copy=True)  # the caller's L* may be a read-only buffer
         lin = lab_to_linear_planes(L, a, b)
         outside = outside_gamut(lin)
         if outside.any():
@@ -116,19 +116,29 @@ def mean_chroma(ab: torch.Tensor) -> float:
     return float(ab.norm(dim=0).mean())
 
 
-def render(decoded: DecodedImage, ab: torch.Tensor, fmt: str, provenance: Provenance, source: bytes | None = None,
-           title: str = "") -> bytes:
-    """The one path from predicted chroma to file bytes, for `colorize` and `run` alike:
-    refuse a grey result, recombine with the original L*, encode with the original metadata
-    and our XMP, and (with credentials) sign it with C2PA, the scan's `source` bytes as its
-    ingredient."""
+def colour(lightness: torch.Tensor, ab: torch.Tensor, bit_depth: int, device: torch.device | str | None = None) -> np.ndarray:
+    """Refuse a grey result, then recombine the chroma with the original L* (on `device`)."""
     chroma = mean_chroma(ab)
     if chroma < MIN_MEAN_CHROMA:
         raise ImageError(f"the model produced no colour (mean chroma {chroma:.2f}); nothing written")
-    rgb = recombine(decoded.lightness, ab, output_bit_depth(decoded.bit_depth, fmt))
-    blob = encode_image(rgb, fmt, exif=decoded.exif, xmp=provenance.xmp(decoded.xmp), software=provenance.software)
+    return recombine(lightness, ab, bit_depth, device=device)
+
+
+def encode_result(rgb: np.ndarray, fmt: str, provenance: Provenance, exif=None, xmp: bytes | None = None,
+                  source: bytes | None = None, source_format: str | None = None, title: str = "") -> bytes:
+    """Encode with the original metadata and our XMP, and (with credentials) sign it with
+    C2PA, the scan's `source` bytes as its ingredient."""
+    blob = encode_image(rgb, fmt, exif=exif, xmp=provenance.xmp(xmp), software=provenance.software)
     if provenance.c2pa is not None:
         from .c2pa_sign import sign
 
-        blob = sign(blob, fmt, source, decoded.format, title, provenance.c2pa)
+        blob = sign(blob, fmt, source, source_format, title, provenance.c2pa)
     return blob
+
+
+def render(decoded: DecodedImage, ab: torch.Tensor, fmt: str, provenance: Provenance, source: bytes | None = None,
+           title: str = "") -> bytes:
+    """The one path from predicted chroma to file bytes, for `colorize` and `run` alike:
+    `colour` then `encode_result` (a run on a GPU splits them between its stages)."""
+    rgb = colour(decoded.lightness, ab, output_bit_depth(decoded.bit_depth, fmt))
+    return encode_result(rgb, fmt, provenance, decoded.exif, decoded.xmp, source, decoded.format, title)

@@ -2,16 +2,17 @@
 each can be called and tested without a cluster:
 
     select     each writer's types -> the manifest's schema; drop ids already settled
-    prepare    fetch, sha256, decode; keep only the working-size L* (small)
+    prepare    fetch, sha256, decode; keep the working-size L* (small)
     Colorizer  the model, loaded once per actor: working-size L* -> a*b* + scene top-5
     finish     fetch and decode again at full size, recombine with the ORIGINAL L*,
                encode, atomic write; one stage for small scans and one for large, each
                declaring the memory of its largest scan (options.plan_finish)
 
-Only small arrays cross between stages: the full-resolution scan is decoded twice (in
-`prepare` and `finish`) rather than shipped through the object store, which keeps memory
-bounded on 100-megapixel scans. The sha256 taken in both places guards against an input
-that changed in between.
+On CPUs only small arrays cross between stages: the full-resolution scan is decoded twice
+(in `prepare` and `finish`) rather than shipped through the object store, which keeps
+memory bounded on 100-megapixel scans; the sha256 taken in both places guards against an
+input that changed in between. On a GPU (`ship`, --recombine-on actor) `prepare` ships
+the full L* to the Colorizer, which recombines on its device, and `finish` only encodes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import hashlib
 import os
 import socket
 import time
+import warnings
 
 import numpy as np
 import pyarrow as pa
@@ -28,25 +30,36 @@ import torch
 
 from .errors import ImageError, StorageError, one_line
 from .faults import crash_point
-from .images import decode_image, working_copy
+from .images import decode_image, output_bit_depth, working_copy
 from .manifest import normalize, safe_name
 from .options import FORMATS
 from .provenance import Provenance
-from .render import mean_chroma, render
+from .render import colour, encode_result, mean_chroma, render
 from .storage import atomic_write_bytes, read_bytes, resolve
 
-# A float32 array of any shape per row (null for a failed row): what crosses between stages.
-ARRAY = pa.struct([("shape", pa.list_(pa.int32())), ("data", pa.binary())])
+# An array of any shape and dtype per row (null for a failed row): what crosses between stages.
+ARRAY = pa.struct([("shape", pa.list_(pa.int32())), ("dtype", pa.string()), ("data", pa.binary())])
 
 
 def pack(arrays: list[np.ndarray | None]) -> pa.Array:
-    return pa.array([None if a is None else {"shape": list(a.shape), "data": np.ascontiguousarray(a, np.float32).tobytes()}
+    return pa.array([None if a is None else {"shape": list(a.shape), "dtype": a.dtype.str, "data": np.ascontiguousarray(a).tobytes()}
                      for a in arrays], ARRAY)
 
 
 def unpack(column: pa.ChunkedArray | pa.Array) -> list[torch.Tensor | None]:
-    return [None if v is None else torch.frombuffer(bytearray(v["data"]), dtype=torch.float32).view(*v["shape"])
-            for v in column.to_pylist()]
+    """Writable copies, as torch tensors: for the small arrays (working copies, a*b*)."""
+    return [None if a is None else torch.from_numpy(a.copy()) for a in unpack_numpy(column)]
+
+
+def unpack_numpy(column: pa.ChunkedArray | pa.Array) -> list[np.ndarray | None]:
+    """Read-only views of the Arrow buffers, no copy: for the full-resolution arrays."""
+    col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(col) == 0:
+        return []
+    valid = col.is_valid().to_pylist()
+    shapes, dtypes, data = col.field("shape").to_pylist(), col.field("dtype").to_pylist(), col.field("data")
+    return [np.frombuffer(data[i].as_buffer(), dtype=dtypes[i]).reshape(shapes[i]) if valid[i] else None
+            for i in range(len(col))]
 
 
 def abs_uri(uri: str, base_dir: str) -> str:
@@ -90,12 +103,16 @@ def select(batch: pa.Table, *, schema: pa.Schema, skip_ref) -> pa.Table:
     return batch.filter(pc.invert(pc.is_in(batch.column("id"), value_set=_SKIP_CACHE[key])))
 
 
-def prepare(batch: pa.Table, *, base_dir: str, storage_options: dict, working_size: int, max_pixels: int) -> pa.Table:
-    """Fetch, hash and decode each scan; keep only the small working-size L*."""
+def prepare(batch: pa.Table, *, base_dir: str, storage_options: dict, working_size: int, max_pixels: int,
+            ship: bool = False) -> pa.Table:
+    """Fetch, hash and decode each scan; keep the small working-size L*. With `ship`, also
+    the full-resolution L* and the metadata the encoder needs, for a model actor that
+    recombines on its GPU: the scan is then decoded once, here."""
     n = batch.num_rows
     uris = batch.column("uri").to_pylist()
     styles = batch.column("style_uri").to_pylist() if "style_uri" in batch.column_names else [None] * n
     work, style, width, height, sha, error, t = ([None] * n for _ in range(7))
+    full, depth, exif, xmp, fmt = ([None] * n for _ in range(5))
     for i in range(n):
         t0 = time.perf_counter()
         try:
@@ -103,6 +120,9 @@ def prepare(batch: pa.Table, *, base_dir: str, storage_options: dict, working_si
             d = decode_image(data, max_pixels)
             width[i], height[i] = d.width, d.height
             work[i] = working_copy(d.lightness, working_size)[0, 0].numpy()
+            if ship:
+                full[i], depth[i], fmt[i], xmp[i] = d.lightness.numpy(), d.bit_depth, d.format, d.xmp
+                exif[i] = None if d.exif is None else d.exif.tobytes()
             if styles[i]:
                 s = decode_image(fetch(abs_uri(styles[i], base_dir), storage_options)[0], max_pixels)
                 style[i] = working_copy(s.lightness, working_size)[0, 0].numpy()
@@ -111,10 +131,15 @@ def prepare(batch: pa.Table, *, base_dir: str, storage_options: dict, working_si
         except Exception as e:  # never let one odd file take the batch down
             error[i] = f"unexpected {type(e).__name__}: {one_line(e)}"
         t[i] = time.perf_counter() - t0
-    return (batch.append_column("_work", pack(work)).append_column("_style", pack(style))
-            .append_column("width", pa.array(width, pa.int64())).append_column("height", pa.array(height, pa.int64()))
-            .append_column("input_sha256", pa.array(sha, pa.string())).append_column("error", pa.array(error, pa.string()))
-            .append_column("_t", pa.array(t, pa.float64())))
+    out = (batch.append_column("_work", pack(work)).append_column("_style", pack(style))
+           .append_column("width", pa.array(width, pa.int64())).append_column("height", pa.array(height, pa.int64()))
+           .append_column("input_sha256", pa.array(sha, pa.string())).append_column("error", pa.array(error, pa.string()))
+           .append_column("_t", pa.array(t, pa.float64())))
+    if ship:
+        out = (out.append_column("_full", pack(full)).append_column("_depth", pa.array(depth, pa.int8()))
+               .append_column("_exif", pa.array(exif, pa.binary())).append_column("_xmp", pa.array(xmp, pa.binary()))
+               .append_column("_format", pa.array(fmt, pa.string())))
+    return out
 
 
 class Colorizer:
@@ -122,11 +147,12 @@ class Colorizer:
 
     def __init__(self, weights: str, device: str, working_size: int, threads: int | None = None,
                  storage_options: dict | None = None, expect_sha256: str | None = None, precision: str = "fp32",
-                 faults: dict | None = None, batch: int = 1):
+                 faults: dict | None = None, batch: int = 1, fmt: str | None = None):
         from .engine import Engine
         from .weights import load_weights
 
         self.faults = faults or {}
+        self.fmt = fmt  # the output format: its bit depth, when this actor recombines (a `_full` column)
         if threads:
             torch.set_num_threads(threads)
         # A path or URL, not the bytes: constructor arguments that live in the object store
@@ -170,7 +196,13 @@ class Colorizer:
         share = (time.perf_counter() - t0) / max(1, len(rows))
         for i in rows:
             t[i] += share
+        out_cols = []
+        if "_full" in batch.column_names:
+            out_cols = [("_rgb", pack(self._recombine(batch, ab, errors, t)))]
+            batch = batch.drop_columns(["_full"])
         batch = batch.drop_columns(["_work", "_style", "error", "_t"])
+        for name, col in out_cols:
+            batch = batch.append_column(name, col)
         return (batch.append_column("_ab", pack(ab))
                 .append_column("scene_top5", pa.array(names, pa.list_(pa.string())))
                 .append_column("scene_top5_prob", pa.array(probs, pa.list_(pa.float32())))
@@ -180,6 +212,30 @@ class Colorizer:
                 # so the driver can say which device each actor really got
                 .append_column("_actor", pa.array([self.where] * n, pa.string())))
 
+
+    def _recombine(self, batch: pa.Table, ab: list, errors: list, t: list) -> list[np.ndarray | None]:
+        """On this actor's device (its GPU), in strips sized to its free memory: the same
+        torch function `finish` runs on the CPU (render.colour). Only encoding is left."""
+        with warnings.catch_warnings():  # read-only views: recombine copies each strip it reads
+            warnings.simplefilter("ignore", UserWarning)
+            full = [None if f is None else torch.from_numpy(f) for f in unpack_numpy(batch.column("_full"))]
+        depth = batch.column("_depth").to_pylist()
+        rgb = [None] * batch.num_rows
+        for i in range(batch.num_rows):
+            if errors[i] is not None or ab[i] is None:
+                continue
+            t0 = time.perf_counter()
+            try:
+                rgb[i] = colour(full[i], torch.from_numpy(ab[i]), output_bit_depth(depth[i], self.fmt),
+                                device=self.engine.device)
+            except ImageError as e:
+                errors[i] = one_line(e)
+            except Exception as e:
+                if is_device_error(e):
+                    self._die(e)
+                errors[i] = f"unexpected {type(e).__name__}: {one_line(e)}"
+            t[i] += time.perf_counter() - t0
+        return rgb
 
     def _die(self, e: BaseException) -> None:
         """A device fault (CUDA out of memory, an illegal address) is not the scan's fault and
@@ -237,6 +293,9 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
     low, high = pixels
     todo = [i for i in range(n) if status[i] == PENDING and sizes[i] >= low and (high is None or sizes[i] < high)]
     abs_ = unpack(batch.column("_ab")) if todo else [None] * n
+    # a model actor that recombined on its GPU sent the RGB result: only encoding is left
+    shipped = "_rgb" in batch.column_names
+    rgbs = unpack_numpy(batch.column("_rgb")) if shipped and todo else [None] * n
     out_fs, out_root = resolve(out_url, storage_options) if todo else (None, None)  # the URL: keep the protocol
     ext = FORMATS[fmt]
     for i in todo:
@@ -246,13 +305,16 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
         status[i] = "failed"
         t0 = time.perf_counter()
         try:
-            data, sha = fetch(abs_uri(uris[i], base_dir), storage_options)
-            if sha != shas[i]:
-                raise ImageError("input changed while it was being processed (sha256 differs); retry it")
-            d = decode_image(data, max_pixels)
             chroma[i] = mean_chroma(abs_[i])  # recorded for failed (grey) rows too
             name = f"{safe_name(onames[i] or ids[i])}.{ext}"
-            blob = render(d, abs_[i], fmt, provenance, source=data, title=name)
+            if shipped:
+                blob = _encode_shipped(batch, i, rgbs[i], fmt, provenance, base_dir, storage_options, shas[i], name)
+            else:
+                data, sha = fetch(abs_uri(uris[i], base_dir), storage_options)
+                if sha != shas[i]:
+                    raise ImageError(CHANGED)
+                d = decode_image(data, max_pixels)
+                blob = render(d, abs_[i], fmt, provenance, source=data, title=name)
             try:
                 atomic_write_bytes(f"{out_root}/images/{name}", blob, fs=out_fs)
             except (OSError, StorageError) as e:
@@ -266,7 +328,8 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
         t[i] += time.perf_counter() - t0
     if last:
         status = [None if s == PENDING else s for s in status]  # none left when the classes cover every size
-    batch = batch.drop_columns(["error", "_t"] + (["_ab"] if last else []))
+    done_with = ["_ab"] + [c for c in SHIPPED if c in batch.column_names]
+    batch = batch.drop_columns(["error", "_t"] + (done_with if last else []))
     return (
         batch.append_column("status", pa.array(status, pa.string()))
         .append_column("error", pa.array(errors, pa.string()))
@@ -281,3 +344,25 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
 
 
 PENDING = "pending"  # between finish stages only: a scan left for the stage sized for it
+CHANGED = "input changed while it was being processed (sha256 differs); retry it"
+SHIPPED = ("_rgb", "_depth", "_exif", "_xmp", "_format")  # the columns of a run that recombines on its GPU
+
+
+def _encode_shipped(batch: pa.Table, i: int, rgb: np.ndarray, fmt: str, provenance: Provenance, base_dir: str,
+                    storage_options: dict, sha: str, name: str) -> bytes:
+    """Encode an RGB result recombined by the model actor, with the metadata `prepare`
+    shipped. The scan is read again only for a C2PA ingredient, which is its bytes."""
+    from PIL import Image
+
+    exif_bytes = batch.column("_exif")[i].as_py()
+    exif = None
+    if exif_bytes:
+        exif = Image.Exif()
+        exif.load(exif_bytes)
+    source = None
+    if provenance.c2pa is not None:
+        source, now = fetch(abs_uri(batch.column("uri")[i].as_py(), base_dir), storage_options)
+        if now != sha:
+            raise ImageError(CHANGED)
+    return encode_result(rgb, fmt, provenance, exif, batch.column("_xmp")[i].as_py(), source,
+                         batch.column("_format")[i].as_py(), name)

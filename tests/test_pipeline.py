@@ -224,6 +224,42 @@ def test_large_scans_are_finished_by_their_own_stage_with_the_same_bytes(clean_r
         assert r["seconds"] is None or r["seconds"] > 0
 
 
+def test_colour_made_in_the_model_actor_gives_the_same_files(clean_run, scans_manifest, weights_path, tmp_path):
+    """--recombine-on actor (what a GPU run does by default) on this CPU cluster: the scan is
+    decoded once, the actor recombines, finish only encodes; every file is the one the
+    default CPU layout wrote."""
+    import io
+
+    from rich.console import Console
+
+    manifest, files, reasons = scans_manifest
+    screen = io.StringIO()
+    s = run(RunOptions(manifest=str(manifest), out=str(tmp_path / "out"), weights=str(weights_path), working_size=WORKING,
+                       batch_size=4, recombine_on="actor"), console=Console(file=screen, width=300))
+    assert (s.done, s.failed) == (7, 3)
+    assert "the model actors make the colour on cpu" in screen.getvalue()
+    rows = {r["id"]: r for r in pq.read_table(tmp_path / "out" / "results.parquet").to_pylist()}
+    before = {r["id"]: r for r in pq.read_table(clean_run[1] / "results.parquet").to_pylist()}
+    assert rows.keys() == before.keys()
+    for i, r in rows.items():
+        assert (r["status"], r["error"], r["output_sha256"]) == (before[i]["status"], before[i]["error"], before[i]["output_sha256"]), i
+
+
+def test_where_colour_is_made_by_default_and_bad_values():
+    assert plan_resources({"CPU": 2.0}, RunOptions(manifest="m"))["recombine_on"] == "finish"
+    assert plan_resources({"CPU": 16.0, "GPU": 1.0}, RunOptions(manifest="m"))["recombine_on"] == "actor"
+    assert plan_resources({"CPU": 16.0, "GPU": 1.0}, RunOptions(manifest="m", recombine_on="finish"))["recombine_on"] == "finish"
+    from archive_colorize.options import check_options
+
+    with pytest.raises(ConfigError, match=r"^--recombine-on must be one of auto, actor, finish, not 'gpu'$"):
+        check_options(RunOptions(manifest="m", recombine_on="gpu"))
+    from archive_colorize.jobs import entrypoint
+
+    assert entrypoint(RunOptions(manifest="m.parquet", recombine_on="actor"), "o") == (
+        "archive-colorize run m.parquet --out o --format png --working-size 512 --batch-size 8 --recombine-on actor")
+    assert "--recombine-on" not in entrypoint(RunOptions(manifest="m.parquet"), "o")
+
+
 def test_style_uri_and_output_name(ray_cluster, weights_path, tmp_path):
     a = str(sample("chelsea.jpg"))
     b = str(sample("astronaut.jpg"))

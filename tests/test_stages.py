@@ -1,0 +1,62 @@
+"""The stages as plain functions of Arrow tables, without a cluster: the two places where
+full-resolution colour can be made (the model actor, on its device, or `finish`) give the
+same files."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from archive_colorize.provenance import Provenance
+from archive_colorize.stages import Colorizer, finish, pack, prepare, unpack, unpack_numpy
+
+from .conftest import sample
+
+
+def _through(batch, weights_path, out, ship, fmt):
+    common = {"base_dir": "/", "storage_options": {}}
+    b = prepare(batch, working_size=128, max_pixels=10**9, ship=ship, **common)
+    model = Colorizer(str(weights_path), "cpu", 128, threads=1, fmt=fmt if ship else None)
+    b = model(b)
+    assert ("_rgb" in b.column_names) == ship and "_full" not in b.column_names  # the full L* stops at the actor
+    return finish(b, out_url=str(out), fmt=fmt, max_pixels=10**9, provenance=Provenance("0" * 64), **common)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_colour_made_in_the_actor_gives_the_files_finish_gives(weights_path, tmp_path, fmt):
+    exif = Image.Exif()
+    exif[0x013B] = "Dorothea Lange"
+    exif[0x0112] = 6  # rotate on display: the pixels come out upright, the tag says 1
+    rotated = tmp_path / "rotated.jpg"
+    Image.open(sample("chelsea.jpg")).save(rotated, quality=90, exif=exif.tobytes())
+    a16 = np.asarray(Image.open(sample("coins.png")).convert("L"), np.uint16) * 257
+    Image.fromarray(a16).save(tmp_path / "sixteen.png")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    uris = [str(rotated), str(tmp_path / "sixteen.png"), str(sample("coffee.jpg")), str(tmp_path / "empty.jpg")]
+    batch = pa.table({"id": ["rotated", "sixteen", "coffee", "empty"], "uri": uris})
+    shipped = _through(batch, weights_path, tmp_path / "actor", True, fmt).to_pylist()
+    again = _through(batch, weights_path, tmp_path / "finish", False, fmt).to_pylist()
+    assert [r["status"] for r in shipped] == ["done", "done", "done", "failed"] == [r["status"] for r in again]
+    assert shipped[3]["error"] == again[3]["error"] == "empty file (0 bytes)"
+    for a, b in zip(shipped[:3], again[:3]):
+        assert a["output_sha256"] == b["output_sha256"], a["id"]
+        assert open(a["output_uri"], "rb").read() == open(b["output_uri"], "rb").read()
+    im = Image.open(shipped[0]["output_uri"])
+    assert im.size == (300, 451) and im.getexif()[0x013B] == "Dorothea Lange" and im.getexif().get(0x0112) == 1
+    assert b"archive-colorize" in open(shipped[0]["output_uri"], "rb").read()  # our XMP/Software tag
+    if fmt == "png":
+        import cv2
+
+        assert cv2.imread(shipped[1]["output_uri"], cv2.IMREAD_UNCHANGED).dtype == np.uint16  # 16 bits in, 16 out
+
+
+def test_packed_arrays_keep_shape_dtype_and_nulls():
+    a, b = np.arange(12, dtype=np.float32).reshape(3, 4), np.arange(6, dtype=np.uint16).reshape(1, 2, 3) * 1000
+    col = pack([a, None, b])
+    back = unpack_numpy(pa.chunked_array([col]))
+    assert back[1] is None and back[0].dtype == np.float32 and back[2].dtype == np.uint16
+    assert np.array_equal(back[0], a) and np.array_equal(back[2], b)
+    assert not back[0].flags.owndata  # a view of the Arrow buffer: nothing copied
+    t = unpack(col)[0]
+    t += 1  # the small arrays are writable copies
+    assert float(t[0, 0]) == 1.0 and a[0, 0] == 0
