@@ -51,12 +51,17 @@ def test_colour_made_in_the_actor_gives_the_files_finish_gives(weights_path, tmp
 
 
 def test_packed_arrays_keep_shape_dtype_and_nulls():
-    a, b = np.arange(12, dtype=np.float32).reshape(3, 4), np.arange(6, dtype=np.uint16).reshape(1, 2, 3) * 1000
-    col = pack([a, None, b])
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    b = np.arange(6, dtype=np.uint16).reshape(1, 2, 3) * 1000
+    odd = np.arange(15, dtype=np.uint8).reshape(5, 3)  # 15 bytes: what follows must still be aligned
+    col = pack([odd, a, None, b])
     back = unpack_numpy(pa.chunked_array([col]))
-    assert back[1] is None and back[0].dtype == np.float32 and back[2].dtype == np.uint16
-    assert np.array_equal(back[0], a) and np.array_equal(back[2], b)
-    assert not back[0].flags.owndata  # a view of the Arrow buffer: nothing copied
-    t = unpack(col)[0]
+    assert back[2] is None and [x.dtype for x in (back[0], back[1], back[3])] == [np.uint8, np.float32, np.uint16]
+    assert np.array_equal(back[0], odd) and np.array_equal(back[1], a) and np.array_equal(back[3], b)
+    assert not back[1].flags.owndata and back[1].ctypes.data % 16 == 0  # an aligned view: nothing copied
+    # Ray hands a stage zero-copy slices of a block: offsets into the same buffers
+    sliced = unpack_numpy(pa.table({"x": col}).slice(2, 2).column("x"))
+    assert sliced[0] is None and np.array_equal(sliced[1], b)
+    t = unpack(pack([a]))[0]
     t += 1  # the small arrays are writable copies
     assert float(t[0, 0]) == 1.0 and a[0, 0] == 0
