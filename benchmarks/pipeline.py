@@ -11,7 +11,9 @@ by side in one run, with the shipped weights:
             (2 torch threads): the best a single process does on this machine;
   run       the real CLI on a fresh local Ray (defaults), over all images, and over the
             first 8 only; throughput once started = (N - 8) / (T_N - T_8), and the fixed
-            start-up cost = T_8 minus the time its 8 images take at that throughput.
+            start-up cost = T_8 minus the time its 8 images take at that throughput;
+  actor     the same, all images, with --recombine-on actor (a GPU's layout: decoded once,
+            the colour made in the model actor) on these CPUs.
 Writes benchmarks/results/pipeline.json."""
 
 import argparse
@@ -75,10 +77,10 @@ def engine_loop(manifest: Path, working_size: int, out: Path) -> float:
     return time.perf_counter() - t0
 
 
-def cli_run(manifest: Path, out: Path, working_size: int, limit: int | None) -> float:
+def cli_run(manifest: Path, out: Path, working_size: int, limit: int | None, *extra: str) -> float:
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "archive_colorize.cli", "run", str(manifest), "--out", str(out),
-           "--working-size", str(working_size)] + (["--limit", str(limit)] if limit else [])
+           "--working-size", str(working_size)] + (["--limit", str(limit)] if limit else []) + list(extra)
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if r.returncode != 0:
@@ -95,14 +97,16 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
     manifest = make_images(work / "in", a.images)
     n = a.images
-    runs = {"engine": [], "small": [], "full": []}
-    for i in range(a.repeats):  # interleaved, so drift on the machine hits all three alike
+    runs = {"engine": [], "small": [], "full": [], "actor": []}
+    for i in range(a.repeats):  # interleaved, so drift on the machine hits all of them alike
         runs["engine"].append(engine_loop(manifest, a.working_size, work / "engine-out"))
         runs["small"].append(cli_run(manifest, work / "run-small", a.working_size, 8))
         runs["full"].append(cli_run(manifest, work / "run-full", a.working_size, None))
+        # the GPU layout on these CPUs: decoded once, colour made in the model actor
+        runs["actor"].append(cli_run(manifest, work / "run-actor", a.working_size, None, "--recombine-on", "actor"))
         print(f"round {i + 1}: engine {runs['engine'][-1]:.1f} s, run(8) {runs['small'][-1]:.1f} s, "
-              f"run({n}) {runs['full'][-1]:.1f} s", flush=True)
-    t_engine, t_small, t_full = (statistics.median(runs[k]) for k in ("engine", "small", "full"))
+              f"run({n}) {runs['full'][-1]:.1f} s, run({n}, --recombine-on actor) {runs['actor'][-1]:.1f} s", flush=True)
+    t_engine, t_small, t_full, t_actor = (statistics.median(runs[k]) for k in ("engine", "small", "full", "actor"))
     rate = (n - 8) / (t_full - t_small)
     startup = t_small - 8 / rate
     print(f"run: {n} images in {t_full:.1f} s; 8 images in {t_small:.1f} s", flush=True)
@@ -110,6 +114,7 @@ def main():
         {"what": "engine loop (1 process, 2 threads)", "images": n, "seconds": t_engine, "images_per_s": n / t_engine},
         {"what": "archive-colorize run, all images", "images": n, "seconds": t_full, "images_per_s": n / t_full},
         {"what": "archive-colorize run, once started", "images": n - 8, "seconds": t_full - t_small, "images_per_s": rate},
+        {"what": "run --recombine-on actor, all images", "images": n, "seconds": t_actor, "images_per_s": n / t_actor},
     ]
     print()
     print(table(rows, [("what", "", "s"), ("images", "images", "d"), ("seconds", "seconds", ".1f"),
