@@ -43,6 +43,8 @@ LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Process at mos
 RetryFailedOpt = Annotated[bool, typer.Option("--retry-failed", help="Retry rows that failed in earlier runs.")]
 ActorsOpt = Annotated[Optional[int], typer.Option("--actors", help="Model actors (default: from the cluster's GPUs/CPUs).")]
 CpusPerActorOpt = Annotated[Optional[float], typer.Option("--cpus-per-actor", help="CPUs reserved by each model actor.")]
+ThreadsPerActorOpt = Annotated[Optional[int], typer.Option("--threads-per-actor", help=(
+    "Torch threads in each model actor (default: on CPUs its share of all the node's CPUs, on GPUs its CPUs)."))]
 GpusPerActorOpt = Annotated[Optional[float], typer.Option("--gpus-per-actor", help="GPUs per model actor (fractions share a GPU).")]
 
 C2paCertOpt = Annotated[Optional[str], typer.Option("--c2pa-cert", help=(
@@ -186,6 +188,7 @@ def run(
     actors: ActorsOpt = None,
     cpus_per_actor: CpusPerActorOpt = None,
     gpus_per_actor: GpusPerActorOpt = None,
+    threads_per_actor: ThreadsPerActorOpt = None,
     device: DeviceOpt = "auto",
     recombine_on: RecombineOnOpt = "auto",
     max_pixels: MaxPixelsOpt = 250_000_000,
@@ -207,8 +210,8 @@ def run(
 
     opts = RunOptions(manifest=manifest, out=out, weights=weights or None, batch_size=batch_size,
                       progress_every=progress_every, fmt=fmt, working_size=working_size, precision=precision, limit=limit, retry_failed=retry_failed, address=address,
-                      actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, device=device,
-                      recombine_on=recombine_on, max_pixels=max_pixels, storage_options=_storage_options(storage_options), verbose=verbose,
+                      actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor,
+                      threads_per_actor=threads_per_actor, device=device, recombine_on=recombine_on, max_pixels=max_pixels, storage_options=_storage_options(storage_options), verbose=verbose,
                       iiif_base=iiif_base, c2pa_cert=c2pa_cert, c2pa_key=c2pa_key)
     if dry_run:
         plan = inspect(opts)
@@ -245,6 +248,7 @@ def submit(
     actors: ActorsOpt = None,
     cpus_per_actor: CpusPerActorOpt = None,
     gpus_per_actor: GpusPerActorOpt = None,
+    threads_per_actor: ThreadsPerActorOpt = None,
     device: DeviceOpt = "auto",
     recombine_on: RecombineOnOpt = "auto",
     limit: LimitOpt = None,
@@ -274,7 +278,7 @@ def submit(
     for url in urls:
         opts = RunOptions(manifest=url, out=out, weights=weights, fmt=fmt, working_size=working_size, precision=precision, batch_size=batch_size,
                           retry_failed=retry_failed, actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor,
-                          device=device, recombine_on=recombine_on, limit=limit, max_pixels=max_pixels, storage_options=so)
+                          threads_per_actor=threads_per_actor, device=device, recombine_on=recombine_on, limit=limit, max_pixels=max_pixels, storage_options=so)
         if dry_run:
             from .options import inspect
 

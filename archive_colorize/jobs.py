@@ -64,7 +64,8 @@ def entrypoint(opts: RunOptions, out_url: str) -> str:
     if opts.retry_failed:
         args.append("--retry-failed")
     for flag, value in (("--actors", opts.actors), ("--cpus-per-actor", opts.cpus_per_actor),
-                        ("--gpus-per-actor", opts.gpus_per_actor), ("--limit", opts.limit)):
+                        ("--gpus-per-actor", opts.gpus_per_actor), ("--threads-per-actor", opts.threads_per_actor),
+                        ("--limit", opts.limit)):
         if value is not None:
             args += [flag, str(value)]
     if opts.storage_options:

@@ -5,7 +5,7 @@
 Each measurement is repeated (--repeats, default 3, interleaved) and the medians are used:
 Ray start-up and scheduling vary from run to run by 10-20% here.
 
-Images: 240 crops (640x480, grayscale JPEG) of the shared historical scans. Measured side
+Images: 240 crops (640x480 unless --size, grayscale JPEG) of the shared historical scans. Measured side
 by side in one run, with the shipped weights:
   engine    one process doing read, decode, predict, recombine, encode and write in a loop
             (2 torch threads): the best a single process does on this machine;
@@ -13,7 +13,9 @@ by side in one run, with the shipped weights:
             first 8 only; throughput once started = (N - 8) / (T_N - T_8), and the fixed
             start-up cost = T_8 minus the time its 8 images take at that throughput;
   actor     the same, all images, with --recombine-on actor (a GPU's layout: decoded once,
-            the colour made in the model actor) on these CPUs.
+            the colour made in the model actor) on these CPUs;
+  1 thread  the same, all images, with --threads-per-actor 1 (the default before issue 13).
+--size WxH makes larger images (e.g. 4000x3000); results then go to pipeline-WxH.json.
 Writes benchmarks/results/pipeline.json."""
 
 import argparse
@@ -32,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import ROOT, SHARED, machine, table, write  # noqa: E402
 
 
-def make_images(folder: Path, n: int) -> Path:
+def make_images(folder: Path, n: int, size: tuple[int, int] = (640, 480)) -> Path:
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -40,9 +42,9 @@ def make_images(folder: Path, n: int) -> Path:
     ids, uris = [], []
     for i in range(n):
         im = Image.open(files[i % len(files)]).convert("L")
-        w, h = 640, 480
+        w, h = size
         if im.width < w or im.height < h:
-            im = im.resize((max(w, im.width), max(h, im.height)))
+            im = im.resize((max(w, im.width), max(h, im.height)), Image.Resampling.BICUBIC)
         x = (i * 97) % (im.width - w + 1)
         y = (i * 61) % (im.height - h + 1)
         name = f"img_{i:04d}.jpg"
@@ -93,20 +95,24 @@ def main():
     ap.add_argument("--images", type=int, default=240)
     ap.add_argument("--working-size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3, help="runs of each measurement; medians are reported")
+    ap.add_argument("--size", default="640x480", help="WxH of each image (crops, resized up where the scan is smaller)")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
-    manifest = make_images(work / "in", a.images)
+    manifest = make_images(work / "in", a.images, tuple(int(v) for v in a.size.split("x")))
     n = a.images
-    runs = {"engine": [], "small": [], "full": [], "actor": []}
+    runs = {"engine": [], "small": [], "full": [], "actor": [], "one_thread": []}
     for i in range(a.repeats):  # interleaved, so drift on the machine hits all of them alike
         runs["engine"].append(engine_loop(manifest, a.working_size, work / "engine-out"))
         runs["small"].append(cli_run(manifest, work / "run-small", a.working_size, 8))
         runs["full"].append(cli_run(manifest, work / "run-full", a.working_size, None))
         # the GPU layout on these CPUs: decoded once, colour made in the model actor
         runs["actor"].append(cli_run(manifest, work / "run-actor", a.working_size, None, "--recombine-on", "actor"))
+        # the default before issue 13: one torch thread per CPU the actor reserved
+        runs["one_thread"].append(cli_run(manifest, work / "run-1t", a.working_size, None, "--threads-per-actor", "1"))
         print(f"round {i + 1}: engine {runs['engine'][-1]:.1f} s, run(8) {runs['small'][-1]:.1f} s, "
-              f"run({n}) {runs['full'][-1]:.1f} s, run({n}, --recombine-on actor) {runs['actor'][-1]:.1f} s", flush=True)
-    t_engine, t_small, t_full, t_actor = (statistics.median(runs[k]) for k in ("engine", "small", "full", "actor"))
+              f"run({n}) {runs['full'][-1]:.1f} s, run({n}, --recombine-on actor) {runs['actor'][-1]:.1f} s, "
+              f"run({n}, --threads-per-actor 1) {runs['one_thread'][-1]:.1f} s", flush=True)
+    t_engine, t_small, t_full, t_actor, t_one = (statistics.median(runs[k]) for k in ("engine", "small", "full", "actor", "one_thread"))
     rate = (n - 8) / (t_full - t_small)
     startup = t_small - 8 / rate
     print(f"run: {n} images in {t_full:.1f} s; 8 images in {t_small:.1f} s", flush=True)
@@ -115,12 +121,13 @@ def main():
         {"what": "archive-colorize run, all images", "images": n, "seconds": t_full, "images_per_s": n / t_full},
         {"what": "archive-colorize run, once started", "images": n - 8, "seconds": t_full - t_small, "images_per_s": rate},
         {"what": "run --recombine-on actor, all images", "images": n, "seconds": t_actor, "images_per_s": n / t_actor},
+        {"what": "run --threads-per-actor 1, all images", "images": n, "seconds": t_one, "images_per_s": n / t_one},
     ]
     print()
     print(table(rows, [("what", "", "s"), ("images", "images", "d"), ("seconds", "seconds", ".1f"),
                        ("images_per_s", "images/s", ".2f")]))
     print(f"\nrun once started / engine: {rate / (n / t_engine):.0%}; fixed start-up cost: {startup:.1f} s")
-    path = write("pipeline", {"machine": machine(), "images": n, "working_size": a.working_size, "rows": rows, "runs": runs,
+    path = write("pipeline" if a.size == "640x480" else f"pipeline-{a.size}", {"machine": machine(), "images": n, "size": a.size, "working_size": a.working_size, "rows": rows, "runs": runs,
                               "run_vs_engine": rate / (n / t_engine), "startup_s": startup})
     print(f"wrote {path}")
     shutil.rmtree(work, ignore_errors=True)

@@ -1,57 +1,80 @@
-"""PNG zlib level for 8-bit outputs: encode time against file size on one 24 Mpx colour
-image (a historical scan resized up and colorized by the shipped weights).
+"""The deflate behind png.py's parallel strips: ISA-L (python-isal, what ships) against
+zlib and zlib-ng (python-zlib-ng), at several levels, on one colorized 24 MP 8-bit scan
+and one 100 MP 16-bit scan (benchmarks/scan.py's inputs, recombined with the shipped
+weights). Encode time (2 threads, interleaved rounds, medians) against file size:
 
-    python benchmarks/png.py [--levels 1 3 6 9] [--repeats 3]
+    pip install zlib-ng      # for the zlib-ng rows; they are left out without it
+    python benchmarks/png.py [--rounds 3]
 
-Writes benchmarks/results/png.json. The default (images.PNG_LEVEL) was chosen from this."""
+Writes benchmarks/results/png.json."""
 
 import argparse
-import io
+import statistics
 import sys
+import tempfile
+import time
+import zlib
 from pathlib import Path
 
-from PIL import Image
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import SHARED, machine, median_time, table, write  # noqa: E402
+from common import machine, table, write  # noqa: E402
 
-from archive_colorize.engine import Engine  # noqa: E402
-from archive_colorize.render import recombine  # noqa: E402
-from archive_colorize.images import decode_image  # noqa: E402
-from archive_colorize.weights import load_weights  # noqa: E402
+from archive_colorize import png  # noqa: E402
+
+FILES = {"24 MP 8-bit": "scan_24mp.png", "100 MP 16-bit": "scan_100mp.tif"}
+
+
+def backends():
+    from isal import isal_zlib
+
+    out = [("isal", isal_zlib, lvl) for lvl in (1, 2, 3)] + [("zlib", zlib, lvl) for lvl in (1, 3, 6)]
+    try:
+        from zlib_ng import zlib_ng
+
+        out += [("zlib-ng", zlib_ng, lvl) for lvl in (1, 3, 6)]
+    except ImportError:
+        print("zlib-ng not installed: its rows are left out", file=sys.stderr)
+    return out
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--levels", type=int, nargs="+", default=[1, 3, 6, 9])
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
-    src = Image.open(SHARED / "data" / "historical" / "lange_migrant_mother_1936.jpg").convert("L")
-    scale = (24e6 / (src.width * src.height)) ** 0.5
-    src = src.resize((round(src.width * scale), round(src.height * scale)), Image.Resampling.BICUBIC)
-    buf = io.BytesIO()
-    src.save(buf, "PNG")
-    d = decode_image(buf.getvalue(), max_pixels=10**9)
-    rgb = recombine(d.lightness, Engine(load_weights(None), device="cpu").predict(d.lightness).ab)
-    im = Image.fromarray(rgb, "RGB")
+    from archive_colorize.engine import Engine
+    from archive_colorize.images import decode_image, working_copy
+    from archive_colorize.render import recombine
+    from archive_colorize.weights import load_weights
+
+    torch.set_num_threads(2)
+    folder = Path(tempfile.gettempdir()) / "archive-colorize-scan-bench"
+    engine = Engine(load_weights(None), device="cpu", working_size=512)
     rows = []
-    for level in a.levels:
-        out = io.BytesIO()
-
-        def enc():
-            out.seek(0)
-            out.truncate()
-            im.save(out, "PNG", compress_level=level)
-
-        t, _ = median_time(enc, a.repeats, warmup=0)
-        rows.append({"level": level, "seconds": t, "mb": out.tell() / 1e6})
-    base = next((r for r in rows if r["level"] == 6), rows[0])
-    for r in rows:
-        r["speed_vs_6"], r["size_vs_6"] = base["seconds"] / r["seconds"], r["mb"] / base["mb"]
-    print(f"{im.width}x{im.height} RGB, 8-bit")
-    print(table(rows, [("level", "zlib level", "d"), ("seconds", "seconds", ".2f"), ("mb", "MB", ".1f"),
-                       ("speed_vs_6", "speed vs 6", ".2f"), ("size_vs_6", "size vs 6", ".2f")]))
-    print(f"wrote {write('png', {'machine': machine(), 'size': [im.width, im.height], 'rows': rows})}")
+    for label, name in FILES.items():
+        if not (folder / name).exists():
+            sys.exit(f"{folder / name} is missing: run python benchmarks/scan.py first")
+        d = decode_image((folder / name).read_bytes(), 10**9)
+        rgb = recombine(d.lightness, engine.predict_working(working_copy(d.lightness, 512)).ab, d.bit_depth)
+        times, sizes = {}, {}
+        for _ in range(a.rounds):
+            for lib, mod, level in backends():
+                png._deflate, png.LEVEL = mod, level
+                t = time.perf_counter()
+                blob = png.encode_png(rgb, threads=2)
+                times.setdefault((lib, level), []).append(time.perf_counter() - t)
+                sizes[(lib, level)] = len(blob)
+        base = statistics.median(times[("isal", 2)])
+        for (lib, level), ts in times.items():
+            rows.append({"image": label, "deflate": lib, "level": level, "seconds": statistics.median(ts),
+                         "mb": sizes[(lib, level)] / 1e6, "vs_shipped": statistics.median(ts) / base,
+                         "size_vs_shipped": sizes[(lib, level)] / sizes[("isal", 2)]})
+        print(f"{label}: done", flush=True)
+    print(table(rows, [("image", "image", "s"), ("deflate", "deflate", "s"), ("level", "level", "d"),
+                       ("seconds", "seconds", ".3f"), ("mb", "MB", ".1f"), ("vs_shipped", "time / isal 2", ".2f"),
+                       ("size_vs_shipped", "size / isal 2", ".3f")]))
+    print(f"\nwrote {write('png', {'machine': machine(), 'rows': rows})}")
 
 
 if __name__ == "__main__":

@@ -175,6 +175,9 @@ def test_s3_manifest_inputs_and_outputs(ray_cluster, s3, s3_server, weights_path
 def test_default_resources_leave_a_cpu_for_decoding():
     plan = plan_resources({"CPU": 2.0}, RunOptions(manifest="m"))
     assert plan["actors"] == 1 and plan["num_cpus"] == 1.0 and plan["device"] == "cpu"
+    # the model is the bottleneck on CPUs: it may use the decoding CPU while that one is idle
+    assert plan["threads"] == 2
+    assert plan_resources({"CPU": 16.0}, RunOptions(manifest="m"))["threads"] == 2  # 6 actors of 2 CPUs
     plan = plan_resources({"CPU": 16.0, "GPU": 4.0}, RunOptions(manifest="m"))
     assert plan["actors"] == 4 and plan["num_gpus"] == 1.0 and plan["device"] == "cuda"
     with pytest.raises(ConfigError, match="2 actors x 1 CPUs leaves no CPU for decoding on a 2-CPU cluster"):
@@ -276,9 +279,9 @@ def test_style_uri_and_output_name(ray_cluster, weights_path, tmp_path):
     assert "3/3" in screen.getvalue() and "0 failed" in screen.getvalue()  # the live progress bar
     # the first lines say where the model runs: the plan, then each actor's real device
     assert "model actors: 1 on cpu, 1 CPU each (cluster: 2 CPUs, 0 GPUs)" in screen.getvalue()
-    assert re.search(r"model actor: cpu \(1 threads; torch [^)]+\) on \S+ pid \d+", screen.getvalue()), screen.getvalue()
+    assert re.search(r"model actor: cpu \(2 threads; torch [^)]+\) on \S+ pid \d+", screen.getvalue()), screen.getvalue()
     devices = json.loads((tmp_path / "m-out" / "run.json").read_text())["devices"]
-    assert len(devices) == 1 and devices[0].startswith("cpu (1 threads; torch ")
+    assert len(devices) == 1 and devices[0].startswith("cpu (2 threads; torch ")
     out = tmp_path / "m-out"
     assert s.out == str(out) and s.done == 3
     from archive_colorize.manifest import safe_name
