@@ -10,7 +10,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from archive_colorize.lab import _EPS, _KAPPA, _XYZ_TO_RGB, WHITE_D65, _f_inv, _matmul3
+# the textbook, torch.where forms: still lab.py's own for lab_to_rgb (training, tests)
+from archive_colorize.lab import _lab_to_linear as _lab_to_linear_before
+from archive_colorize.lab import linear_to_srgb as linear_to_srgb_before
 from archive_colorize.render import _taps
 
 STRIP_ROWS = 256
@@ -25,22 +27,6 @@ def _interp_matrix(n_out: int, n_in: int, start: int = 0, stop: int | None = Non
     m.index_put_((rows, i0), 1 - w1, accumulate=True)
     m.index_put_((rows, i1), w1, accumulate=True)
     return m
-
-
-
-def linear_to_srgb_before(lin: torch.Tensor) -> torch.Tensor:
-    lin = lin.clamp(0.0, 1.0)
-    return torch.where(lin <= 0.0031308, lin * 12.92, 1.055 * lin ** (1 / 2.4) - 0.055)
-
-
-def _lab_to_linear_before(lab: torch.Tensor) -> torch.Tensor:
-    L, a, b = lab.unbind(1)
-    fy = (L + 16) / 116
-    fx = fy + a / 500
-    fz = fy - b / 200
-    white = torch.tensor(WHITE_D65, dtype=lab.dtype, device=lab.device).view(1, 3, 1, 1)
-    xyz = torch.stack([_f_inv(fx), _f_inv(fy), _f_inv(fz)], dim=1) * white
-    return _matmul3(_XYZ_TO_RGB, xyz)
 
 
 def lab_to_rgb_keep_lightness_before(lab: torch.Tensor, steps: int = 10) -> torch.Tensor:
