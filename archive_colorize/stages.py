@@ -308,7 +308,10 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
         batch = batch.drop_columns(["status", "output_uri", "output_sha256", "mean_chroma", "_fatal"])
     else:
         status = ["failed" if e is not None else PENDING for e in errors]
-        out_uris, out_shas, chroma = [None] * n, [None] * n, [None] * n
+        out_uris, out_shas = [None] * n, [None] * n
+        # recorded for every row the model coloured, also those refused as grey (by finish
+        # or, on a GPU, by the model actor)
+        chroma = [None if a is None else mean_chroma(a) for a in unpack(batch.column("_ab"))]
         fatal = None  # the output location refused a write: this batch stops, and so will the run
     low, high = pixels
     todo = [i for i in range(n) if status[i] == PENDING and sizes[i] >= low and (high is None or sizes[i] < high)]
@@ -325,7 +328,6 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
         status[i] = "failed"
         t0 = time.perf_counter()
         try:
-            chroma[i] = mean_chroma(abs_[i])  # recorded for failed (grey) rows too
             name = f"{safe_name(onames[i] or ids[i])}.{ext}"
             if shipped:
                 blob = _encode_shipped(batch, i, rgbs[i], fmt, provenance, base_dir, storage_options, shas[i], name)

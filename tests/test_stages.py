@@ -65,3 +65,15 @@ def test_packed_arrays_keep_shape_dtype_and_nulls():
     t = unpack(pack([a]))[0]
     t += 1  # the small arrays are writable copies
     assert float(t[0, 0]) == 1.0 and a[0, 0] == 0
+
+
+def test_a_grey_result_refused_by_the_actor_still_records_its_chroma(tmp_path):
+    """On a GPU the model actor refuses a grey result; results.parquet must still say how
+    grey it was, as it does when finish refuses it."""
+    grey = "the model produced no colour (mean chroma 0.00); nothing written"
+    batch = pa.table({"id": ["g"], "uri": ["/nowhere.jpg"], "error": [grey], "input_sha256": ["0" * 64],
+                      "width": [8], "height": [6], "_t": [0.5]}).append_column("_ab", pack([np.zeros((2, 3, 4), np.float32)]))
+    out = finish(batch, base_dir="/", out_url=str(tmp_path), storage_options={}, fmt="png", max_pixels=10**9,
+                 provenance=Provenance("0" * 64)).to_pylist()[0]
+    assert (out["status"], out["error"], out["mean_chroma"], out["output_uri"]) == ("failed", grey, 0.0, None)
+    assert not (tmp_path / "images").exists()  # nothing written
