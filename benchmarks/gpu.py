@@ -7,14 +7,15 @@ throughput. Plain PyTorch, no Ray:
 model      the product's model stage, `Engine.predict_batch`, on the shipped weights at working
            size 512 (512x384 working copies, as a 4:3 scan gives): images/s for fp32 (TF32
            off, what --precision fp32 means), TF32 and bf16, batch 1 to 64; host copies in and
-           out included, as the actor does them. With --compile, also torch.compile of the
-           sub-networks at each fixed batch shape (default and "reduce-overhead", i.e. CUDA
-           graphs), at --compile-batches only. Then the batch-independence check: one scan in batches with different
+           out included, as the actor does them. Then the batch-independence check: one scan in batches with different
            neighbours and at different positions gives identical a*b* bytes.
 recombine  `render.recombine` at 6, 24 and 100 MP (8-bit, and 16-bit at 100 MP) on the
            device against the CPU: seconds, and how far the outputs differ in code values
            (the contract: at most 1).
 train      training steps/s at batch 128, 224², the joint loss, ADADELTA, fp32 and bf16.
+--compile  last: torch.compile of the sub-networks at fixed batch shapes (default, and
+           "reduce-overhead", i.e. CUDA graphs), at --compile-batches only; a variant that
+           fails to compile is recorded with its error.
 
 Times are medians of CUDA-synchronised repeats. Writes JSON and prints tables."""
 
@@ -85,21 +86,17 @@ def engine_for(dev, precision: str, batch: int, compile_mode: str | None = None)
     return e
 
 
-def model_section(dev, batches, precisions, compile_modes, compile_batches, quick):
+def model_section(dev, batches, precisions, quick):
     rows = []
-    n_images = 2 * max(batches)
-    items = scans(n_images)
-    for compile_mode in [None, *compile_modes]:
-        for prec in precisions:
-            # each batch shape compiles anew (tens of seconds): compiled variants at a few sizes only
-            for b in (batches if compile_mode is None else compile_batches):
-                e = engine_for(dev, prec, b, compile_mode)
-                chunk = items[: 2 * b]  # two full forwards per call, as a steady actor sees
-                t = timed(lambda: e.predict_batch(chunk), dev, repeats=2 if quick else 5, warmup=1 if quick else 2)
-                rows.append({"precision": prec, "batch": b, "compile": compile_mode or "-", "images_per_s": len(chunk) / t,
-                             "s_per_image": t / len(chunk)})
-                print(f"model 512x384 {prec:>4} batch {b:>2} compile {compile_mode or '-':>15}: "
-                      f"{len(chunk) / t:8.1f} images/s", flush=True)
+    items = scans(2 * max(batches))
+    for prec in precisions:
+        for b in batches:
+            e = engine_for(dev, prec, b)
+            chunk = items[: 2 * b]  # two full forwards per call, as a steady actor sees
+            t = timed(lambda: e.predict_batch(chunk), dev, repeats=2 if quick else 5, warmup=1 if quick else 2)
+            rows.append({"precision": prec, "batch": b, "compile": "-", "images_per_s": len(chunk) / t,
+                         "s_per_image": t / len(chunk)})
+            print(f"model 512x384 {prec:>4} batch {b:>2}: {len(chunk) / t:8.1f} images/s", flush=True)
     # batch independence: one scan among different neighbours, at different positions
     checks = []
     for prec in precisions:
@@ -116,6 +113,33 @@ def model_section(dev, batches, precisions, compile_modes, compile_batches, quic
         checks.append({"precision": prec, "batch": b, "identical": same})
         print(f"batch independence {prec}: {'identical bytes' if same else 'DIFFERENT BYTES'}", flush=True)
     return rows, checks
+
+
+def compile_section(dev, precisions, modes, batches, quick):
+    """torch.compile of the sub-networks at fixed batch shapes; each variant compiles anew
+    (tens of seconds), so a few batch sizes only, and a variant that fails to compile is
+    recorded, not fatal: it runs last, after every other figure is saved."""
+    rows = []
+    items = scans(2 * max(batches))
+    for mode in modes:
+        for prec in precisions:
+            for b in batches:
+                chunk = items[: 2 * b]
+                try:
+                    e = engine_for(dev, prec, b, mode)
+                    t0 = time.perf_counter()
+                    e.predict_batch(chunk)  # the compilation itself
+                    first = time.perf_counter() - t0
+                    t = timed(lambda: e.predict_batch(chunk), dev, repeats=2 if quick else 5, warmup=1)
+                    rows.append({"precision": prec, "batch": b, "compile": mode, "images_per_s": len(chunk) / t,
+                                 "s_per_image": t / len(chunk), "first_call_s": first})
+                    print(f"model 512x384 {prec:>4} batch {b:>2} compile {mode}: {len(chunk) / t:8.1f} images/s "
+                          f"(first call {first:.0f} s)", flush=True)
+                except Exception as exc:  # noqa: BLE001 - a compiler failure is a finding, not a crash
+                    msg = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+                    rows.append({"precision": prec, "batch": b, "compile": mode, "error": msg})
+                    print(f"model {prec} batch {b} compile {mode}: FAILED {msg}", flush=True)
+    return rows
 
 
 def recombine_section(dev, sizes, quick):
@@ -186,24 +210,32 @@ def main():
         sys.exit("no CUDA GPU here: run this on the GPU machine, or give --device cpu --quick for a smoke run")
     result = {"machine": {**machine(), "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
                           "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if dev.type == "cuda" else None}}
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save():  # after every section: a run cut short by its time limit keeps what it measured
+        out.write_text(json.dumps(result, indent=1) + "\n")
+
     if "model" in a.sections:
-        modes = ["default", "reduce-overhead"] if a.compile else []
-        rows, checks = model_section(dev, a.batches, a.precisions, modes, a.compile_batches, a.quick)
+        rows, checks = model_section(dev, a.batches, a.precisions, a.quick)
         result["model"], result["batch_independence"] = rows, checks
-        print(table(rows, [("precision", "precision", "s"), ("batch", "batch", "d"), ("compile", "compile", "s"),
-                           ("images_per_s", "images/s", ".1f")]))
+        save()
+        print(table(rows, [("precision", "precision", "s"), ("batch", "batch", "d"), ("images_per_s", "images/s", ".1f")]))
     if "recombine" in a.sections:
         sizes = [(1, 8), (1, 16)] if a.quick else [(6, 8), (24, 8), (100, 8), (100, 16)]
         result["recombine"] = recombine_section(dev, sizes, a.quick)
+        save()
         print(table(result["recombine"], [("megapixels", "MP", ".0f"), ("bits", "bits", "d"), ("device_s", "device s", ".3f"),
                                           ("cpu_s", "CPU s", ".3f"), ("speedup", "CPU / device", ".1f"),
                                           ("max_code_diff", "max difference (code values)", "d"),
                                           ("share_differing", "share of values differing", ".2e")]))
     if "train" in a.sections:
         result["train"] = train_section(dev)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {a.out}")
+        save()
+    if a.compile:
+        result["compiled"] = compile_section(dev, a.precisions, ["default", "reduce-overhead"], a.compile_batches, a.quick)
+        save()
+    print(f"wrote {out}")
     bad = [c for c in result.get("batch_independence", []) if not c["identical"]]
     over = [r for r in result.get("recombine", []) if r["max_code_diff"] > 1]
     if bad or over:
