@@ -77,20 +77,30 @@ def _composite_on_white(im: Image.Image) -> Image.Image:
 DECODE_ROWS = 512  # rows converted at a time: a 100 Mpx scan never needs an int64 copy of itself
 
 
-def _by_rows(shape: tuple[int, int], fill) -> torch.Tensor:
-    """A (H, W) float32 result filled a strip of rows at a time, strips in parallel on the
-    CPUs this task owns (each strip's numbers are its own, so the threads never change them)."""
-    out = torch.empty(shape, dtype=torch.float32)
-    starts = range(0, shape[0], DECODE_ROWS)
-    threads = torch.get_num_threads()
-    if threads == 1 or len(starts) == 1:
-        for y in starts:
-            fill(y, out[y:y + DECODE_ROWS])
-    else:
-        from concurrent.futures import ThreadPoolExecutor
+def map_strips(fn, starts, threads: int | None = None) -> None:
+    """fn(start) for every strip start, in parallel on `threads` threads (default: torch's,
+    i.e. the CPUs this task owns), each strip on one torch thread: it scales, and no strip's
+    numbers depend on how many threads there are."""
+    threads = threads or torch.get_num_threads()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if threads == 1 or len(starts) <= 1:
+            for y in starts:
+                fn(y)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(lambda y: fill(y, out[y:y + DECODE_ROWS]), starts))
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(fn, starts))
+    finally:
+        torch.set_num_threads(before)
+
+
+def _by_rows(shape: tuple[int, int], fill) -> torch.Tensor:
+    """A (H, W) float32 result filled a strip of rows at a time (map_strips)."""
+    out = torch.empty(shape, dtype=torch.float32)
+    map_strips(lambda y: fill(y, out[y:y + DECODE_ROWS]), range(0, shape[0], DECODE_ROWS))
     return out
 
 

@@ -234,7 +234,7 @@ def plan_resources(cluster: dict, opts: RunOptions, node_memory: float = 0) -> d
         )
     # torch threads per actor. On CPUs the model is the bottleneck and the CPUs kept for
     # decoding are often idle, so each actor's threads are its share of all the CPUs:
-    # 1.45x the throughput of one thread on 2 CPUs (benchmarks/pipeline.py), and 4% faster
+    # 1.33x the throughput of one thread on 2 CPUs (benchmarks/pipeline.py), and 7% faster
     # still on 12 MP scans, where the decoding CPU is busy (docs/performance.md).
     plan["threads"] = opts.threads_per_actor or (max(1, int(plan["num_cpus"])) if use_gpu else max(1, int(cpus // plan["actors"])))
     plan["finish"] = plan_finish(opts.max_pixels, node_memory)

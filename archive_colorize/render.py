@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .errors import ImageError
-from .images import DecodedImage, encode_image, output_bit_depth
+from .images import DecodedImage, encode_image, map_strips, output_bit_depth
 from .lab import fit_into_gamut, lab_to_linear_planes, linear_to_srgb_, outside_gamut
 from .provenance import Provenance
 
@@ -92,20 +92,7 @@ def recombine(lightness: torch.Tensor, ab: torch.Tensor, bit_depth: int = 8, str
         for y0 in starts:
             strip(y0)
     else:
-        threads = threads or torch.get_num_threads()
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)  # parallel over strips instead: it scales, and no strip's sums depend on threads
-        try:
-            if threads == 1 or H <= strip_rows:
-                for y0 in starts:
-                    strip(y0)
-            else:
-                from concurrent.futures import ThreadPoolExecutor
-
-                with ThreadPoolExecutor(threads) as pool:
-                    list(pool.map(strip, starts))
-        finally:
-            torch.set_num_threads(before)
+        map_strips(strip, starts, threads)
     if late:
         ys, xs, L, a, b = (torch.cat(p) for p in zip(*late))
         out[ys.cpu().numpy(), xs.cpu().numpy()] = _store(linear_to_srgb_(fit_into_gamut(L, a, b)))

@@ -216,13 +216,11 @@ class Colorizer:
         share = (time.perf_counter() - t0) / max(1, len(rows))
         for i in rows:
             t[i] += share
-        out_cols = []
-        if "_full" in batch.column_names:
-            out_cols = [("_rgb", pack(self._recombine(batch, ab, errors, t)))]
-            batch = batch.drop_columns(["_full"])
-        batch = batch.drop_columns(["_work", "_style", "error", "_t"])
-        for name, col in out_cols:
-            batch = batch.append_column(name, col)
+        full = "_full" in batch.column_names  # this actor makes the colour, on its device
+        rgb = pack(self._recombine(batch, ab, errors, t)) if full else None
+        batch = batch.drop_columns(["_work", "_style", "error", "_t"] + (["_full"] if full else []))
+        if full:
+            batch = batch.append_column("_rgb", rgb)
         return (batch.append_column("_ab", pack(ab))
                 .append_column("scene_top5", pa.array(names, pa.list_(pa.string())))
                 .append_column("scene_top5_prob", pa.array(probs, pa.list_(pa.float32())))
@@ -308,17 +306,18 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
         batch = batch.drop_columns(["status", "output_uri", "output_sha256", "mean_chroma", "_fatal"])
     else:
         status = ["failed" if e is not None else PENDING for e in errors]
-        out_uris, out_shas = [None] * n, [None] * n
-        # recorded for every row the model coloured, also those refused as grey (by finish
-        # or, on a GPU, by the model actor)
-        chroma = [None if a is None else mean_chroma(a) for a in unpack(batch.column("_ab"))]
+        out_uris, out_shas, chroma = [None] * n, [None] * n, None
         fatal = None  # the output location refused a write: this batch stops, and so will the run
     low, high = pixels
     todo = [i for i in range(n) if status[i] == PENDING and sizes[i] >= low and (high is None or sizes[i] < high)]
-    abs_ = unpack(batch.column("_ab")) if todo else [None] * n
+    abs_ = unpack(batch.column("_ab")) if todo or chroma is None else [None] * n
+    if chroma is None:  # recorded for every row the model coloured, also one refused as grey
+        chroma = [None if a is None else mean_chroma(a) for a in abs_]
     # a model actor that recombined on its GPU sent the RGB result: only encoding is left
-    shipped = "_rgb" in batch.column_names
-    rgbs = unpack_numpy(batch.column("_rgb")) if shipped and todo else [None] * n
+    shipped = "_rgb" in batch.column_names and bool(todo)
+    if shipped:
+        rgbs = unpack_numpy(batch.column("_rgb"))
+        exifs, xmps, formats = (batch.column(c).to_pylist() for c in ("_exif", "_xmp", "_format"))
     out_fs, out_root = resolve(out_url, storage_options) if todo else (None, None)  # the URL: keep the protocol
     ext = FORMATS[fmt]
     for i in todo:
@@ -330,13 +329,12 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
         try:
             name = f"{safe_name(onames[i] or ids[i])}.{ext}"
             if shipped:
-                blob = _encode_shipped(batch, i, rgbs[i], fmt, provenance, base_dir, storage_options, shas[i], name)
+                # the scan is read again only for a C2PA ingredient, which is its bytes
+                source = None if provenance.c2pa is None else fetch_unchanged(abs_uri(uris[i], base_dir), storage_options, shas[i])
+                blob = encode_result(rgbs[i], fmt, provenance, exif_from(exifs[i]), xmps[i], source, formats[i], name)
             else:
-                data, sha = fetch(abs_uri(uris[i], base_dir), storage_options)
-                if sha != shas[i]:
-                    raise ImageError(CHANGED)
-                d = decode_image(data, max_pixels)
-                blob = render(d, abs_[i], fmt, provenance, source=data, title=name)
+                data = fetch_unchanged(abs_uri(uris[i], base_dir), storage_options, shas[i])
+                blob = render(decode_image(data, max_pixels), abs_[i], fmt, provenance, source=data, title=name)
             try:
                 atomic_write_bytes(f"{out_root}/images/{name}", blob, fs=out_fs)
             except (OSError, StorageError) as e:
@@ -366,25 +364,22 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
 
 
 PENDING = "pending"  # between finish stages only: a scan left for the stage sized for it
-CHANGED = "input changed while it was being processed (sha256 differs); retry it"
 SHIPPED = ("_rgb", "_depth", "_exif", "_xmp", "_format")  # the columns of a run that recombines on its GPU
 
 
-def _encode_shipped(batch: pa.Table, i: int, rgb: np.ndarray, fmt: str, provenance: Provenance, base_dir: str,
-                    storage_options: dict, sha: str, name: str) -> bytes:
-    """Encode an RGB result recombined by the model actor, with the metadata `prepare`
-    shipped. The scan is read again only for a C2PA ingredient, which is its bytes."""
+def fetch_unchanged(uri: str, storage_options: dict, sha: str) -> bytes:
+    """The scan's bytes again, refused if they are not the ones `prepare` hashed."""
+    data, now = fetch(uri, storage_options)
+    if now != sha:
+        raise ImageError("input changed while it was being processed (sha256 differs); retry it")
+    return data
+
+
+def exif_from(data: bytes | None):
+    if not data:
+        return None
     from PIL import Image
 
-    exif_bytes = batch.column("_exif")[i].as_py()
-    exif = None
-    if exif_bytes:
-        exif = Image.Exif()
-        exif.load(exif_bytes)
-    source = None
-    if provenance.c2pa is not None:
-        source, now = fetch(abs_uri(batch.column("uri")[i].as_py(), base_dir), storage_options)
-        if now != sha:
-            raise ImageError(CHANGED)
-    return encode_result(rgb, fmt, provenance, exif, batch.column("_xmp")[i].as_py(), source,
-                         batch.column("_format")[i].as_py(), name)
+    exif = Image.Exif()
+    exif.load(data)
+    return exif

@@ -88,11 +88,13 @@ def test_colorize_signs_each_output(chain, weights_path, tmp_path, fmt, mime):
     assert DIGITAL_SOURCE_TYPE.encode() in data  # the XMP, written before signing, is still there
 
 
-def test_run_signs_each_output(chain, ray_cluster, weights_path, tmp_path):
+@pytest.mark.parametrize("recombine_on", ["finish", "actor"])  # actor: the scan is read again only as the ingredient
+def test_run_signs_each_output(chain, ray_cluster, weights_path, tmp_path, recombine_on):
     from archive_colorize.pipeline import RunOptions, run
 
     s = run(RunOptions(manifest=str(ROOT / "manifests" / "sample.parquet"), out=str(tmp_path / "out"), weights=str(weights_path),
-                       working_size=64, fmt="jpeg", limit=2, c2pa_cert=str(chain[0]), c2pa_key=str(chain[1])))
+                       working_size=64, fmt="jpeg", limit=2, c2pa_cert=str(chain[0]), c2pa_key=str(chain[1]),
+                       recombine_on=recombine_on))
     assert s.done == 2
     for p in (tmp_path / "out" / "images").iterdir():
         check_manifest(verify(p.read_bytes(), "image/jpeg"))
