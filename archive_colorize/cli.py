@@ -47,6 +47,10 @@ ThreadsPerActorOpt = Annotated[Optional[int], typer.Option("--threads-per-actor"
     "Torch threads in each model actor (default: on CPUs its share of all the node's CPUs, on GPUs its CPUs)."))]
 GpusPerActorOpt = Annotated[Optional[float], typer.Option("--gpus-per-actor", help="GPUs per model actor (fractions share a GPU).")]
 
+ChromaGainOpt = Annotated[Optional[float], typer.Option("--chroma-gain", help=(
+    "Scale the predicted a*b* by this before recombination (default: the gain the weights were calibrated with; "
+    "1 is the model's own colour). A manifest column chroma_gain overrides it per row."))]
+
 C2paCertOpt = Annotated[Optional[str], typer.Option("--c2pa-cert", help=(
     "Sign each output with C2PA content credentials: the PEM certificate chain, signing certificate first "
     "(needs pip install 'archive-colorize[c2pa]')."))]
@@ -92,6 +96,7 @@ def colorize(
     working_size: WorkingSizeOpt = 512,
     precision: PrecisionOpt = "fp32",
     max_pixels: MaxPixelsOpt = 250_000_000,
+    chroma_gain: ChromaGainOpt = None,
     c2pa_cert: C2paCertOpt = None,
     c2pa_key: C2paKeyOpt = None,
 ):
@@ -113,7 +118,7 @@ def colorize(
 
     credentials = c2pa_credentials(c2pa_cert, c2pa_key, fmt, {})
     loaded = load_weights(weights)
-    engine = Engine(loaded, device=device, working_size=working_size, precision=precision)
+    engine = Engine(loaded, device=device, working_size=working_size, precision=precision, chroma_gain=chroma_gain)
     if precision != "fp32":
         from .engine import fidelity, fidelity_line
 
@@ -151,7 +156,10 @@ def weights_inspect(
         return
     table = Table(title=str(w.path), show_header=False)
     table.add_row("file sha256", w.file_sha256)
-    for key in ("format", "format_version", "storage", "config", "lab", "recipe", "data", "training", "metrics"):
+    cal = meta.get("calibration")
+    table.add_row("chroma gain", f"{w.chroma_gain:g}" + (
+        f" ({cal['criterion']} on {cal['data'].get('name')} rows {cal['data'].get('rows')})" if cal else " (not calibrated)"))
+    for key in ("format", "format_version", "storage", "config", "lab", "recipe", "data", "training", "metrics", "calibration"):
         table.add_row(key, json.dumps(meta.get(key), sort_keys=True) if isinstance(meta.get(key), (dict, list)) else str(meta.get(key)))
     cats = meta["categories"]
     table.add_row("categories", f"{len(cats)}: {', '.join(cats[:8])}{', ...' if len(cats) > 8 else ''}")
@@ -197,6 +205,7 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the manifest, weights and output; print what would run; do nothing."),
     iiif_base: Optional[str] = typer.Option(None, "--iiif-base", help="Where OUT will be published (https://...), for the ids in "
                                             "OUT/iiif/manifest.json (default: OUT's own file:// or s3:// location)."),
+    chroma_gain: ChromaGainOpt = None,
     c2pa_cert: C2paCertOpt = None,
     c2pa_key: C2paKeyOpt = None,
 ):
@@ -212,7 +221,7 @@ def run(
                       progress_every=progress_every, fmt=fmt, working_size=working_size, precision=precision, limit=limit, retry_failed=retry_failed, address=address,
                       actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor,
                       threads_per_actor=threads_per_actor, device=device, recombine_on=recombine_on, max_pixels=max_pixels, storage_options=_storage_options(storage_options), verbose=verbose,
-                      iiif_base=iiif_base, c2pa_cert=c2pa_cert, c2pa_key=c2pa_key)
+                      iiif_base=iiif_base, c2pa_cert=c2pa_cert, c2pa_key=c2pa_key, chroma_gain=chroma_gain)
     if dry_run:
         plan = inspect(opts)
         console.print(f"manifest {plan.manifest}: {plan.total} rows; in {plan.out}: {plan.done} done, {plan.failed} failed")
@@ -253,6 +262,7 @@ def submit(
     recombine_on: RecombineOnOpt = "auto",
     limit: LimitOpt = None,
     max_pixels: MaxPixelsOpt = 250_000_000,
+    chroma_gain: ChromaGainOpt = None,
     runtime_env: Optional[str] = typer.Option(None, "--runtime-env", help="Ray runtime_env: inline JSON or a .json/.yaml file."),
     storage_options: Optional[str] = typer.Option(None, "--storage-options", help="fsspec options as JSON (no credentials: the cluster brings its own)."),
     wait: bool = typer.Option(False, "--wait", help="Follow each job until it ends; exit 1 if one fails."),
@@ -278,7 +288,8 @@ def submit(
     for url in urls:
         opts = RunOptions(manifest=url, out=out, weights=weights, fmt=fmt, working_size=working_size, precision=precision, batch_size=batch_size,
                           retry_failed=retry_failed, actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor,
-                          threads_per_actor=threads_per_actor, device=device, recombine_on=recombine_on, limit=limit, max_pixels=max_pixels, storage_options=so)
+                          threads_per_actor=threads_per_actor, device=device, recombine_on=recombine_on, limit=limit, max_pixels=max_pixels, storage_options=so,
+                          chroma_gain=chroma_gain)
         if dry_run:
             from .options import inspect
 
@@ -425,6 +436,68 @@ def weights_export(
     console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {storage}, step {meta['training']['steps']})")
 
 
+def _rows(text: Optional[str]) -> tuple[int, Optional[int]]:
+    """'500:5000' -> (500, 5000); '0:' -> (0, None); None -> every row."""
+    if not text:
+        return 0, None
+    start, sep, end = text.partition(":")
+    try:
+        r = (int(start or 0), int(end) if end else None)
+    except ValueError:
+        r = (-1, None)
+    if not sep or r[0] < 0 or (r[1] is not None and r[1] <= r[0]):
+        raise ColorizeError(f"--rows must look like START:END (e.g. 0:500), not {text!r}")
+    return r
+
+
+@weights_app.command("calibrate")
+@friendly
+def weights_calibrate(
+    weights: Optional[str] = typer.Argument(None, help="Weights file (default: the shipped one)."),
+    data: str = typer.Option(..., "--data", help="Held-out colour photographs: Parquet shards with an `image` column "
+                             "(a quoted glob) or a folder of image files."),
+    criterion: str = typer.Option("mse-budget", "--criterion", help=(
+        "mse: the least-squares gain; colourfulness: match the photographs' mean colourfulness; mse-budget: the largest "
+        "gain whose a*b* MSE is at most --mse-budget above the uncalibrated model's.")),
+    mse_budget: float = typer.Option(0.05, "--mse-budget", help="With --criterion mse-budget: the a*b* MSE allowed above gain 1, as a fraction."),
+    rows: Optional[str] = typer.Option(None, "--rows", help="Only these rows of --data, START:END (e.g. 0:500)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write a copy of the weights with the fitted gain here "
+                                       "(tensors unchanged); without it, only print the curve."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw the curve as a PNG."),
+    working_size: WorkingSizeOpt = 512,
+    device: DeviceOpt = "auto",
+):
+    """Fit the chroma gain on held-out colour photographs and print the curve.
+
+    Example: archive-colorize weights calibrate --data ../shared/data/miniplaces/val.parquet --rows 0:500 --out calibrated.safetensors
+    """
+    from . import calibrate as cal
+    from .engine import Engine
+    from .weights import load_weights, with_calibration
+
+    if criterion not in cal.CRITERIA:
+        raise ColorizeError(f"--criterion must be one of {', '.join(cal.CRITERIA)}, not {criterion!r}")
+    loaded = load_weights(weights)
+    heldout = cal.prepare(Engine(loaded, device=device, working_size=working_size, chroma_gain=1.0), data, _rows(rows))
+    block = cal.fit(heldout, criterion, mse_budget)
+    info = block["data"]
+    table = Table(title=f"{info['images']} images of {info['name']} rows {info['rows'][0]}:{info['rows'][1]} "
+                        f"({info['filtered_out']} removed by the colour filter)")
+    for col in ("gain", "a*b* MSE / grey", "colourfulness / truth", "PSNR"):
+        table.add_column(col, justify="right")
+    for r in cal.curve_table(block):
+        table.add_row(*r)
+    console.print(table)
+    console.print(f"{criterion} gain: {block['gain']:.2f}" + (f" (a*b* MSE at most {mse_budget:.0%} above gain 1)"
+                                                              if criterion == "mse-budget" else ""), highlight=False)
+    if plot:
+        cal.plot(block, str(plot))
+        console.print(f"plot: {plot}")
+    if out:
+        with_calibration(loaded.path, out, block)
+        console.print(f"wrote {out} (chroma gain {block['gain']:.2f}; tensors unchanged)")
+
+
 @app.command()
 @friendly
 def evaluate(
@@ -432,6 +505,7 @@ def evaluate(
     data: str = typer.Option(..., "--data", help="val.parquet (or a glob), or a Places list such as val.txt."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the JSON report here."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate at most this many images."),
+    rows: Optional[str] = typer.Option(None, "--rows", help="Only these rows of --data, START:END (e.g. 500:5000)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
 ):
     """Colour and scene metrics against the grey and mean-colour baselines.
@@ -441,14 +515,17 @@ def evaluate(
     from .evaluate import evaluate as run_eval
     from .weights import load_weights
 
-    report = run_eval(load_weights(weights), data, limit=limit, device=device)
+    report = run_eval(load_weights(weights), data, limit=limit, device=device, rows=_rows(rows))
     table = Table(title=f"{report['images']} images ({report['filtered_out']} removed by the colour filter)")
     table.add_column("", no_wrap=True, min_width=12)
     for col in ("a*b* MSE", "PSNR", "AuC", "colour", "/truth", "top-1", "top-5"):
         table.add_column(col, overflow="fold")
-    for name in ("model", "grey", "mean_colour"):
+    for name in ("model", "model_calibrated", "grey", "mean_colour"):
+        if name not in report:
+            continue
         r = report[name]
-        table.add_row(name, f"{r['ab_mse']:.5f}", f"{r['psnr']:.2f}", f"{r['auc']:.4f}", f"{r['colourfulness']:.2f}",
+        label = {"model": "model (gain 1)", "model_calibrated": f"model (gain {report['chroma_gain']:g})"}.get(name, name)
+        table.add_row(label, f"{r['ab_mse']:.5f}", f"{r['psnr']:.2f}", f"{r['auc']:.4f}", f"{r['colourfulness']:.2f}",
                       f"{r['colourfulness_ratio_to_truth']:.2f}",
                       f"{r['top1']:.3f}" if r.get("top1") is not None else "", f"{r['top5']:.3f}" if r.get("top5") is not None else "")
     table.add_row("ground truth", "", "", "", f"{report['ground_truth']['colourfulness']:.2f}", "1.00", "", "")

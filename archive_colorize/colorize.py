@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .engine import Engine
+from .engine import Engine, scale_chroma
 from .provenance import Provenance
 from .render import render
 from .errors import ColorizeError, ImageError
@@ -56,8 +56,9 @@ def colorize_file(engine: Engine, path: Path, out_path: Path, fmt: str, style=No
         raise ImageError(f"cannot read {path}: {e.strerror or e}") from None
     decoded = decode_image(data, max_pixels)
     pred = engine.predict(decoded.lightness, None if style is None else style.lightness)
-    atomic_write_bytes(str(out_path), render(decoded, pred.ab, fmt, Provenance(engine.weights.file_sha256, engine.precision, c2pa), source=data,
-                                            title=out_path.name))
+    provenance = Provenance(engine.weights.file_sha256, engine.precision, c2pa)
+    ab = scale_chroma(pred.ab, engine.chroma_gain)
+    atomic_write_bytes(str(out_path), render(decoded, ab, fmt, provenance, source=data, title=out_path.name))
     return engine.top5(pred.probs)
 
 

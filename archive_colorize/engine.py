@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .images import working_copy
 from .lab import denormalize_ab
-from .options import DEFAULT_WORKING_SIZE, check_precision
+from .options import DEFAULT_WORKING_SIZE, check_chroma_gain, check_precision
 from .weights import Weights
 
 
@@ -26,6 +26,13 @@ def pick_device(device: str = "auto") -> torch.device:
 
         raise ConfigError("--device cuda was asked for, but no CUDA GPU is visible", hint="use --device cpu or auto")
     return torch.device(device)
+
+
+def scale_chroma(ab: torch.Tensor, gain: float) -> torch.Tensor:
+    """The calibrated chroma gain (weights calibrate): a*b* in CIE units times k, before
+    recombination. A gain of exactly 1 returns the tensor itself, so an uncalibrated run's
+    bytes are untouched; L* is never involved."""
+    return ab if gain == 1 else ab * float(gain)
 
 
 BUCKET = 64  # batched inference: the short side of a working copy is padded to a multiple of this
@@ -52,11 +59,14 @@ class Engine:
     opt-in lossy path: bf16 (CPU with AVX-512 BF16/AMX, or CUDA), fp16 (CUDA), int8 (CPU)."""
 
     def __init__(self, weights: Weights, device: str = "auto", working_size: int = DEFAULT_WORKING_SIZE,
-                 precision: str = "fp32", batch: int = 1):
+                 precision: str = "fp32", batch: int = 1, chroma_gain: float | None = None):
         from .errors import ConfigError
 
         check_precision(precision)
         self.weights = weights
+        # what `colorize` and `run` scale the predicted a*b* by: the override, else the gain
+        # the weights were calibrated with (1 without a calibration block)
+        self.chroma_gain = weights.chroma_gain if chroma_gain is None else check_chroma_gain(chroma_gain)
         self.device = pick_device(device)
         self.batch = max(1, int(batch))  # images per forward in predict_batch, always exactly this many
         if self.device.type == "cuda":

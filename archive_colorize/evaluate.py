@@ -13,8 +13,13 @@ import math
 import torch
 
 from .data import iter_raw_batches, prepare_batch, resolve_source
+from .engine import scale_chroma
 from .lab import denormalize_ab, normalize_ab
 from .metrics import AUC_THRESHOLDS, colourfulness, psnr, rgb_from
+
+def report_dropped(prepared: list[dict]) -> int:
+    return sum(b["dropped"] for b in prepared)
+
 
 class _Acc:
     def __init__(self):
@@ -38,8 +43,11 @@ class _Acc:
 
 
 def evaluate(weights, data: str, *, limit: int | None = None, batch_size: int = 32, size: int = 224,
-             root: str | None = None, mean_ab: list[float] | None = None, device: str = "auto") -> dict:
-    """-> {"model": {...}, "grey": {...}, "mean_colour": {...}, "images": n, "filtered_out": k}."""
+             root: str | None = None, mean_ab: list[float] | None = None, device: str = "auto",
+             rows: tuple[int, int | None] = (0, None)) -> dict:
+    """-> {"model": {...}, "grey": {...}, "mean_colour": {...}, "images": n, "filtered_out": k};
+    with weights calibrated to a gain other than 1, also "model_calibrated": the same
+    predictions with a*b* scaled by that gain. `rows`: [start, end) of the data, in order."""
     from .engine import pick_device
 
     dev = pick_device(device)
@@ -49,14 +57,26 @@ def evaluate(weights, data: str, *, limit: int | None = None, batch_size: int = 
         mean_ab = weights.metadata.get("data", {}).get("train_mean_ab")
     mean_source = "training set (from weights metadata)" if mean_ab is not None else "evaluation set itself"
     prepared = []
-    for raw in iter_raw_batches(src, batch_size, limit=limit):
+    start, end = rows
+    if limit is not None:
+        end = start + limit if end is None else min(end, start + limit)
+    seen = 0
+    for raw in iter_raw_batches(src, batch_size, limit=end):
+        n_raw = len(raw["label"])
+        if seen + n_raw <= start:
+            seen += n_raw
+            continue
+        if seen < start:
+            raw = {k: v[start - seen:] for k, v in raw.items()}
+        seen += n_raw
         b = prepare_batch(raw, train=False, size=size)
         prepared.append({k: torch.as_tensor(b[k][b["keep"]]) for k in ("L", "ab", "label")} | {"dropped": int((~b["keep"]).sum())})
     if mean_ab is None:
         allab = torch.cat([b["ab"] for b in prepared])
         mean_ab = denormalize_ab(allab.mean(dim=(0, 2, 3))).tolist()
     mean01 = normalize_ab(torch.tensor(mean_ab, dtype=torch.float32)).view(1, 2, 1, 1)
-    accs = {"model": _Acc(), "grey": _Acc(), "mean_colour": _Acc()}
+    gain = weights.chroma_gain
+    accs = {"model": _Acc(), "grey": _Acc(), "mean_colour": _Acc()} | ({"model_calibrated": _Acc()} if gain != 1 else {})
     gt_colour = 0.0
     t1 = t5 = 0.0
     n = 0
@@ -74,8 +94,11 @@ def evaluate(weights, data: str, *, limit: int | None = None, batch_size: int = 
                 top = logits.float().topk(min(5, logits.shape[1]), 1).indices.cpu()
                 t1 += float((top[:, 0] == label.cpu()).sum())
                 t5 += float((top == label.cpu()[:, None]).any(1).sum())
-            for name, p in (("model", pred), ("grey", normalize_ab(torch.zeros(1, 2, 1, 1))),
-                            ("mean_colour", mean01.expand_as(ab))):
+            candidates = [("model", pred), ("grey", normalize_ab(torch.zeros(1, 2, 1, 1))),
+                          ("mean_colour", mean01.expand_as(ab))]
+            if gain != 1:
+                candidates.append(("model_calibrated", normalize_ab(scale_chroma(denormalize_ab(pred), gain))))
+            for name, p in candidates:
                 p = p.expand_as(ab)
                 a = accs[name]
                 a.n += len(label)
@@ -94,10 +117,13 @@ def evaluate(weights, data: str, *, limit: int | None = None, batch_size: int = 
     for r in report.values():
         r["colourfulness_ratio_to_truth"] = r["colourfulness"] / gt if gt else math.nan
     report["ground_truth"] = {"colourfulness": gt}
-    report["model"]["top1"] = t1 / n if weights.config.global_branch else None
-    report["model"]["top5"] = t5 / n if weights.config.global_branch else None
+    for name in ("model", "model_calibrated")[: 2 if gain != 1 else 1]:  # the scene guess ignores the gain
+        report[name]["top1"] = t1 / n if weights.config.global_branch else None
+        report[name]["top5"] = t5 / n if weights.config.global_branch else None
+    report["chroma_gain"] = gain
+    report["rows"] = [start, start + n + report_dropped(prepared)] if (start or end is not None) else None
     report["images"] = n
-    report["filtered_out"] = sum(b["dropped"] for b in prepared)
+    report["filtered_out"] = report_dropped(prepared)
     report["data"] = data
     report["mean_colour_source"] = mean_source
     report["weights_sha256"] = weights.file_sha256

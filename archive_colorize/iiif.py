@@ -208,8 +208,8 @@ def iiif_rows(url: str, max_size: int | None = None, storage_options: dict | Non
 # ---------------------------------------------------------------- the run's own manifest
 
 CORE = {"id", "uri", "status", "error", "output_uri", "width", "height", "input_sha256", "output_sha256",
-        "scene_top5", "scene_top5_prob", "weights_sha256", "seconds", "mean_chroma", "style_uri", "output_name",
-        "iiif_manifest", "iiif_canvas", "title", "metadata", "rights", "required_statement"}
+        "scene_top5", "scene_top5_prob", "weights_sha256", "seconds", "mean_chroma", "chroma_gain", "style_uri",
+        "output_name", "iiif_manifest", "iiif_canvas", "title", "metadata", "rights", "required_statement"}
 _FORMATS = {"png": "image/png", "jpg": "image/jpeg", "tif": "image/tiff", "webp": "image/webp"}
 
 

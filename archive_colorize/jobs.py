@@ -42,9 +42,15 @@ def _status(status) -> str:
 
 
 def job_key(manifest_url: str, manifest_sha256: str, weights_sha256: str, out_url: str, fmt: str, working_size: int,
-            precision: str = "fp32") -> str:
+            precision: str = "fp32", chroma_gain: float | None = None) -> str:
+    # options that change the bytes are part of the identity; ones added later only when
+    # set, so the jobs of earlier versions keep their keys
     parts = [manifest_url, manifest_sha256, weights_sha256, out_url, fmt, working_size]
-    ident = json.dumps(parts if precision == "fp32" else parts + [precision])
+    if precision != "fp32":
+        parts.append(precision)
+    if chroma_gain is not None:
+        parts.append({"chroma_gain": float(chroma_gain)})
+    ident = json.dumps(parts)
     return "colorize-" + hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
@@ -57,6 +63,8 @@ def entrypoint(opts: RunOptions, out_url: str) -> str:
         args += ["--device", opts.device]
     if opts.recombine_on != "auto":
         args += ["--recombine-on", opts.recombine_on]
+    if opts.chroma_gain is not None:
+        args += ["--chroma-gain", repr(float(opts.chroma_gain))]
     if opts.max_pixels != RunOptions.max_pixels:
         args += ["--max-pixels", str(opts.max_pixels)]
     if opts.weights:
@@ -95,7 +103,8 @@ def submit(opts: RunOptions, address: str, runtime_env: dict | None = None) -> S
         manifest_sha = checked.manifest.fingerprint()  # a file or a whole dataset
     except OSError as e:
         raise StorageError(f"cannot read manifest {opts.manifest}: {e}") from None
-    key = job_key(opts.manifest, manifest_sha, plan.weights_sha256, out_url, opts.fmt, opts.working_size, opts.precision)
+    key = job_key(opts.manifest, manifest_sha, plan.weights_sha256, out_url, opts.fmt, opts.working_size, opts.precision,
+                  opts.chroma_gain)
     client = _client(address)
     attempts = sorted((j for j in client.list_jobs() if (j.metadata or {}).get(KEY) == key),
                       key=lambda j: j.start_time or 0)

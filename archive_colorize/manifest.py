@@ -35,6 +35,10 @@ from .storage import is_local, pa_filesystem, resolve
 REQUIRED = ("id", "uri")
 OPTIONAL = ("style_uri", "output_name")
 TEXT_COLUMNS = ("id", "uri") + OPTIONAL
+# An optional number per row: the chroma gain for that scan (weights calibrate), where an
+# archivist wants one series warmer or plainer than the run's gain. Null: the run's gain.
+GAIN_COLUMN = "chroma_gain"
+MAX_CHROMA_GAIN = 4.0  # beyond this it is no longer a calibration: every colour hits the gamut wall
 # Columns the pipeline writes into results.parquet; a manifest may not use these names
 # for its own metadata, or they would be silently overwritten.
 RESERVED = (
@@ -102,7 +106,7 @@ class Manifest:
 
     @property
     def metadata_columns(self) -> list[str]:
-        return [n for n in self.schema.names if n not in REQUIRED + OPTIONAL]
+        return [n for n in self.schema.names if n not in REQUIRED + OPTIONAL + (GAIN_COLUMN,)]
 
     @property
     def base_dir(self) -> str:
@@ -255,6 +259,10 @@ def open_manifest(url: str, storage_options: dict | None = None) -> Manifest:
     for name in TEXT_COLUMNS:
         if name in schema.names:
             _check_type(name, schema.field(name).type)
+    if GAIN_COLUMN in schema.names:
+        t = schema.field(GAIN_COLUMN).type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_null(t)):
+            raise ManifestError(f"manifest column {GAIN_COLUMN!r} has type {t}; accepted: a number type (float or integer)")
     clash = [c for c in RESERVED if c in schema.names]
     if clash:
         raise ManifestError(f"manifest column(s) {', '.join(map(repr, clash))} clash with result columns; rename them")
@@ -305,7 +313,9 @@ def check_rows(m: Manifest) -> None:
     hashes of one slice of hash space (about HASHES_PER_PASS of them); only rows whose hash
     repeats are read again, to tell a real repeat from a chance one."""
     has_oname = "output_name" in m.schema.names
-    columns = ["id", "uri"] + (["output_name"] if has_oname else [])
+    has_gain = GAIN_COLUMN in m.schema.names and not pa.types.is_null(m.schema.field(GAIN_COLUMN).type)
+    columns = ["id", "uri"] + (["output_name"] if has_oname else []) + ([GAIN_COLUMN] if has_gain else [])
+    bad_gains: list[int] = []
     passes = max(1, -(-m.num_rows // HASHES_PER_PASS))
     id_suspects, name_suspects = [], []
     for p in range(passes):
@@ -323,6 +333,12 @@ def check_rows(m: Manifest) -> None:
                 bad = pc.equal(pc.utf8_length(uris.fill_null("")), 0)
                 if len(bad_uris) < SHOW_ROWS and pc.any(bad).as_py():
                     bad_uris += _first(bad, offset, SHOW_ROWS - len(bad_uris))
+                if has_gain and len(bad_gains) < SHOW_ROWS:
+                    g = b.column(GAIN_COLUMN).combine_chunks().cast(pa.float64())
+                    ok = pc.and_(pc.greater(g, 0.0), pc.less_equal(g, MAX_CHROMA_GAIN))  # NaN compares false
+                    bad = pc.invert(ok).fill_null(False)
+                    if pc.any(bad).as_py():
+                        bad_gains += _first(bad, offset, SHOW_ROWS - len(bad_gains))
             ih, nh = _hashes(b, has_oname)
             name_parts.append(nh[nh % passes == p])
             if has_oname:
@@ -334,6 +350,9 @@ def check_rows(m: Manifest) -> None:
             raise ManifestError(f"manifest column 'id' has empty value(s) at {_where(m, empty_ids)}")
         if bad_uris:
             raise ManifestError(f"manifest column 'uri' has null or empty value(s) at {_where(m, bad_uris)}")
+        if bad_gains:
+            raise ManifestError(f"manifest column {GAIN_COLUMN!r} must be above 0 and at most {MAX_CHROMA_GAIN:g} "
+                                f"(or null for the run's gain); not at {_where(m, bad_gains)}")
         name_suspects.append(_repeats(np.concatenate(name_parts) if name_parts else np.empty(0, np.uint64)))
         del name_parts
         if has_oname:

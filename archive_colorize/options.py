@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from . import progress
 from .errors import ConfigError
-from .manifest import Manifest, default_out, load_manifest
+from .manifest import MAX_CHROMA_GAIN, Manifest, default_out, load_manifest
 from .storage import is_local, resolve
 
 # 512 px long side, from benchmarks/working_size.py on the 18 historical scans (medians):
@@ -56,6 +56,9 @@ class RunOptions:
     # the scan is decoded once and travels to the actor at 4 bytes a pixel), or in the CPU
     # `finish` tasks, which decode the scan again ("finish"). auto: actor on a GPU.
     recombine_on: str = "auto"
+    # a*b* is scaled by this before recombination; None: the weights' calibrated gain. A
+    # manifest column `chroma_gain` overrides both, row by row.
+    chroma_gain: float | None = None
 
 
 RECOMBINE_ON = ("auto", "actor", "finish")
@@ -105,10 +108,25 @@ def check_precision(precision: str) -> None:
                           hint="fp32 is exact and the default; int8 (CPU), bf16 and fp16 (GPU) trade fidelity for speed")
 
 
+def check_chroma_gain(gain: float, where: str = "--chroma-gain") -> float:
+    import math
+
+    try:
+        g = float(gain)
+    except (TypeError, ValueError):
+        g = math.nan
+    if not (math.isfinite(g) and 0 < g <= MAX_CHROMA_GAIN):
+        raise ConfigError(f"{where} must be a number above 0 and at most {MAX_CHROMA_GAIN:g}, not {gain!r}",
+                          hint="1 is the model's own colour; the weights' calibrated gain is the default (weights inspect)")
+    return g
+
+
 def check_options(opts: RunOptions) -> None:
     if opts.fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {opts.fmt!r}")
     check_precision(opts.precision)
+    if opts.chroma_gain is not None:
+        check_chroma_gain(opts.chroma_gain)
     if opts.threads_per_actor is not None and opts.threads_per_actor < 1:
         raise ConfigError(f"--threads-per-actor must be >= 1, not {opts.threads_per_actor}")
     if opts.recombine_on not in RECOMBINE_ON:

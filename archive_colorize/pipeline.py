@@ -184,7 +184,7 @@ def _dataset(ctx: RunContext):
                                "precision": opts.precision, "faults": armed(),
                                # batched forwards pay on a GPU; on a CPU one image at a time is as fast
                                "batch": opts.batch_size if plan["device"] == "cuda" else 1,
-                               "fmt": opts.fmt if ship else None},
+                               "fmt": opts.fmt if ship else None, "chroma_gain": opts.chroma_gain},
         compute=ActorPoolStrategy(min_size=plan["min_actors"], max_size=plan["actors"]), num_cpus=plan["num_cpus"], num_gpus=plan["num_gpus"], **common,
     )
     provenance = Provenance(ctx.weights.file_sha256, opts.precision, ctx.c2pa)

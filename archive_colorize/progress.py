@@ -36,6 +36,7 @@ RESULT_SCHEMA = pa.schema(
         ("weights_sha256", pa.string()),
         ("seconds", pa.float64()),
         ("mean_chroma", pa.float32()),
+        ("chroma_gain", pa.float64()),  # what the a*b* was scaled by: row, run or weights
     ]
 )
 

@@ -31,6 +31,15 @@ def write_iiif(ctx, results: pa.Table) -> None:
     write_json(ctx.out_fs, f"{ctx.out_root}/iiif/manifest.json", doc)
 
 
+def chroma_gain_record(override: float | None, calibration: dict | None) -> dict:
+    """The run's chroma gain and where it came from (rows may still name their own)."""
+    if override is not None:
+        return {"gain": float(override), "source": "--chroma-gain"}
+    if calibration:
+        return {"gain": float(calibration["gain"]), "source": f"the weights' calibration ({calibration.get('criterion')})"}
+    return {"gain": 1.0, "source": "uncalibrated weights"}
+
+
 def write_run_json(ctx, summary: RunSummary, fid: dict | None) -> None:
     import ray
     import torch
@@ -49,6 +58,7 @@ def write_run_json(ctx, summary: RunSummary, fid: dict | None) -> None:
                     "training": w.metadata.get("training"), "data": w.metadata.get("data", {}).get("description")},
         "counts": {k: v for k, v in asdict(summary).items() if k != "fidelity"},
         "precision": {"name": ctx.opts.precision, **(fid or {})},
+        "chroma_gain": chroma_gain_record(ctx.opts.chroma_gain, w.metadata.get("calibration")),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
                      "pyarrow": pa.__version__},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -131,6 +131,23 @@ def _bar_chart(pairs: list[tuple[str, int]], title: str, horizontal: bool) -> st
             f'font-size="11" font-family="sans-serif">{bars}</svg></figure>')
 
 
+def _gain_note(r: dict) -> str:
+    g = r.get("chroma_gain")
+    return "" if g is None else f" · gain {g:.2f}"
+
+
+def _gain_line(done: list[dict], record: dict | None) -> str:
+    """What the predicted a*b* was scaled by, from the rows themselves (run.json says why)."""
+    gains = Counter(round(r["chroma_gain"], 4) for r in done if r.get("chroma_gain") is not None)
+    why = f" ({_esc(record['source'])})" if record and record.get("source") else ""
+    if not gains:
+        return "Chroma gain: not recorded (rows made before archive-colorize recorded it; gain 1)."
+    if len(gains) == 1:
+        return f"Chroma gain: {next(iter(gains)):g}{why}, on every done row."
+    parts = ", ".join(f"{g:g} on {n} row{'s' if n != 1 else ''}" for g, n in sorted(gains.items()))
+    return f"Chroma gain: {parts}; the run's gain{why}, rows with a chroma_gain column their own."
+
+
 def write_report(o: ReportOptions) -> dict:
     if o.sample < 0:
         raise ColorizeError("--sample must be >= 0")
@@ -162,6 +179,7 @@ def write_report(o: ReportOptions) -> dict:
             counts[min(14, int(c / hi * 15))] += 1
         bins = [(f"{edges[i]:.0f}", counts[i]) for i in range(15)]
 
+    gain_line = _gain_line(done, run.get("chroma_gain"))
     cards = []
     for r, (before, after) in zip(shown, images):
         top = list(zip(r.get("scene_top5") or [], r.get("scene_top5_prob") or []))[:3]
@@ -174,7 +192,8 @@ def write_report(o: ReportOptions) -> dict:
 
         cards.append(f'<article class="card{" flagged" if fl else ""}"><div class="pair">{img(before, "before")}'
                      f'{img(after, "after")}</div><h3>{_esc(r["id"])}</h3>{fl}<ol>{scene}</ol>'
-                     f'<p class="meta">{r.get("width")}×{r.get("height")} · chroma {r.get("mean_chroma") or 0:.1f}</p></article>')
+                     f'<p class="meta">{r.get("width")}×{r.get("height")} · chroma {r.get("mean_chroma") or 0:.1f}'
+                     f'{_gain_note(r)}</p></article>')
     fail_rows = "".join(f"<tr><td>{_esc(r['id'])}</td><td>{_esc(r['uri'])}</td><td>{_esc(r['error'])}</td></tr>"
                         for r in failed[:MAX_FAILED_LISTED])
     more = f"<p>… and {len(failed) - MAX_FAILED_LISTED} more in results.parquet</p>" if len(failed) > MAX_FAILED_LISTED else ""
@@ -195,6 +214,7 @@ table {{ border-collapse: collapse; font-size: .85rem; }} td, th {{ border: 1px 
 </style></head><body>
 <h1>Colorization report</h1>
 <p>{_esc(o.out)} · manifest {_esc(base)} · weights {_esc((weights.get("sha256") or "")[:12])} · written {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}</p>
+<p>{gain_line}</p>
 <p>The colour in every image was added by a trained model. For IIIF viewers (Mirador, Universal Viewer), each colorized scan beside its original: <a href="{_esc(o.out.rstrip("/") + "/iiif/manifest.json")}">IIIF manifest</a>.</p>
 <section class="summary"><div><b>{len(rows)}</b>rows</div><div><b>{len(done)}</b>done</div><div><b>{len(failed)}</b>failed</div>
 <div><b>{len(flagged)}</b>flagged</div><div><b>{len(shown)}</b>pairs shown</div></section>

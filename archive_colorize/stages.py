@@ -29,9 +29,10 @@ import pyarrow.compute as pc
 import torch
 
 from .errors import ImageError, StorageError, one_line
+from .engine import Engine, scale_chroma
 from .faults import crash_point
 from .images import decode_image, output_bit_depth, working_copy
-from .manifest import normalize, safe_name
+from .manifest import GAIN_COLUMN, normalize, safe_name
 from .options import FORMATS
 from .provenance import Provenance
 from .render import colour, encode_result, mean_chroma, render
@@ -167,8 +168,8 @@ class Colorizer:
 
     def __init__(self, weights: str, device: str, working_size: int, threads: int | None = None,
                  storage_options: dict | None = None, expect_sha256: str | None = None, precision: str = "fp32",
-                 faults: dict | None = None, batch: int = 1, fmt: str | None = None):
-        from .engine import Engine
+                 faults: dict | None = None, batch: int = 1, fmt: str | None = None,
+                 chroma_gain: float | None = None):
         from .weights import load_weights
 
         self.faults = faults or {}
@@ -180,7 +181,8 @@ class Colorizer:
         loaded = load_weights(weights, storage_options=storage_options)
         if expect_sha256 and loaded.file_sha256 != expect_sha256:
             raise StorageError(f"weights {weights} changed since the run started (sha256 differs)")
-        self.engine = Engine(loaded, device=device, working_size=working_size, precision=precision, batch=batch)
+        self.engine = Engine(loaded, device=device, working_size=working_size, precision=precision, batch=batch,
+                             chroma_gain=chroma_gain)
         self.weights_sha256 = loaded.file_sha256
         self.where = f"{device_label(self.engine.device)} on {socket.gethostname()} pid {os.getpid()}"
 
@@ -190,6 +192,10 @@ class Colorizer:
         errors = batch.column("error").to_pylist()
         work, style = unpack(batch.column("_work")), unpack(batch.column("_style"))
         t = batch.column("_t").to_pylist()
+        gains = [self.engine.chroma_gain] * n  # the run's (or the weights'), unless the row names its own
+        if GAIN_COLUMN in batch.column_names:
+            gains = [self.engine.chroma_gain if g is None else float(g) for g in batch.column(GAIN_COLUMN).to_pylist()]
+            batch = batch.drop_columns([GAIN_COLUMN])
         ab, names, probs = [None] * n, [None] * n, [None] * n
         rows = [i for i in range(n) if errors[i] is None]
         items = [(work[i][None, None], None if style[i] is None else style[i][None, None]) for i in rows]
@@ -206,7 +212,7 @@ class Colorizer:
         for k, i in enumerate(rows):
             try:
                 pred = preds[k] if preds is not None else self.engine.predict_batch([items[k]])[0]
-                ab[i] = pred.ab.float().numpy()
+                ab[i] = scale_chroma(pred.ab.float(), gains[i]).numpy()
                 top = self.engine.top5(pred.probs)
                 names[i], probs[i] = [c for c, _ in top], [p for _, p in top]
             except Exception as e:
@@ -225,6 +231,7 @@ class Colorizer:
                 .append_column("scene_top5", pa.array(names, pa.list_(pa.string())))
                 .append_column("scene_top5_prob", pa.array(probs, pa.list_(pa.float32())))
                 .append_column("weights_sha256", pa.array([self.weights_sha256] * n, pa.string()))
+                .append_column(GAIN_COLUMN, pa.array(gains, pa.float64()))
                 .append_column("error", pa.array(errors, pa.string()))
                 .append_column("_t", pa.array(t, pa.float64()))
                 # so the driver can say which device each actor really got

@@ -45,6 +45,11 @@ class Weights:
     def ab_norm(self) -> dict:
         return self.metadata["lab"]["ab_norm"]
 
+    @property
+    def chroma_gain(self) -> float:
+        """The gain `weights calibrate` fitted (1.0 for weights without a calibration block)."""
+        return float((self.metadata.get("calibration") or {}).get("gain", 1.0))
+
 
 def category_display_name(places_name: str) -> str:
     """'/a/abbey' -> 'abbey', '/b/bakery/shop' -> 'bakery/shop'; plain names pass through."""
@@ -140,13 +145,27 @@ def save_weights(
         "metrics": metrics or {},
         "training": training or {},
     }
+    return _write(meta, tensors, path)
+
+
+def _write(meta: dict, tensors: dict[str, torch.Tensor], path) -> dict:
+    meta = {k: v for k, v in meta.items() if k != "content_sha256"}
     meta["content_sha256"] = _content_hash(meta, tensors)
     header = {k: (json.dumps(v) if k in JSON_KEYS else str(v)) for k, v in meta.items()}
-    blob = st_save(tensors, metadata=header)
     from .storage import atomic_write_bytes
 
-    atomic_write_bytes(str(path), blob)
+    atomic_write_bytes(str(path), st_save(tensors, metadata=header))
     return meta
+
+
+def with_calibration(path: str | os.PathLike, out: str | os.PathLike, calibration: dict) -> dict:
+    """A copy of a weights file with a new `calibration` block: the stored tensors exactly
+    as they are (int8 stays int8, bit for bit), the header otherwise unchanged, a new
+    content sha256 over both."""
+    meta, tensors = _read(path, tensors=True)
+    if _content_hash(meta, tensors) != meta["content_sha256"]:
+        raise WeightsError(f"{path} failed its sha256 check: the file was modified or damaged after export")
+    return _write(meta | {"calibration": calibration}, tensors, out)
 
 
 def read_metadata(path: str | os.PathLike) -> dict:

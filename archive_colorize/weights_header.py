@@ -18,7 +18,7 @@ from .errors import WeightsError
 FORMAT = "archive-colorize-weights"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "format_version", "config", "categories", "lab", "storage", "content_sha256")
-JSON_KEYS = ("config", "categories", "lab", "preprocessing", "recipe", "data", "metrics", "training")
+JSON_KEYS = ("config", "categories", "lab", "preprocessing", "recipe", "data", "metrics", "training", "calibration")
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.safetensors"
 MAX_HEADER = 100 * 2**20  # safetensors' own limit
 

@@ -95,7 +95,7 @@ def test_colorize_refuses_two_inputs_for_one_output(tmp_path, names):
 
 
 SHARED = ["--weights", "--format", "--working-size", "--precision", "--batch-size", "--device", "--max-pixels",
-          "--limit", "--retry-failed", "--actors", "--cpus-per-actor", "--gpus-per-actor"]
+          "--limit", "--retry-failed", "--actors", "--cpus-per-actor", "--gpus-per-actor", "--chroma-gain"]
 
 
 def _params(name):
