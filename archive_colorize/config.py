@@ -50,6 +50,15 @@ class TrainConfig:
     use_ray: bool = True  # false runs the same loop in this process (machines without Ray)
     max_minutes: float = 0.0  # >0: stop (with a checkpoint) after this much wall time, e.g. a GPU lease
     compile: bool = False  # torch.compile the network (a minute or so of compiling first)
+    # sub-networks that do not learn (head.py); with the whole trunk frozen their outputs
+    # are computed once into a feature cache and only the head trains
+    freeze: list = field(default_factory=list)
+    loss: str = "mse"  # mse (the paper) | rebalanced | colourfulness (losses.py)
+    rebalance_lambda: float = 0.5  # rebalanced: the uniform share of the mix (Zhang et al.)
+    rebalance_sigma: float = 5.0  # rebalanced: Gaussian smoothing of the colour histogram, a*b* units
+    colourfulness_weight: float = 0.005  # colourfulness: beta, the weight of the shortfall term
+    feature_cache: str = ""  # frozen trunk: where its outputs are kept ("" = RUN/features)
+    feature_augmentations: int = 1  # frozen trunk: augmented copies of each image, drawn once
 
 
 @dataclass
@@ -142,6 +151,17 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         cfg = config_from_dict(d, cfg)
     if cfg.train.batch_size % max(1, cfg.train.num_workers):
         raise ConfigError("train.batch_size must divide evenly across train.num_workers")
+    from .losses import LOSSES
+
+    if cfg.train.loss not in LOSSES:
+        raise ConfigError(f"config key train.loss must be one of {', '.join(LOSSES)}, not {cfg.train.loss!r}")
+    if not isinstance(cfg.train.freeze, list) or not all(isinstance(n, str) for n in cfg.train.freeze):
+        raise ConfigError(f"config key train.freeze must be a list of sub-network names, got {cfg.train.freeze!r}")
+    from .head import check_freeze
+
+    check_freeze(cfg.train.freeze, cfg.model.global_branch)
+    if cfg.train.feature_augmentations < 1:
+        raise ConfigError("config key train.feature_augmentations must be >= 1")
     if cfg.model.global_branch is False and cfg.train.alpha != 0:
         raise ConfigError("train.alpha must be 0 for the baseline without a global branch (model.global_branch = false)")
     return cfg

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from .config import Config, config_from_dict
 from .data import iter_raw_batches, prepare_batch, ray_dataset, resolve_source
 from .errors import ConfigError
+from .head import freeze, train_head, trunk_frozen
+from .losses import colour_loss
 from .model import ColorizationModel
 from .checkpoints import list_checkpoints, load_checkpoint, read_metrics, save_checkpoint, write_metrics
 from .storage import resolve
@@ -24,13 +26,14 @@ from .storage import resolve
 # ---------------------------------------------------------------- the loss and one step
 
 
-def joint_loss(model, L, ab, label, alpha: float):
-    """MSE on normalised a*b* + alpha * cross-entropy (paper Eq. 5). Returns (total, colour, class, logits).
+def joint_loss(model, L, ab, label, alpha: float, loss: str = "mse", beta: float = 0.0):
+    """MSE on normalised a*b* (or another colour loss, losses.py) + alpha * cross-entropy
+    (paper Eq. 5). Returns (total, colour, class, logits).
 
     The class loss is computed from the logits, which depend only on the classification,
     global and low-level networks, so its gradient reaches nothing else."""
     pred_ab, logits = model(L)
-    colour = F.mse_loss(pred_ab.float(), ab)
+    colour = F.mse_loss(pred_ab.float(), ab) if loss == "mse" else colour_loss(loss, pred_ab, ab, L, beta=beta)
     if logits is None or alpha == 0:
         cls = torch.zeros((), device=L.device)
         return colour, colour, cls, logits
@@ -60,7 +63,8 @@ def make_optimizer(model, tc) -> torch.optim.Optimizer:
     raise ConfigError(f"train.optimizer must be adadelta, adam or sgd, not {tc.optimizer!r}")
 
 
-def train_step(model, optimizer, batch: dict, alpha: float, device, bf16: bool = False) -> dict:
+def train_step(model, optimizer, batch: dict, alpha: float, device, bf16: bool = False, loss: str = "mse",
+               beta: float = 0.0, frozen: tuple = ()) -> dict:
     """One optimisation step on a prepared batch {L, ab, label} (torch tensors or numpy).
 
     Returns 0-d tensors on the device, not floats: a float() here would make the host wait
@@ -69,9 +73,11 @@ def train_step(model, optimizer, batch: dict, alpha: float, device, bf16: bool =
     if device.type == "cuda":
         L = L.contiguous(memory_format=torch.channels_last)
     model.train()
+    if frozen:
+        freeze(_unwrap(model), list(frozen))  # their batch norms keep the statistics they were trained with
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
-        loss, colour, cls, logits = joint_loss(model, L, ab, label, alpha)
+        loss, colour, cls, logits = joint_loss(model, L, ab, label, alpha, loss, beta)
     loss.backward()
     optimizer.step()
     return {
@@ -307,6 +313,8 @@ def train_loop(loop_config: dict) -> None:
     if ctx.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     model = model.to(ctx.device)
+    if tc.freeze:  # some sub-networks only (a whole frozen trunk goes to head.train_head instead)
+        freeze(model, tc.freeze)
     optimizer = make_optimizer(model, tc)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -351,7 +359,8 @@ def train_loop(loop_config: dict) -> None:
         filtered += dropped
         if b is None:
             continue
-        acc.append(train_step(forward, optimizer, b, tc.alpha, ctx.device, tc.bf16))
+        acc.append(train_step(forward, optimizer, b, tc.alpha, ctx.device, tc.bf16, tc.loss, tc.colourfulness_weight,
+                              tuple(tc.freeze)))
         step += 1
         n = len(b["label"])
         images += n * ctx.world
@@ -464,10 +473,17 @@ def run_training(cfg: Config, run_dir: str, resume: bool = False, categories: li
         check_init_architecture(cfg.model, load_weights(init).config, init)
         if "://" not in init:
             init = os.path.abspath(init)
+    if cfg.train.loss == "rebalanced" and not trunk_frozen(cfg):
+        raise ConfigError("train.loss = 'rebalanced' needs a frozen trunk: the training colours are counted while its "
+                          "features are extracted", hint='set train.freeze = ["low_level", "mid_level", "global_features"] '
+                          "and --init WEIGHTS")
     write_json(fs, f"{rd}/config.json", cfg.to_dict())
     loop_config = {"config": cfg.to_dict(), "run_dir": run_dir, "resume": resume, "categories": categories, "init": init}
     tc = cfg.train
-    if not tc.use_ray:
+    if trunk_frozen(cfg):
+        # the trunk's outputs, cached, are the data: one process, no Ray Data stream to feed
+        train_head(cfg, run_dir, resume, categories, init)
+    elif not tc.use_ray:
         train_loop(loop_config)
     else:
         _fit_with_ray(cfg, source, loop_config)

@@ -1,15 +1,20 @@
 """Before/after contact sheet of a folder of scans, for looking at a model's colours.
 
-    python docs/make_contact_sheet.py ../shared/data/historical /tmp/sheet.jpg [--weights W]
+    python docs/make_contact_sheet.py ../shared/data/historical /tmp/sheet.jpg
+    python docs/make_contact_sheet.py ../shared/data/historical /tmp/gains.jpg --variant default@1 --variant default
+    python docs/make_contact_sheet.py ../shared/data/historical /tmp/new.jpg --variant default --variant new.safetensors
 
+Each --variant is WEIGHTS[@GAIN] (WEIGHTS `default` is the shipped file; without @GAIN the
+weights' own calibrated gain): one column per variant beside the grey original.
 Do not commit sheets made from images the project may not redistribute."""
 
 import argparse
 from pathlib import Path
 
+import torch
 from PIL import Image, ImageDraw
 
-from archive_colorize.engine import Engine
+from archive_colorize.engine import Engine, scale_chroma
 from archive_colorize.images import decode_image
 from archive_colorize.lab import lab_to_rgb
 from archive_colorize.render import recombine
@@ -18,33 +23,41 @@ from archive_colorize.weights import load_weights
 THUMB = 256
 
 
+def engine_for(variant: str) -> tuple[str, Engine]:
+    path, _, gain = variant.partition("@")
+    eng = Engine(load_weights(None if path == "default" else path), device="cpu",
+                 chroma_gain=float(gain) if gain else None)
+    return f"{Path(path).stem} x{eng.chroma_gain:g}", eng
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("folder")
     ap.add_argument("out")
-    ap.add_argument("--weights", default=None)
-    ap.add_argument("--columns", type=int, default=3)
+    ap.add_argument("--variant", action="append", help="WEIGHTS[@GAIN], repeatable (default: the shipped weights)")
+    ap.add_argument("--columns", type=int, default=0, help="cells per row (default: 3 for one variant, else 1)")
     a = ap.parse_args()
-    eng = Engine(load_weights(a.weights), device="cpu")
+    variants = [engine_for(v) for v in (a.variant or ["default"])]
     files = sorted(p for p in Path(a.folder).iterdir() if p.suffix.lower() in (".jpg", ".png", ".tif", ".tiff"))
     cells = []
     for f in files:
         d = decode_image(f.read_bytes())
-        pred = eng.predict(d.lightness)
-        after = Image.fromarray(recombine(d.lightness, pred.ab))
-        import torch
-
-        grey = lab_to_rgb(torch.stack([d.lightness, torch.zeros_like(d.lightness), torch.zeros_like(d.lightness)])[None])
-        before = Image.fromarray((grey[0].permute(1, 2, 0).numpy() * 255).round().astype("uint8"))
-        for im in (before, after):
+        zeros = torch.zeros_like(d.lightness)
+        grey = lab_to_rgb(torch.stack([d.lightness, zeros, zeros])[None])
+        ims = [Image.fromarray((grey[0].permute(1, 2, 0).numpy() * 255).round().astype("uint8"))]
+        labels = [f.stem[:40]]
+        for name, eng in variants:
+            pred = eng.predict(d.lightness)
+            ims.append(Image.fromarray(recombine(d.lightness, scale_chroma(pred.ab, eng.chroma_gain))))
+            labels.append(f"{name}: " + ", ".join(f"{n} {p:.0%}" for n, p in eng.top5(pred.probs)[:2])[:60])
+        for im in ims:
             im.thumbnail((THUMB, THUMB))
-        cell = Image.new("RGB", (2 * THUMB + 8, THUMB + 34), "white")
-        cell.paste(before, (0, 0))
-        cell.paste(after, (THUMB + 8, 0))
-        top = ", ".join(f"{n} {p:.0%}" for n, p in eng.top5(pred.probs)[:3])
-        ImageDraw.Draw(cell).text((2, THUMB + 2), f"{f.stem[:40]}\n{top[:70]}", fill="black")
+        cell = Image.new("RGB", (len(ims) * (THUMB + 8), THUMB + 20), "white")
+        for i, (im, label) in enumerate(zip(ims, labels)):
+            cell.paste(im, (i * (THUMB + 8), 0))
+            ImageDraw.Draw(cell).text((i * (THUMB + 8) + 2, THUMB + 4), label[:44], fill="black")
         cells.append(cell)
-    cols = a.columns
+    cols = a.columns or (3 if len(variants) == 1 else 1)
     rows = (len(cells) + cols - 1) // cols
     w, h = cells[0].size
     sheet = Image.new("RGB", (cols * (w + 12), rows * (h + 12)), "white")
