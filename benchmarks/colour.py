@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, table, write  # noqa: E402
 from legacy import _interp_matrix, _lab_to_linear_before, linear_to_srgb_before  # noqa: E402
 
-from archive_colorize.lab import _f_inv, _f_inv_planar, _pow_, lab_to_linear_planes, linear_to_srgb_  # noqa: E402
-from archive_colorize.render import _taps  # noqa: E402
+from archive_colorize.imaging.lab import _f_inv, _f_inv_planar, _pow_, lab_to_linear_planes, linear_to_srgb_  # noqa: E402
+from archive_colorize.imaging.render import _taps  # noqa: E402
 
 W, ROWS = 8660, 32  # a 100 MP scan's width, and the CPU strip height
 

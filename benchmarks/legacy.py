@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 # the textbook, torch.where forms: still lab.py's own for lab_to_rgb (training, tests)
-from archive_colorize.lab import _lab_to_linear as _lab_to_linear_before
-from archive_colorize.lab import linear_to_srgb as linear_to_srgb_before
-from archive_colorize.render import _taps
+from archive_colorize.imaging.lab import _lab_to_linear as _lab_to_linear_before
+from archive_colorize.imaging.lab import linear_to_srgb as linear_to_srgb_before
+from archive_colorize.imaging.render import _taps
 
 STRIP_ROWS = 256
 
@@ -82,7 +82,7 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
 
 
 def encode_png_before(rgb: np.ndarray, exif: Image.Exif, xmp: bytes | None) -> bytes:
-    """PNG as it was encoded before archive_colorize/png.py: Pillow at zlib level 3 (8-bit),
+    """PNG as it was encoded before archive_colorize/imaging/png.py: Pillow at zlib level 3 (8-bit),
     OpenCV plus inserted eXIf/iTXt chunks (16-bit)."""
     import cv2
 
@@ -108,8 +108,8 @@ def lut_rows_before(arr: np.ndarray, lut: torch.Tensor) -> torch.Tensor:
 
 
 def luminance_rows_before(rgb: np.ndarray) -> torch.Tensor:
-    from archive_colorize.images import _LIN8, _Y_WEIGHTS
-    from archive_colorize.lab import luminance_to_lightness
+    from archive_colorize.imaging.images import _LIN8, _Y_WEIGHTS
+    from archive_colorize.imaging.lab import luminance_to_lightness
 
     out = torch.empty(rgb.shape[:2], dtype=torch.float32)
     for y in range(0, rgb.shape[0], DECODE_ROWS):
@@ -120,6 +120,6 @@ def luminance_rows_before(rgb: np.ndarray) -> torch.Tensor:
 
 def use_decode_before() -> None:
     """Decode as before, for this process: the old row converters in images.py."""
-    from archive_colorize import images
+    from archive_colorize.imaging import images
 
     images._lut_rows, images._luminance_rows = lut_rows_before, luminance_rows_before

@@ -21,12 +21,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import PeakRSS, full_width_model, machine, median_time, table, write  # noqa: E402
 from naive import NaiveColorizer  # noqa: E402
 
-from archive_colorize.engine import Engine  # noqa: E402
-from archive_colorize.weights import Weights  # noqa: E402
+from archive_colorize.model.engine import Engine  # noqa: E402
+from archive_colorize.model.weights import Weights  # noqa: E402
 
 
 def engine_for(model, precision: str) -> Engine:
-    from archive_colorize.lab import AB_NORM
+    from archive_colorize.imaging.lab import AB_NORM
 
     w = Weights(model=model, config=model.config, categories=[f"c{i}" for i in range(model.config.num_classes)],
                 metadata={"lab": {"ab_norm": AB_NORM}}, path="(benchmark)", file_sha256="0" * 64)
@@ -64,7 +64,7 @@ def main():
     if a.random:
         model, source = full_width_model(width=a.width), f"seeded random, width {a.width}"
     else:
-        from archive_colorize.weights import load_weights
+        from archive_colorize.model.weights import load_weights
 
         shipped = load_weights(None)
         model, source = shipped.model, f"shipped weights {shipped.file_sha256[:12]} ({shipped.metadata.get('storage')})"

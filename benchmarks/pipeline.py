@@ -59,12 +59,12 @@ def make_images(folder: Path, n: int, size: tuple[int, int] = (640, 480)) -> Pat
 def engine_loop(manifest: Path, working_size: int, out: Path) -> float:
     import torch
 
-    from archive_colorize.engine import Engine
-    from archive_colorize.provenance import Provenance
-    from archive_colorize.render import render
-    from archive_colorize.images import decode_image
-    from archive_colorize.storage import atomic_write_bytes
-    from archive_colorize.weights import load_weights
+    from archive_colorize.model.engine import Engine
+    from archive_colorize.imaging.provenance import Provenance
+    from archive_colorize.imaging.render import render
+    from archive_colorize.imaging.images import decode_image
+    from archive_colorize.core.storage import atomic_write_bytes
+    from archive_colorize.model.weights import load_weights
 
     torch.set_num_threads(2)
     w = load_weights(None)
@@ -81,7 +81,7 @@ def engine_loop(manifest: Path, working_size: int, out: Path) -> float:
 
 def cli_run(manifest: Path, out: Path, working_size: int, limit: int | None, *extra: str) -> float:
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "archive_colorize.cli", "run", str(manifest), "--out", str(out),
+    cmd = [sys.executable, "-m", "archive_colorize.apps.cli", "run", str(manifest), "--out", str(out),
            "--working-size", str(working_size)] + (["--limit", str(limit)] if limit else []) + list(extra)
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)

@@ -43,10 +43,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
-    from archive_colorize.engine import Engine
-    from archive_colorize.images import decode_image, working_copy
-    from archive_colorize.render import recombine
-    from archive_colorize.weights import load_weights
+    from archive_colorize.model.engine import Engine
+    from archive_colorize.imaging.images import decode_image, working_copy
+    from archive_colorize.imaging.render import recombine
+    from archive_colorize.model.weights import load_weights
 
     torch.set_num_threads(2)
     folder = Path(tempfile.gettempdir()) / "archive-colorize-scan-bench"

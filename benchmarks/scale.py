@@ -27,8 +27,8 @@ HISTORICAL = Path(os.environ.get("ARCHIVE_COLORIZE_SHARED", ROOT.parent / "share
 
 
 def tiny_model(path: Path) -> None:
-    from archive_colorize.model import ColorizationModel, ModelConfig
-    from archive_colorize.weights import load_categories, save_weights
+    from archive_colorize.model.network import ColorizationModel, ModelConfig
+    from archive_colorize.model.weights import load_categories, save_weights
 
     torch.manual_seed(0)
     cats = load_categories(ROOT / "archive_colorize" / "categories" / "places365.txt")
@@ -69,7 +69,7 @@ def main():
     weights = work / "tiny.safetensors"
     tiny_model(weights)
     out = work / "out"
-    cmd = [sys.executable, "-m", "archive_colorize.cli", "run", str(manifest), "--out", str(out), "--weights", str(weights),
+    cmd = [sys.executable, "-m", "archive_colorize.apps.cli", "run", str(manifest), "--out", str(out), "--weights", str(weights),
            "--working-size", "16", "--batch-size", str(a.batch_size), "--format", "jpeg"]
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

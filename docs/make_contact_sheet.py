@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from archive_colorize.engine import Engine, scale_chroma
-from archive_colorize.images import decode_image
-from archive_colorize.lab import lab_to_rgb
-from archive_colorize.render import recombine
-from archive_colorize.weights import load_weights
+from archive_colorize.model.engine import Engine, scale_chroma
+from archive_colorize.imaging.images import decode_image
+from archive_colorize.imaging.lab import lab_to_rgb
+from archive_colorize.imaging.render import recombine
+from archive_colorize.model.weights import load_weights
 
 THUMB = 256
 

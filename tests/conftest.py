@@ -31,9 +31,26 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "shared: needs ../shared (skipped with one reason without it; an error under CI=true)")
 
 
+# What makes a test slow: a Ray cluster, a moto S3 server, or a process of its own. Tests
+# that use these fixtures (directly or through another fixture) are marked `slow`, so that
+# `pytest -m "not slow"` is the quick loop (CONTRIBUTING.md); the README's command runs all.
+SLOW_FIXTURES = {"ray_cluster", "s3", "s3_server", "clean_run", "jobs_head", "cluster"}
+SLOW_FILES = {"test_jobs.py", "test_c2pa.py", "test_gpu_benchmark.py", "test_default_weights.py", "test_fast.py",
+              "test_train_device.py", "test_manifest_writers.py"}
+
+
+def _mark_slow(items) -> None:
+    for item in items:
+        path = item.path
+        if (SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or path.name in SLOW_FILES
+                or "reliability" in path.parts or item.get_closest_marker("shared")):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked `shared` are skipped, for one stated reason, in a plain clone without
     ../shared; in CI (CI=true) a missing ../shared stops the run instead."""
+    _mark_slow(items)
     if shared_present():
         return
     marked = [item for item in items if item.get_closest_marker("shared")]
@@ -67,8 +84,8 @@ def historical(name: str) -> Path:
 def make_random_weights(path: Path, width: float = 0.125, seed: int = 0, global_branch: bool = True) -> Path:
     """A seeded random model whose batch norms hold non-trivial statistics (so folding is
     really exercised) and whose output layer is scaled up so it produces visible colour."""
-    from archive_colorize.model import ColorizationModel, ModelConfig
-    from archive_colorize.weights import save_weights
+    from archive_colorize.model.network import ColorizationModel, ModelConfig
+    from archive_colorize.model.weights import save_weights
 
     torch.manual_seed(seed)
     model = ColorizationModel(ModelConfig(num_classes=100, width=width, global_branch=global_branch))
@@ -95,14 +112,14 @@ def weights_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def weights(weights_path):
-    from archive_colorize.weights import load_weights
+    from archive_colorize.model.weights import load_weights
 
     return load_weights(weights_path)
 
 
 @pytest.fixture(scope="session")
 def engine(weights):
-    from archive_colorize.engine import Engine
+    from archive_colorize.model.engine import Engine
 
     return Engine(weights, device="cpu", working_size=256)
 

@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from archive_colorize.cli import app
+from archive_colorize.apps.cli import app
 from archive_colorize.errors import ManifestError
-from archive_colorize.iiif import iiif_rows
-from archive_colorize.pipeline import RunOptions, run
+from archive_colorize.sources.iiif import iiif_rows
+from archive_colorize.run.pipeline import RunOptions, run
 
 from .conftest import sample
 

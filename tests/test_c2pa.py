@@ -10,10 +10,10 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from archive_colorize.cli import app
+from archive_colorize.apps.cli import app
 from archive_colorize.errors import ConfigError
-from archive_colorize.options import c2pa_credentials
-from archive_colorize.provenance import DIGITAL_SOURCE_TYPE
+from archive_colorize.run.options import c2pa_credentials
+from archive_colorize.imaging.provenance import DIGITAL_SOURCE_TYPE
 
 from .conftest import ROOT, sample
 
@@ -90,7 +90,7 @@ def test_colorize_signs_each_output(chain, weights_path, tmp_path, fmt, mime):
 
 @pytest.mark.parametrize("recombine_on", ["finish", "actor"])  # actor: the scan is read again only as the ingredient
 def test_run_signs_each_output(chain, ray_cluster, weights_path, tmp_path, recombine_on):
-    from archive_colorize.pipeline import RunOptions, run
+    from archive_colorize.run.pipeline import RunOptions, run
 
     s = run(RunOptions(manifest=str(ROOT / "manifests" / "sample.parquet"), out=str(tmp_path / "out"), weights=str(weights_path),
                        working_size=64, fmt="jpeg", limit=2, c2pa_cert=str(chain[0]), c2pa_key=str(chain[1]),

@@ -15,16 +15,16 @@ from PIL import Image
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from archive_colorize import calibrate as cal
-from archive_colorize.cli import app
-from archive_colorize.colorize import colorize_file
-from archive_colorize.engine import Engine, scale_chroma
+from archive_colorize.train import calibrate as cal
+from archive_colorize.apps.cli import app
+from archive_colorize.apps.colorize import colorize_file
+from archive_colorize.model.engine import Engine, scale_chroma
 from archive_colorize.errors import ConfigError, ManifestError
-from archive_colorize.images import decode_image
-from archive_colorize.lab import rgb_to_lab
-from archive_colorize.manifest import load_manifest
-from archive_colorize.render import recombine
-from archive_colorize.weights import load_weights, with_calibration
+from archive_colorize.imaging.images import decode_image
+from archive_colorize.imaging.lab import rgb_to_lab
+from archive_colorize.sources.manifest import load_manifest
+from archive_colorize.imaging.render import recombine
+from archive_colorize.model.weights import load_weights, with_calibration
 
 from .conftest import MINIPLACES, need_shared, sample
 
@@ -114,7 +114,7 @@ class TruthEngine:
 def colour_photo(name: str, path) -> None:
     """A colour photograph for held-out data (the repository ships only grayscale ones): a
     real photograph's L*, with a*b* from smooth fields of hue, saved losslessly."""
-    from archive_colorize.lab import lab_to_rgb
+    from archive_colorize.imaging.lab import lab_to_rgb
 
     im = Image.open(sample(name)).convert("L")
     im = im.resize((160, round(160 * im.height / im.width)))  # small: the fit measures many gains
@@ -187,8 +187,8 @@ def test_manifest_chroma_gain_column_is_checked_before_work(tmp_path, values, me
 
 
 def test_chroma_gain_option_is_checked_and_travels_to_the_job(tmp_path):
-    from archive_colorize.jobs import entrypoint, job_key
-    from archive_colorize.options import RunOptions, check_options
+    from archive_colorize.run.jobs import entrypoint, job_key
+    from archive_colorize.run.options import RunOptions, check_options
 
     for bad in (0, -1, 4.5, math.inf):
         with pytest.raises(ConfigError, match=r"^--chroma-gain must be a number above 0 and at most 4, not "):
@@ -202,7 +202,7 @@ def test_chroma_gain_option_is_checked_and_travels_to_the_job(tmp_path):
 
 
 def test_evaluate_reports_gain_one_and_the_weights_gain(weights_path, calibrated, tmp_path):
-    from archive_colorize.evaluate import evaluate
+    from archive_colorize.train.evaluate import evaluate
 
     blobs = [p.read_bytes() for p in sorted(_photo_folder(tmp_path).glob("*.png"))]
     pq.write_table(pa.table({"image": blobs, "label": [0, 1, 2]}), tmp_path / "val.parquet")
@@ -220,8 +220,8 @@ def test_evaluate_reports_gain_one_and_the_weights_gain(weights_path, calibrated
 
 
 def test_a_run_applies_run_and_row_gains_and_records_them(ray_cluster, calibrated, tmp_path):
-    from archive_colorize.pipeline import RunOptions, run
-    from archive_colorize.report import ReportOptions, write_report
+    from archive_colorize.run.pipeline import RunOptions, run
+    from archive_colorize.apps.report import ReportOptions, write_report
 
     src = str(sample("chelsea.jpg"))
     pq.write_table(pa.table({"id": ["weights", "row", "run"], "uri": [src] * 3, "chroma_gain": [None, 2.0, None]}),

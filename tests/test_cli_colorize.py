@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
-from archive_colorize.cli import app
+from archive_colorize.apps.cli import app
 
 from .conftest import sample
 

@@ -7,10 +7,10 @@ import fsspec
 import pytest
 from typer.testing import CliRunner
 
-from archive_colorize.cli import app
-from archive_colorize.jobs import entrypoint
-from archive_colorize.pipeline import RunOptions
-from archive_colorize.weights import file_sha256
+from archive_colorize.apps.cli import app
+from archive_colorize.run.jobs import entrypoint
+from archive_colorize.run.pipeline import RunOptions
+from archive_colorize.model.weights import file_sha256
 
 from .conftest import ROOT
 
@@ -128,7 +128,7 @@ def test_submit_carries_the_new_options_into_the_jobs_run(sample):
 
 def test_device_cuda_without_a_gpu_is_an_error_not_a_cpu_run():
     from archive_colorize.errors import ConfigError
-    from archive_colorize.options import plan_resources
+    from archive_colorize.run.options import plan_resources
 
     with pytest.raises(ConfigError, match=r"^--device cuda was asked for, but the Ray cluster has no GPU \(2 CPUs, 0 GPUs\)$"):
         plan_resources({"CPU": 2.0}, RunOptions(manifest="m", device="cuda"))
@@ -150,7 +150,7 @@ def test_run_with_device_cuda_on_a_cpu_cluster_says_so_in_one_line(ray_cluster, 
 def test_an_autoscaling_gpu_pool_is_planned_before_gpus_join():
     """A head with 0 CPUs and no GPU node yet: --device cuda --actors N plans a pool of
     1..N GPU actors for the autoscaler to fill, instead of failing or falling back to CPU."""
-    from archive_colorize.options import plan_resources
+    from archive_colorize.run.options import plan_resources
 
     plan = plan_resources({"CPU": 0.0}, RunOptions(manifest="m", device="cuda", actors=8))
     assert (plan["device"], plan["min_actors"], plan["actors"], plan["num_gpus"]) == ("cuda", 1, 8, 1.0)

@@ -6,7 +6,7 @@ import re
 import typer
 from typer.testing import CliRunner
 
-from archive_colorize.cli import app
+from archive_colorize.apps.cli import app
 
 from .conftest import ROOT
 
@@ -27,7 +27,7 @@ def commands(group=None, prefix: tuple = ()) -> list[tuple[str, ...]]:
 def test_the_cli_has_the_commands_we_document():
     assert sorted(commands()) == sorted([
         ("colorize",), ("run",), ("submit",), ("report",), ("train",), ("evaluate",),
-        ("weights", "inspect"), ("weights", "export"), ("manifest", "build"), ("manifest", "check"),
+        ("weights", "inspect"), ("weights", "export"), ("weights", "calibrate"), ("manifest", "build"), ("manifest", "check"),
     ])
 
 

@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 from typer.testing import CliRunner
 
-from archive_colorize.cli import app
-from archive_colorize.weights import DEFAULT_WEIGHTS, load_weights
+from archive_colorize.apps.cli import app
+from archive_colorize.model.weights import DEFAULT_WEIGHTS, load_weights
 
 from .conftest import ROOT
 

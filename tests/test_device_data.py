@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from archive_colorize.config import load_config
-from archive_colorize.data import prepare_batch
-from archive_colorize.device_data import DeviceDataset, augment, fits, to_lab
+from archive_colorize.train.config import load_config
+from archive_colorize.train.data import prepare_batch
+from archive_colorize.train.device_data import DeviceDataset, augment, fits, to_lab
 from archive_colorize.errors import ConfigError
-from archive_colorize.lab import normalize_ab, rgb_to_lab
+from archive_colorize.imaging.lab import normalize_ab, rgb_to_lab
 
 from .conftest import ROOT, make_places_parquet
 
@@ -116,7 +116,7 @@ def test_other_sizes_are_resized_to_the_resident_side(tmp_path):
 
 
 def test_fits_compares_the_resident_size_with_free_memory(tmp_path):
-    from archive_colorize.data import resolve_source
+    from archive_colorize.train.data import resolve_source
 
     src = resolve_source(str(make_places_parquet(tmp_path / "t.parquet", 10)))
     assert fits(src, 256, CPU)

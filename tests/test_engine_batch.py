@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from archive_colorize.engine import BUCKET, Engine, _bucket_shape
-from archive_colorize.images import decode_image, working_copy
+from archive_colorize.model.engine import BUCKET, Engine, _bucket_shape
+from archive_colorize.imaging.images import decode_image, working_copy
 
 from .conftest import sample
 

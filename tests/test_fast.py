@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from archive_colorize.engine import Engine
-from archive_colorize.images import working_copy
-from archive_colorize.render import recombine
+from archive_colorize.model.engine import Engine
+from archive_colorize.imaging.images import working_copy
+from archive_colorize.imaging.render import recombine
 from archive_colorize.errors import ConfigError
-from archive_colorize.images import decode_image
-from archive_colorize.lab import denormalize_ab
-from archive_colorize.weights import load_weights
+from archive_colorize.imaging.images import decode_image
+from archive_colorize.imaging.lab import denormalize_ab
+from archive_colorize.model.weights import load_weights
 
 from .conftest import ROOT, historical, sample
 
@@ -65,8 +65,8 @@ def test_int8_is_close_deterministic_and_labelled(shipped):
 
     from PIL import Image
 
-    from archive_colorize.provenance import Provenance
-    from archive_colorize.render import render
+    from archive_colorize.imaging.provenance import Provenance
+    from archive_colorize.imaging.render import render
 
     for engine, mark in ((int8, ", int8)"), (fp32, f"{shipped.file_sha256[:12]})")):
         png = render(d, engine.predict(d.lightness).ab, "png", Provenance(shipped.file_sha256, engine.precision))
@@ -110,7 +110,7 @@ def test_colorize_int8_says_so_in_the_file(tmp_path):
 def test_run_with_int8_records_its_fidelity(ray_cluster, tmp_path):
     from PIL import Image
 
-    from archive_colorize.pipeline import RunOptions, run
+    from archive_colorize.run.pipeline import RunOptions, run
 
     from .reliability.conftest import tiny_scans
 

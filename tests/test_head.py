@@ -7,12 +7,12 @@ import torch
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from archive_colorize.cli import app
-from archive_colorize.config import load_config
+from archive_colorize.apps.cli import app
+from archive_colorize.train.config import load_config
 from archive_colorize.errors import ConfigError
-from archive_colorize.lab import normalize_ab
-from archive_colorize.losses import BINS, ColourHistogram, ab_bins, colour_loss, rebalance_weights
-from archive_colorize.train import run_training
+from archive_colorize.imaging.lab import normalize_ab
+from archive_colorize.train.losses import BINS, ColourHistogram, ab_bins, colour_loss, rebalance_weights
+from archive_colorize.train.driver import run_training
 
 from .conftest import ROOT, make_categories, make_places_parquet, make_random_weights
 

@@ -5,11 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-from archive_colorize.provenance import Provenance
-from archive_colorize.render import mean_chroma, recombine, render
+from archive_colorize.imaging.provenance import Provenance
+from archive_colorize.imaging.render import mean_chroma, recombine, render
 from archive_colorize.errors import ImageError
-from archive_colorize.images import decode_image, encode_image, output_bit_depth
-from archive_colorize.lab import gray_to_lightness, rgb_to_lab
+from archive_colorize.imaging.images import decode_image, encode_image, output_bit_depth
+from archive_colorize.imaging.lab import gray_to_lightness, rgb_to_lab
 
 from .conftest import large_scan, sample, sepia_print
 
@@ -155,7 +155,7 @@ def test_recombine_is_within_one_code_value_of_a_float64_reference(bits):
     on in-gamut colours, and F.interpolate for the chroma upsampling."""
     import torch.nn.functional as F
 
-    from archive_colorize.lab import _lab_to_linear, lab_to_rgb
+    from archive_colorize.imaging.lab import _lab_to_linear, lab_to_rgb
 
     g = torch.Generator().manual_seed(3)
     L = 3 + torch.rand(61, 83, generator=g, dtype=torch.float64) * 94

@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from archive_colorize.jobs import KEY, job_key, submit, wait
-from archive_colorize.pipeline import RunOptions
+from archive_colorize.run.jobs import KEY, job_key, submit, wait
+from archive_colorize.run.pipeline import RunOptions
 
 from .conftest import _free_port
 from .reliability.conftest import cli, tiny_scans
@@ -102,7 +102,7 @@ def test_submit_wait_resubmit_and_resume(ray_head, weights_path, tmp_path):
     assert wait(ray_head, first.submission_id, timeout_s=240) == "SUCCEEDED"
     assert pq.read_table(out / "results.parquet").num_rows == 5
 
-    from archive_colorize.weights import load_weights
+    from archive_colorize.model.weights import load_weights
     import hashlib
 
     key = job_key(str(manifest), hashlib.sha256(manifest.read_bytes()).hexdigest(), load_weights(weights_path).file_sha256,

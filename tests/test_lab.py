@@ -1,6 +1,6 @@
 import torch
 
-from archive_colorize.lab import (
+from archive_colorize.imaging.lab import (
     AB_NORM, denormalize_ab, gray_to_lightness, lab_to_rgb, lab_to_rgb_keep_lightness, normalize_ab, rgb_to_lab,
 )
 

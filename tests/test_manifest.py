@@ -5,10 +5,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from archive_colorize.cli import app
+from archive_colorize.apps.cli import app
 from archive_colorize.errors import ManifestError
-from archive_colorize.manifest import load_manifest, safe_name
-from archive_colorize.manifest_build import build_manifest
+from archive_colorize.sources.manifest import load_manifest, safe_name
+from archive_colorize.sources.manifest_build import build_manifest
 
 from .conftest import ROOT, sample
 
@@ -113,7 +113,7 @@ def test_build_refuses_empty_source(tmp_path):
 
 def test_submit_arguments_a_folder_is_one_manifest_a_glob_is_one_per_file(tmp_path):
     from archive_colorize.errors import ManifestError
-    from archive_colorize.manifest import expand_manifests
+    from archive_colorize.sources.manifest import expand_manifests
 
     for name in ("b.parquet", "a.parquet"):
         pq.write_table(pa.table({"id": ["x"], "uri": ["x.jpg"]}), tmp_path / name)

@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from archive_colorize.cli import app
+from archive_colorize.apps.cli import app
 from archive_colorize.errors import ManifestError
-from archive_colorize.manifest import default_out, load_manifest
-from archive_colorize.pipeline import RunOptions, run
+from archive_colorize.sources.manifest import default_out, load_manifest
+from archive_colorize.run.pipeline import RunOptions, run
 
 from .reliability.conftest import tiny_scans
 
@@ -183,7 +183,7 @@ def test_dataset_errors_name_the_row_across_part_files(tmp_path):
 
 def test_the_check_in_several_passes_finds_the_same_faults(tmp_path, monkeypatch):
     """Big manifests are checked a slice of hash space at a time; force many passes here."""
-    import archive_colorize.manifest as manifest
+    import archive_colorize.sources.manifest as manifest
 
     monkeypatch.setattr(manifest, "HASHES_PER_PASS", 3)
     ids = [f"NARA-{i}" for i in range(40)]

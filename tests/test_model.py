@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from archive_colorize.model import ColorizationModel, ModelConfig, count_parameters
+from archive_colorize.model.network import ColorizationModel, ModelConfig, count_parameters
 from archive_colorize.errors import ConfigError
 
 

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageOps
 
-from archive_colorize.pipeline import RunOptions, plan_resources, run
+from archive_colorize.run.pipeline import RunOptions, plan_resources, run
 from archive_colorize.errors import ConfigError
 
 from .reliability.conftest import wait_until_stopped
@@ -111,7 +111,7 @@ def test_kill_and_resume_gives_identical_images(clean_run, scans_manifest, weigh
     _, clean_out = clean_run
     manifest, _, _ = scans_manifest
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "archive_colorize.cli", "run", str(manifest), "--out", str(out),
+    cmd = [sys.executable, "-m", "archive_colorize.apps.cli", "run", str(manifest), "--out", str(out),
            "--weights", str(weights_path), "--working-size", str(WORKING), "--batch-size", "1", "--address", ray_cluster]
     # the run freezes itself after its second progress file (a crash point: no race with
     # the clock), and is SIGKILLed from outside there
@@ -120,8 +120,8 @@ def test_kill_and_resume_gives_identical_images(clean_run, scans_manifest, weigh
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (out / "_lock.json").exists()  # the dead run's lock is left behind...
-    from archive_colorize import progress
-    from archive_colorize.storage import resolve
+    from archive_colorize.run import progress
+    from archive_colorize.core.storage import resolve
 
     settled = set(progress.read_log(*resolve(str(out)), columns=["id"]).column("id").to_pylist())
     assert len(settled) == 2  # batches of one, a progress file per batch
@@ -185,7 +185,7 @@ def test_default_resources_leave_a_cpu_for_decoding():
 
 
 def test_finish_stages_declare_the_memory_of_their_largest_scan():
-    from archive_colorize.options import FINISH_BYTES_PER_PIXEL, LARGE_SCAN_PIXELS, finish_line, plan_finish
+    from archive_colorize.run.options import FINISH_BYTES_PER_PIXEL, LARGE_SCAN_PIXELS, finish_line, plan_finish
 
     stages = plan_finish(250_000_000)
     assert [(s["low"], s["high"]) for s in stages] == [(0, LARGE_SCAN_PIXELS + 1), (LARGE_SCAN_PIXELS + 1, None)]
@@ -207,7 +207,7 @@ def test_large_scans_are_finished_by_their_own_stage_with_the_same_bytes(clean_r
 
     from rich.console import Console
 
-    from archive_colorize import options
+    from archive_colorize.run import options
 
     monkeypatch.setattr(options, "LARGE_SCAN_PIXELS", 200_000)
     manifest, files, reasons = scans_manifest
@@ -252,11 +252,11 @@ def test_where_colour_is_made_by_default_and_bad_values():
     assert plan_resources({"CPU": 2.0}, RunOptions(manifest="m"))["recombine_on"] == "finish"
     assert plan_resources({"CPU": 16.0, "GPU": 1.0}, RunOptions(manifest="m"))["recombine_on"] == "actor"
     assert plan_resources({"CPU": 16.0, "GPU": 1.0}, RunOptions(manifest="m", recombine_on="finish"))["recombine_on"] == "finish"
-    from archive_colorize.options import check_options
+    from archive_colorize.run.options import check_options
 
     with pytest.raises(ConfigError, match=r"^--recombine-on must be one of auto, actor, finish, not 'gpu'$"):
         check_options(RunOptions(manifest="m", recombine_on="gpu"))
-    from archive_colorize.jobs import entrypoint
+    from archive_colorize.run.jobs import entrypoint
 
     assert entrypoint(RunOptions(manifest="m.parquet", recombine_on="actor"), "o") == (
         "archive-colorize run m.parquet --out o --format png --working-size 512 --batch-size 8 --recombine-on actor")
@@ -284,7 +284,7 @@ def test_style_uri_and_output_name(ray_cluster, weights_path, tmp_path):
     assert len(devices) == 1 and devices[0].startswith("cpu (2 threads; torch ")
     out = tmp_path / "m-out"
     assert s.out == str(out) and s.done == 3
-    from archive_colorize.manifest import safe_name
+    from archive_colorize.sources.manifest import safe_name
 
     names = sorted(p.name for p in (out / "images").iterdir())
     assert names == sorted(["mural.png", "mural-styled.png", f"{safe_name('../escape')}.png"])

@@ -7,7 +7,7 @@ import shlex
 import typer
 import yaml
 
-from archive_colorize.cli import app
+from archive_colorize.apps.cli import app
 
 from .conftest import ROOT
 
@@ -45,7 +45,7 @@ def test_cronjob():
 
 
 def test_runtime_env_and_python_example():
-    from archive_colorize.jobs import load_runtime_env
+    from archive_colorize.run.jobs import load_runtime_env
 
     env = load_runtime_env(str(P / "runtime_env.yaml"))
     assert env["pip"]["packages"] and env["env_vars"]["PYTHONUNBUFFERED"] == "1"

@@ -10,9 +10,9 @@ import subprocess
 import pytest
 from PIL import Image
 
-from archive_colorize.images import decode_image
-from archive_colorize.provenance import DIGITAL_SOURCE_TYPE, Provenance
-from archive_colorize.render import render
+from archive_colorize.imaging.images import decode_image
+from archive_colorize.imaging.provenance import DIGITAL_SOURCE_TYPE, Provenance
+from archive_colorize.imaging.render import render
 
 from .conftest import sample
 

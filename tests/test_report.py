@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from archive_colorize.pipeline import RunOptions, run
-from archive_colorize.report import ReportOptions, write_report
+from archive_colorize.run.pipeline import RunOptions, run
+from archive_colorize.apps.report import ReportOptions, write_report
 
 from .conftest import ROOT, write_broken_files
 from .reliability.conftest import cli, tiny_scans

@@ -7,8 +7,8 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from archive_colorize.provenance import Provenance
-from archive_colorize.stages import Colorizer, finish, pack, prepare, unpack, unpack_numpy
+from archive_colorize.imaging.provenance import Provenance
+from archive_colorize.run.stages import Colorizer, finish, pack, prepare, unpack, unpack_numpy
 
 from .conftest import sample
 

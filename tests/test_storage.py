@@ -1,6 +1,6 @@
 """Temporaries that a SIGKILL leaves between mkstemp and the rename are swept on resume."""
 
-from archive_colorize.storage import atomic_write_bytes, remove_stale_temps, resolve
+from archive_colorize.core.storage import atomic_write_bytes, remove_stale_temps, resolve
 
 
 def test_stale_temporaries_are_removed_and_real_files_kept(tmp_path):

@@ -10,13 +10,14 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from archive_colorize.cli import app
-from archive_colorize.config import load_config
-from archive_colorize.data import iter_raw_batches, prepare_batch, resolve_source
+from archive_colorize.apps.cli import app
+from archive_colorize.train.config import load_config
+from archive_colorize.train.data import iter_raw_batches, prepare_batch, resolve_source
 from archive_colorize.errors import ConfigError
-from archive_colorize.model import ColorizationModel, ModelConfig
-from archive_colorize.checkpoints import list_checkpoints, read_metrics
-from archive_colorize.train import joint_loss, run_training, train_step
+from archive_colorize.model.network import ColorizationModel, ModelConfig
+from archive_colorize.train.checkpoints import list_checkpoints, read_metrics
+from archive_colorize.train.driver import run_training
+from archive_colorize.train.loop import joint_loss, train_step
 
 from .conftest import MINIPLACES, ROOT, make_categories, make_places_parquet
 
@@ -130,7 +131,7 @@ def test_smoke_run_with_two_ray_train_workers(ray_cluster, smoke, tmp_path):
 
 def test_kill_then_resume_continues_at_saved_step(places, tmp_path):
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "archive_colorize.cli", "train", "--config", str(SMOKE), "--out", str(run_dir),
+    cmd = [sys.executable, "-m", "archive_colorize.apps.cli", "train", "--config", str(SMOKE), "--out", str(run_dir),
            *places["overrides"], "train.use_ray=false", "train.steps=400", "train.checkpoint_every=3", "train.eval_every=1000"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -155,7 +156,7 @@ def test_export_and_evaluate_on_both_formats(places, smoke, tmp_path):
     w = tmp_path / "w.safetensors"
     r = runner.invoke(app, ["weights", "export", str(tmp_path / "run"), "--out", str(w)])
     assert r.exit_code == 0, r.output
-    from archive_colorize.weights import read_metadata
+    from archive_colorize.model.weights import read_metadata
 
     meta = read_metadata(w)
     assert meta["training"]["steps"] == 2 and meta["categories"][0] == "class_0"

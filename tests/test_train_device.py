@@ -9,13 +9,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from archive_colorize.cli import app
-from archive_colorize.config import load_config
+from archive_colorize.apps.cli import app
+from archive_colorize.train.config import load_config
 from archive_colorize.errors import ConfigError
-from archive_colorize.model import ColorizationModel, ModelConfig
-from archive_colorize.checkpoints import list_checkpoints, read_metrics
-from archive_colorize.train import init_from_weights, run_training
-from archive_colorize.weights import load_weights, read_metadata
+from archive_colorize.model.network import ColorizationModel, ModelConfig
+from archive_colorize.train.checkpoints import list_checkpoints, read_metrics
+from archive_colorize.train.driver import run_training
+from archive_colorize.train.loop import init_from_weights
+from archive_colorize.model.weights import load_weights, read_metadata
 
 from .conftest import ROOT, make_categories, make_places_parquet
 
@@ -91,7 +92,7 @@ def test_fine_tune_from_another_directory_with_relative_paths(places, base_weigh
     make_places_parquet(work / "data" / "ours-00.parquet", 40, seed=5, classes=10, gray_every=0)
     (work / "data" / "cats.txt").write_text((places / "categories10.txt").read_text())
     (work / "base.safetensors").write_bytes(base_weights.read_bytes())
-    cli = [sys.executable, "-m", "archive_colorize.cli"]
+    cli = [sys.executable, "-m", "archive_colorize.apps.cli"]
     r = subprocess.run([*cli, "train", "--config", str(ROOT / "training" / "finetune.toml"), "--out", "runs/ft",
                         "--init", "base.safetensors", "data.train=data/ours-*.parquet", "data.val=",
                         "data.categories=data/cats.txt", "model.num_classes=10", "model.width=0.125", "train.steps=4", "train.batch_size=8"],

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from archive_colorize.errors import WeightsError
-from archive_colorize.model import ColorizationModel, ModelConfig
-from archive_colorize.weights import FORMAT_VERSION, load_weights, read_metadata, save_weights
+from archive_colorize.model.network import ColorizationModel, ModelConfig
+from archive_colorize.model.weights import FORMAT_VERSION, load_weights, read_metadata, save_weights
 
 
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from archive_colorize.pipeline import RunOptions, run
+from archive_colorize.run.pipeline import RunOptions, run
 
 from ..conftest import ROOT, sample, sepia_print
 from .badfiles import make_bad_inputs
@@ -78,7 +78,7 @@ def test_unreadable_input_as_a_user(tmp_path, weights_path):
     f = tmp_path / "locked.jpg"
     shutil.copy(sample("chelsea.jpg"), f)
     f.chmod(0o000)
-    code = ("import pyarrow as pa; from archive_colorize.stages import prepare;"
+    code = ("import pyarrow as pa; from archive_colorize.run.stages import prepare;"
             f"b = prepare(pa.table({{'id': ['x'], 'uri': [{str(f)!r}]}}), base_dir='/', storage_options={{}},"
             " working_size=64, max_pixels=10**8); print(b.column('error')[0].as_py())")
     cmd = [sys.executable, "-c", code]

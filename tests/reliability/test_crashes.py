@@ -8,10 +8,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from archive_colorize import progress
+from archive_colorize.run import progress
 from archive_colorize.errors import StorageError
-from archive_colorize.pipeline import RunOptions, run
-from archive_colorize.storage import resolve
+from archive_colorize.run.pipeline import RunOptions, run
+from archive_colorize.core.storage import resolve
 
 from .conftest import WORKING, cli, popen_cli, tiny_scans, wait_until_stopped
 

@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from archive_colorize.errors import ConfigError, ManifestError
-from archive_colorize.manifest import safe_name
-from archive_colorize.lock import STALE_LOCK_S
-from archive_colorize.options import LOCK
-from archive_colorize.pipeline import RunOptions, run
+from archive_colorize.sources.manifest import safe_name
+from archive_colorize.run.lock import STALE_LOCK_S
+from archive_colorize.run.options import LOCK
+from archive_colorize.run.pipeline import RunOptions, run
 
 from ..conftest import ROOT
 from .conftest import WORKING, cli, popen_cli, tiny_scans
@@ -137,7 +137,7 @@ def test_no_pickle_is_loaded_anywhere():
 def test_a_checkpoint_with_a_pickle_payload_is_refused(tmp_path):
     import pickle
 
-    from archive_colorize.checkpoints import load_checkpoint
+    from archive_colorize.train.checkpoints import load_checkpoint
 
     class Boom:
         def __reduce__(self):
@@ -195,7 +195,7 @@ def test_the_lock_is_kept_fresh_on_a_timer(tmp_path, monkeypatch):
 
     import fsspec
 
-    from archive_colorize import lock as lock_module
+    from archive_colorize.run import lock as lock_module
 
     monkeypatch.setattr(lock_module, "REFRESH_S", 0.05)
     held = lock_module.OutputLock(fsspec.filesystem("file"), str(tmp_path))

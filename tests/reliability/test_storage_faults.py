@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
-from archive_colorize import storage
+from archive_colorize.core import storage
 from archive_colorize.errors import StorageError
-from archive_colorize.pipeline import RunOptions, run
+from archive_colorize.run.pipeline import RunOptions, run
 
 from .conftest import WORKING, tiny_scans
 from .proxy import FaultyProxy

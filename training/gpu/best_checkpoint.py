@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from archive_colorize.checkpoints import list_checkpoints, read_metrics  # noqa: E402
+from archive_colorize.train.checkpoints import list_checkpoints, read_metrics  # noqa: E402
 
 
 def best(run: str) -> str:

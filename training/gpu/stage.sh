@@ -34,7 +34,7 @@ PY=${PYTHON:-python3}
 mkdir -p "$OUT" "$STAGE/data"
 log() { echo "[stage $cmd $(date +%T)] $*"; }
 # by its command line, not by $!: setsid forks when it leads a process group, and $! is then gone
-trainer_alive() { pgrep -f "archive_colorize.cli train .*--out $STAGE/run" > /dev/null; }
+trainer_alive() { pgrep -f "archive_colorize.apps.cli train .*--out $STAGE/run" > /dev/null; }
 
 add_part() {  # atomic per file: the trainer's glob never sees half a Parquet file
   [ -n "$1" ] || return 0
@@ -54,7 +54,7 @@ start() {
   # No `cd X && python ... &`: the & would background the whole list in a subshell that keeps
   # this command's stdout open (a caller reading it would wait for the end of training).
   (cd "$STAGE/code"
-   PYTHONPATH="$STAGE/code" PYTHONUNBUFFERED=1 setsid nohup "$PY" -m archive_colorize.cli train \
+   PYTHONPATH="$STAGE/code" PYTHONUNBUFFERED=1 setsid nohup "$PY" -m archive_colorize.apps.cli train \
     --config training/miniplaces.toml --out "$STAGE/run" \
     "data.train=$STAGE/data/train-*.parquet" "data.val=$STAGE/data/val-monitor.parquet" \
     "data.categories=$STAGE/data/categories.txt" data.on_device=true data.val_limit=500 \
@@ -82,9 +82,9 @@ finish() {
   log "exporting $best"
   gpu=$(head -1 "$STAGE/gpu.txt" | cut -d, -f1)
   for storage in fp32 int8; do
-    "$PY" -m archive_colorize.cli weights export "$best" --out "$STAGE/$storage.safetensors" --storage $storage \
+    "$PY" -m archive_colorize.apps.cli weights export "$best" --out "$STAGE/$storage.safetensors" --storage $storage \
       --info "gpu=\"$gpu\"" --info "minutes=$MINUTES" --info interim=false
-    "$PY" -m archive_colorize.cli evaluate --weights "$STAGE/$storage.safetensors" --device "$DEVICE" \
+    "$PY" -m archive_colorize.apps.cli evaluate --weights "$STAGE/$storage.safetensors" --device "$DEVICE" \
       --data "$STAGE/data/val-heldout.parquet" --limit "$EVAL_LIMIT" --out "$R/eval-$storage.json" | tee -a "$R/eval.log"
   done
   split -b 15M -d "$STAGE/int8.safetensors" "$OUT/int8.safetensors.part-"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from archive_colorize import calibrate as cal
-from archive_colorize.engine import Engine
-from archive_colorize.weights import load_weights
+from archive_colorize.train import calibrate as cal
+from archive_colorize.model.engine import Engine
+from archive_colorize.model.weights import load_weights
 
 data = sys.argv[1]
 weights = sys.argv[2] if len(sys.argv) > 2 else None

@@ -8,9 +8,9 @@ import json
 import sys
 from pathlib import Path
 
-from archive_colorize import calibrate as cal
-from archive_colorize.engine import Engine
-from archive_colorize.weights import load_weights
+from archive_colorize.train import calibrate as cal
+from archive_colorize.model.engine import Engine
+from archive_colorize.model.weights import load_weights
 
 w = load_weights(sys.argv[2] if len(sys.argv) > 2 else None)
 held = cal.prepare(Engine(w, device="cpu", chroma_gain=1.0), sys.argv[1], (500, 5000))

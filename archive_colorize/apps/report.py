@@ -1,0 +1,230 @@
+"""`archive-colorize report`: one self-contained HTML page for people who check results by
+looking at them. Thumbnails are embedded as data URIs, charts are inline SVG, there is no
+script: the file can be mailed, archived or opened offline.
+
+Counts and charts cover every row; before/after pairs are bounded by `sample` (flagged rows
+first, then an even spread over the rest), so a 10,000-row run gives a page of a few MB."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image, ImageOps
+
+from archive_colorize.run import progress
+from archive_colorize.errors import ColorizeError
+from archive_colorize.core.storage import abs_uri
+from archive_colorize.core.storage import atomic_write_bytes, resolve
+
+MAX_FAILED_LISTED = 1000
+
+
+@dataclass
+class ReportOptions:
+    out: str
+    html: str = "report.html"
+    sample: int = 200
+    low_confidence: float = 0.2
+    near_grey: float = 3.0
+    thumb: int = 240
+    storage_options: dict = field(default_factory=dict)
+
+
+def _esc(text) -> str:
+    """Ids can hold anything (NUL, markup): show them, never interpret them."""
+    s = "" if text is None else str(text)
+    s = "".join(ch if ch.isprintable() or ch == " " else f"\\x{ord(ch):02x}" for ch in s)
+    return html.escape(s if len(s) <= 200 else s[:200] + "…")
+
+
+def _load(o: ReportOptions):
+    fs, root = resolve(o.out, o.storage_options)
+    path = f"{root}/{progress.RESULTS}"
+    if fs.exists(path):
+        with fs.open(path, "rb") as f:
+            table = pq.read_table(f)
+    else:
+        log = progress.read_log(fs, root)
+        if log is None:
+            raise ColorizeError(f"no results in {o.out}: neither {progress.RESULTS} nor a progress log",
+                                hint="give the folder a run wrote to (its --out)")
+        table = progress.latest_rows(log)
+    run = {}
+    if fs.exists(f"{root}/run.json"):
+        run = json.loads(fs.cat_file(f"{root}/run.json"))
+    return table.to_pylist(), run
+
+
+def _thumb(url: str, size: int, grey: bool, storage_options: dict) -> str | None:
+    try:
+        fs, path = resolve(url, storage_options)
+        with fs.open(path, "rb") as f:
+            im = Image.open(io.BytesIO(f.read()))
+            im.draft("L" if grey else "RGB", (size, size))  # JPEG: decode at 1/2..1/8 scale, fast
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+                # Pillow's own 16 -> 8 bit conversion clips (a white thumbnail): keep the top byte
+                im = Image.fromarray((np.asarray(im).astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8))
+            im = im.convert("L") if grey else im.convert("RGB")
+        im.thumbnail((size, size))
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=80)
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    except Exception:
+        return None
+
+
+def _flags(r: dict, o: ReportOptions) -> list[str]:
+    if r["status"] != "done":
+        return []
+    out = []
+    probs = r.get("scene_top5_prob") or []
+    if probs and probs[0] < o.low_confidence:
+        out.append(f"low confidence ({probs[0]:.0%})")
+    if r.get("mean_chroma") is not None and r["mean_chroma"] < o.near_grey:
+        out.append(f"nearly grey (chroma {r['mean_chroma']:.1f})")
+    return out
+
+
+def _pick(done: list[dict], flagged: set, n: int) -> list[dict]:
+    first = [r for r in done if r["id"] in flagged][:n]
+    rest = [r for r in done if r["id"] not in flagged]
+    k = n - len(first)
+    if k <= 0 or not rest:
+        return first
+    step = len(rest) / k
+    return first + [rest[int(i * step)] for i in range(min(k, len(rest)))]
+
+
+def _bar_chart(pairs: list[tuple[str, int]], title: str, horizontal: bool) -> str:
+    if not pairs:
+        return f"<figure><figcaption>{_esc(title)}</figcaption><p>no data</p></figure>"
+    top = max(c for _, c in pairs) or 1
+    if horizontal:
+        row, w, label_w = 18, 360, 220
+        h = row * len(pairs)
+        bars = "".join(
+            f'<text x="{label_w - 6}" y="{i * row + 13}" text-anchor="end">{_esc(k)}</text>'
+            f'<rect x="{label_w}" y="{i * row + 3}" width="{max(1, c / top * w):.1f}" height="{row - 6}" fill="#4a7ab5"/>'
+            f'<text x="{label_w + c / top * w + 4:.1f}" y="{i * row + 13}">{c}</text>'
+            for i, (k, c) in enumerate(pairs))
+        svg_w = label_w + w + 60
+    else:
+        bw, h = 26, 160
+        bars = "".join(
+            f'<rect x="{i * bw + 2}" y="{h - c / top * (h - 20):.1f}" width="{bw - 4}" height="{c / top * (h - 20):.1f}" fill="#b5774a">'
+            f"<title>{_esc(k)}: {c}</title></rect>"
+            f'<text x="{i * bw + bw / 2}" y="{h + 12}" text-anchor="middle" font-size="9">{_esc(k)}</text>'
+            for i, (k, c) in enumerate(pairs))
+        svg_w, h = bw * len(pairs) + 4, h + 16
+    return (f'<figure><figcaption>{_esc(title)}</figcaption><svg role="img" width="{svg_w}" height="{h}" '
+            f'font-size="11" font-family="sans-serif">{bars}</svg></figure>')
+
+
+def _gain_note(r: dict) -> str:
+    g = r.get("chroma_gain")
+    return "" if g is None else f" · gain {g:.2f}"
+
+
+def _gain_line(done: list[dict], record: dict | None) -> str:
+    """What the predicted a*b* was scaled by, from the rows themselves (run.json says why)."""
+    gains = Counter(round(r["chroma_gain"], 4) for r in done if r.get("chroma_gain") is not None)
+    why = f" ({_esc(record['source'])})" if record and record.get("source") else ""
+    if not gains:
+        return "Chroma gain: not recorded (rows made before archive-colorize recorded it; gain 1)."
+    if len(gains) == 1:
+        return f"Chroma gain: {next(iter(gains)):g}{why}, on every done row."
+    parts = ", ".join(f"{g:g} on {n} row{'s' if n != 1 else ''}" for g, n in sorted(gains.items()))
+    return f"Chroma gain: {parts}; the run's gain{why}, rows with a chroma_gain column their own."
+
+
+def write_report(o: ReportOptions) -> dict:
+    if o.sample < 0:
+        raise ColorizeError("--sample must be >= 0")
+    rows, run = _load(o)
+    rows.sort(key=lambda r: r["id"])
+    base = run.get("manifest", "")
+    base_dir = base.rsplit("/", 1)[0] if "/" in base else "."
+    done = [r for r in rows if r["status"] == "done"]
+    failed = [r for r in rows if r["status"] != "done"]
+    flags = {r["id"]: _flags(r, o) for r in done}
+    flagged = {k for k, v in flags.items() if v}
+    shown = _pick(done, flagged, o.sample)
+
+    def thumbs(r):
+        return (_thumb(abs_uri(r["uri"], base_dir), o.thumb, True, o.storage_options),
+                _thumb(r["output_uri"], o.thumb, False, o.storage_options))
+
+    with ThreadPoolExecutor(4) as pool:
+        images = list(pool.map(thumbs, shown))
+
+    classes = Counter((r.get("scene_top5") or ["?"])[0] for r in done).most_common(20)
+    chroma = [r["mean_chroma"] for r in done if r.get("mean_chroma") is not None]
+    bins = []
+    if chroma:
+        hi = max(5.0, math.ceil(max(chroma) / 5) * 5)
+        edges = [hi * i / 15 for i in range(16)]
+        counts = [0] * 15
+        for c in chroma:
+            counts[min(14, int(c / hi * 15))] += 1
+        bins = [(f"{edges[i]:.0f}", counts[i]) for i in range(15)]
+
+    gain_line = _gain_line(done, run.get("chroma_gain"))
+    cards = []
+    for r, (before, after) in zip(shown, images):
+        top = list(zip(r.get("scene_top5") or [], r.get("scene_top5_prob") or []))[:3]
+        scene = "".join(f"<li>{_esc(c)} <b>{p:.0%}</b></li>" for c, p in top)
+        fl = "".join(f'<span class="flag">{_esc(f)}</span>' for f in flags[r["id"]])
+
+        def img(src, alt):
+            return (f'<img src="{src}" alt="{_esc(alt)}" loading="eager">' if src
+                    else f'<div class="missing">{_esc(alt)} unavailable</div>')
+
+        cards.append(f'<article class="card{" flagged" if fl else ""}"><div class="pair">{img(before, "before")}'
+                     f'{img(after, "after")}</div><h3>{_esc(r["id"])}</h3>{fl}<ol>{scene}</ol>'
+                     f'<p class="meta">{r.get("width")}×{r.get("height")} · chroma {r.get("mean_chroma") or 0:.1f}'
+                     f'{_gain_note(r)}</p></article>')
+    fail_rows = "".join(f"<tr><td>{_esc(r['id'])}</td><td>{_esc(r['uri'])}</td><td>{_esc(r['error'])}</td></tr>"
+                        for r in failed[:MAX_FAILED_LISTED])
+    more = f"<p>… and {len(failed) - MAX_FAILED_LISTED} more in results.parquet</p>" if len(failed) > MAX_FAILED_LISTED else ""
+    weights = run.get("weights", {})
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>archive-colorize report: {_esc(o.out)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; background: #fafaf7; }}
+.summary {{ display: flex; gap: 1.5rem; flex-wrap: wrap; }} .summary div {{ background: #fff; padding: .6rem 1rem; border: 1px solid #ddd; }}
+.summary b {{ font-size: 1.6rem; display: block; }} .charts {{ display: flex; gap: 2rem; flex-wrap: wrap; }}
+.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(500px, 1fr)); gap: 1rem; }}
+.card {{ background: #fff; border: 1px solid #ddd; padding: .5rem; }} .card.flagged {{ border: 2px solid #c0392b; }}
+.pair {{ display: flex; gap: 4px; }} .pair img {{ width: 240px; height: auto; }} h3 {{ font-size: .9rem; margin: .3rem 0; word-break: break-all; }}
+.flag {{ background: #c0392b; color: #fff; font-size: .75rem; padding: 1px 6px; margin-right: 4px; }}
+.missing {{ width: 240px; height: 160px; background: #eee; display: flex; align-items: center; justify-content: center; }}
+ol {{ margin: .2rem 0 .2rem 1.2rem; font-size: .85rem; }} .meta {{ color: #666; font-size: .8rem; margin: 0; }}
+table {{ border-collapse: collapse; font-size: .85rem; }} td, th {{ border: 1px solid #ddd; padding: 3px 6px; text-align: left; }}
+</style></head><body>
+<h1>Colorization report</h1>
+<p>{_esc(o.out)} · manifest {_esc(base)} · weights {_esc((weights.get("sha256") or "")[:12])} · written {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}</p>
+<p>{gain_line}</p>
+<p>The colour in every image was added by a trained model. For IIIF viewers (Mirador, Universal Viewer), each colorized scan beside its original: <a href="{_esc(o.out.rstrip("/") + "/iiif/manifest.json")}">IIIF manifest</a>.</p>
+<section class="summary"><div><b>{len(rows)}</b>rows</div><div><b>{len(done)}</b>done</div><div><b>{len(failed)}</b>failed</div>
+<div><b>{len(flagged)}</b>flagged</div><div><b>{len(shown)}</b>pairs shown</div></section>
+<section class="charts">{_bar_chart(classes, "Top scene class (done rows)", True)}{_bar_chart(bins, "Mean a*b* chroma (colourfulness)", False)}</section>
+<h2>Before and after</h2>
+<p>Flagged: top scene probability below {o.low_confidence:.0%}, or mean chroma below {o.near_grey}. Flagged rows come first.</p>
+<section class="grid">{"".join(cards) or "<p>No done rows.</p>"}</section>
+<h2 id="failed">Failed rows ({len(failed)})</h2>
+{"<table><tr><th>id</th><th>uri</th><th>reason</th></tr>" + fail_rows + "</table>" + more if failed else "<p>None.</p>"}
+</body></html>
+"""
+    atomic_write_bytes(o.html, page.encode("utf-8"))
+    return {"total": len(rows), "done": len(done), "failed": len(failed), "flagged": len(flagged), "shown": len(shown)}

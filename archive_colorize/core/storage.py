@@ -1,0 +1,140 @@
+"""URLs at the edges: resolve once to (filesystem, path); atomic writes everywhere.
+
+Local writes go to a temporary file in the same directory and are renamed into place, so
+a crash leaves either the whole file or nothing. On S3 a PUT is already all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from archive_colorize.errors import StorageError
+
+# Remote calls that fail for a moment (a dropped connection, a 503) are retried with backoff.
+RETRIES = 4
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+BACKOFF_S = 0.5
+
+
+def resolve(url: str, storage_options: dict | None = None):
+    """-> (fs, path). Local paths come back absolute."""
+    fs, path = url_to_fs(str(url), **(storage_options or {}))
+    return fs, path
+
+
+def is_local(fs) -> bool:
+    return "file" in (fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,))
+
+
+def pa_filesystem(fs):
+    """An fsspec filesystem as pyarrow wants it (None: pyarrow's own local one)."""
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    return None if is_local(fs) else PyFileSystem(FSSpecHandler(fs))
+
+
+def join(base: str, *parts: str) -> str:
+    base = str(base).rstrip("/")
+    return "/".join([base, *[p.strip("/") for p in parts]])
+
+
+_TRANSIENT_WORDS = ("connect", "timeout", "throttl", "slowdown", "temporar", "unavailable", "reset", "closed")
+
+
+def is_transient(e: BaseException) -> bool:
+    """Worth another try: OS-level I/O errors other than 'not there' / 'not allowed', and
+    the network errors of the S3 client stack (botocore, aiohttp), which are not OSErrors."""
+    if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    if isinstance(e, OSError):
+        return True
+    module = type(e).__module__.split(".")[0]
+    name = type(e).__name__.lower()
+    return module in ("botocore", "aiobotocore", "aiohttp", "urllib3") and any(w in name for w in _TRANSIENT_WORDS)
+
+
+def with_retries(fn, what: str):
+    """Run fn(); retry transient errors with exponential backoff, then report them."""
+    delay = BACKOFF_S
+    for attempt in range(RETRIES + 1):
+        try:
+            return fn()
+        except Exception as e:
+            if not is_transient(e):
+                raise
+            if attempt == RETRIES:
+                text = " ".join(str(e).split())
+                raise StorageError(f"{what}: {type(e).__name__}: {text} (after {RETRIES} retries)") from None
+            time.sleep(delay)
+            delay *= 2
+
+
+def read_bytes(fs, path: str) -> bytes:
+    return with_retries(lambda: fs.cat_file(path), f"reading {path}")
+
+
+def atomic_write_bytes(url_or_path: str, data: bytes, fs=None) -> None:
+    if fs is None:
+        fs, path = resolve(url_or_path)
+    else:
+        path = url_or_path
+    if is_local(fs):
+        _atomic_local(path, data)
+    else:
+        with_retries(lambda: fs.pipe_file(path, data), f"writing {path}")
+
+
+def _atomic_local(path: str, data: bytes) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs should read like any other file
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def remove_stale_temps(fs, root: str) -> int:
+    """Delete `.tmp-*` files that a SIGKILL left between mkstemp and the rename, in OUT and
+    its sub-folders (images/, the progress log). Only call while holding OUT's lock."""
+    if not is_local(fs):
+        return 0  # object stores write whole objects: no temporaries there
+    n = 0
+    for pattern in (".tmp-*", "*/.tmp-*"):
+        for p in fs.glob(f"{root.rstrip('/')}/{pattern}"):
+            try:
+                os.unlink(p)
+                n += 1
+            except FileNotFoundError:
+                pass
+    return n
+
+
+def write_json(fs, path: str, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode(), fs=fs)
+
+
+def open_url(url: str, mode: str = "rb", storage_options: dict | None = None):
+    return fsspec.open(url, mode, **(storage_options or {}))
+
+def abs_uri(uri: str, base_dir: str) -> str:
+    """A manifest's relative `uri` against its folder; absolute paths and URLs as they are."""
+    if "://" in uri or uri.startswith("/"):
+        return uri
+    return f"{base_dir.rstrip('/')}/{uri}"

@@ -1,0 +1,173 @@
+"""`archive-colorize submit`: run a manifest as a Ray Job on an existing cluster, idempotently.
+
+The submission id is derived from what determines the result: the manifest (URL and
+content), the weights, the output location, format and working size. So a nightly
+scheduler can submit every manifest it sees, every night:
+
+- a job for that key still running  -> nothing is submitted ("already running")
+- its output has nothing pending    -> nothing is submitted ("already finished")
+- otherwise                         -> submitted; a resubmission after a failed or stopped
+                                       attempt gets the id `<key>-<attempt>` and resumes
+                                       from the progress log
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import time
+from dataclasses import dataclass
+
+from archive_colorize.errors import ConfigError, StorageError, one_line
+from archive_colorize.sources.manifest import default_out
+from archive_colorize.run.options import RunOptions, check, inspect, redact
+
+KEY = "archive_colorize_key"
+ACTIVE = ("PENDING", "RUNNING")
+AGENT_WAIT_S = 180  # a just-started head on a busy machine can take minutes
+
+
+@dataclass
+class Submission:
+    action: str  # "submitted" | "running" | "finished"
+    submission_id: str
+    message: str
+    status: str | None = None
+
+
+def _status(status) -> str:
+    """JobStatus.RUNNING / 'RUNNING' -> 'RUNNING'."""
+    return str(status).split(".")[-1]
+
+
+def job_key(manifest_url: str, manifest_sha256: str, weights_sha256: str, out_url: str, fmt: str, working_size: int,
+            precision: str = "fp32", chroma_gain: float | None = None) -> str:
+    # options that change the bytes are part of the identity; ones added later only when
+    # set, so the jobs of earlier versions keep their keys
+    parts = [manifest_url, manifest_sha256, weights_sha256, out_url, fmt, working_size]
+    if precision != "fp32":
+        parts.append(precision)
+    if chroma_gain is not None:
+        parts.append({"chroma_gain": float(chroma_gain)})
+    ident = json.dumps(parts)
+    return "colorize-" + hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+def entrypoint(opts: RunOptions, out_url: str) -> str:
+    args = ["archive-colorize", "run", opts.manifest, "--out", out_url, "--format", opts.fmt,
+            "--working-size", str(opts.working_size), "--batch-size", str(opts.batch_size)]
+    if opts.precision != "fp32":
+        args += ["--precision", opts.precision]
+    if opts.device != "auto":
+        args += ["--device", opts.device]
+    if opts.recombine_on != "auto":
+        args += ["--recombine-on", opts.recombine_on]
+    if opts.chroma_gain is not None:
+        args += ["--chroma-gain", repr(float(opts.chroma_gain))]
+    if opts.max_pixels != RunOptions.max_pixels:
+        args += ["--max-pixels", str(opts.max_pixels)]
+    if opts.weights:
+        args += ["--weights", opts.weights]
+    if opts.retry_failed:
+        args.append("--retry-failed")
+    for flag, value in (("--actors", opts.actors), ("--cpus-per-actor", opts.cpus_per_actor),
+                        ("--gpus-per-actor", opts.gpus_per_actor), ("--threads-per-actor", opts.threads_per_actor),
+                        ("--limit", opts.limit)):
+        if value is not None:
+            args += [flag, str(value)]
+    if opts.storage_options:
+        args += ["--storage-options", json.dumps(opts.storage_options, sort_keys=True)]
+    return shlex.join(args)
+
+
+def _client(address: str):
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(address)
+    except Exception as e:
+        raise ConfigError(f"cannot reach the Ray Jobs API at {address}: {one_line(e, 300)}",
+                          hint="give the dashboard address, e.g. http://HEAD:8265 (`ray start --head` prints it)") from None
+
+
+def submit(opts: RunOptions, address: str, runtime_env: dict | None = None) -> Submission:
+    if redact(opts.storage_options or {}) != (opts.storage_options or {}):
+        raise ConfigError("--storage-options for submit must not hold credentials: they would be stored in the job's "
+                          "entrypoint, visible to anyone who can list jobs",
+                          hint="give the cluster its own credentials (an IAM role, or AWS_* variables on its nodes)")
+    checked = check(opts)  # validates manifest, weights and options before anything is submitted
+    plan = inspect(opts, checked)
+    out_url = (opts.out or default_out(opts.manifest)).rstrip("/")
+    try:
+        manifest_sha = checked.manifest.fingerprint()  # a file or a whole dataset
+    except OSError as e:
+        raise StorageError(f"cannot read manifest {opts.manifest}: {e}") from None
+    key = job_key(opts.manifest, manifest_sha, plan.weights_sha256, out_url, opts.fmt, opts.working_size, opts.precision,
+                  opts.chroma_gain)
+    client = _client(address)
+    attempts = sorted((j for j in client.list_jobs() if (j.metadata or {}).get(KEY) == key),
+                      key=lambda j: j.start_time or 0)
+    active = [j for j in attempts if _status(j.status) in ACTIVE]
+    if active:
+        return Submission("running", active[-1].submission_id,
+                          f"already running as {active[-1].submission_id}: nothing submitted", "RUNNING")
+    if plan.pending == 0:
+        sid = attempts[-1].submission_id if attempts else key
+        return Submission("finished", sid, f"already finished: {plan.done} done, {plan.failed} failed of {plan.total} "
+                          f"in {plan.out}; nothing submitted" + (" (use --retry-failed to retry failures)" if plan.failed else ""),
+                          "SUCCEEDED")
+    sid = key if not attempts else f"{key}-{len(attempts) + 1}"
+    deadline = time.time() + AGENT_WAIT_S
+    while True:
+        try:
+            client.submit_job(
+                entrypoint=entrypoint(opts, out_url), submission_id=sid, runtime_env=runtime_env or None,
+                metadata={KEY: key, "manifest": opts.manifest, "out": out_url, "weights_sha256": plan.weights_sha256},
+            )
+            break
+        except RuntimeError as e:
+            # a head that has just started answers 500 until its job agent is up
+            if "try again later" not in str(e) or time.time() > deadline:
+                raise ConfigError(f"the Ray Jobs API at {address} refused the job: {one_line(e, 300)}") from None
+            time.sleep(1.0)
+    verb = "resumes" if attempts else "starts"
+    return Submission("submitted", sid, f"submitted {sid}: {verb} {plan.pending} of {plan.total} rows into {plan.out}", "PENDING")
+
+
+def wait(address: str, submission_id: str, timeout_s: float | None = None, on_status=None) -> str:
+    """Follow a job until it ends; -> its final status."""
+    client = _client(address)
+    last, t0 = None, time.time()
+    while True:
+        status = _status(client.get_job_status(submission_id))
+        if status != last and on_status:
+            on_status(status)
+        last = status
+        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return status
+        if timeout_s is not None and time.time() - t0 > timeout_s:
+            return status
+        time.sleep(1.0)
+
+
+def logs_tail(address: str, submission_id: str, lines: int = 20) -> str:
+    return "\n".join(_client(address).get_job_logs(submission_id).splitlines()[-lines:])
+
+
+def load_runtime_env(text: str | None) -> dict | None:
+    """--runtime-env: inline JSON, or a .json/.yaml file."""
+    if not text:
+        return None
+    from pathlib import Path
+
+    import yaml
+
+    src = Path(text).read_text() if not text.lstrip().startswith("{") and Path(text).exists() else text
+    try:
+        env = yaml.safe_load(src)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--runtime-env is neither JSON/YAML nor a readable file: {str(e).splitlines()[0]}") from None
+    if not isinstance(env, dict):
+        raise ConfigError(f"--runtime-env must be a mapping (e.g. {{\"pip\": [...]}}), not {type(env).__name__}")
+    return env

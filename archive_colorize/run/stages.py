@@ -1,0 +1,388 @@
+"""The Ray Data stages of `run`, as plain functions of Arrow tables (and one class), so
+each can be called and tested without a cluster:
+
+    select     each writer's types -> the manifest's schema; drop ids already settled
+    prepare    fetch, sha256, decode; keep the working-size L* (small)
+    Colorizer  the model, loaded once per actor: working-size L* -> a*b* + scene top-5
+    finish     fetch and decode again at full size, recombine with the ORIGINAL L*,
+               encode, atomic write; one stage for small scans and one for large, each
+               declaring the memory of its largest scan (options.plan_finish)
+
+On CPUs only small arrays cross between stages: the full-resolution scan is decoded twice
+(in `prepare` and `finish`) rather than shipped through the object store, which keeps
+memory bounded on 100-megapixel scans; the sha256 taken in both places guards against an
+input that changed in between. On a GPU (`ship`, --recombine-on actor) `prepare` ships
+the full L* to the Colorizer, which recombines on its device, and `finish` only encodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from archive_colorize.errors import ImageError, StorageError, one_line
+from archive_colorize.model.engine import Engine, scale_chroma
+from archive_colorize.run.faults import crash_point
+from archive_colorize.imaging.images import decode_image, output_bit_depth, working_copy
+from archive_colorize.sources.manifest import GAIN_COLUMN, normalize, safe_name
+from archive_colorize.run.options import FORMATS
+from archive_colorize.imaging.provenance import Provenance
+from archive_colorize.imaging.render import colour, encode_result, mean_chroma, render
+from archive_colorize.core.storage import abs_uri, atomic_write_bytes, read_bytes, resolve
+
+# An array of any shape and dtype per row (null for a failed row): what crosses between
+# stages. large_binary: a batch of full-resolution scans passes 2 GB.
+ARRAY = pa.struct([("shape", pa.list_(pa.int32())), ("dtype", pa.string()), ("data", pa.large_binary())])
+
+
+def pack(arrays: list[np.ndarray | None]) -> pa.Array:
+    """One copy of the pixels, into one buffer (pa.array from Python bytes would make two)."""
+    flat, sizes = [], []
+    for a in arrays:  # each value padded to 64 bytes, so every view of it is aligned
+        raw = np.empty(0, np.uint8) if a is None else np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+        pad = np.zeros(-raw.nbytes % 64, np.uint8)
+        flat += [raw, pad]
+        sizes.append(raw.nbytes + pad.nbytes)
+    offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+    data = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(arrays), [
+        None, pa.py_buffer(offsets), pa.py_buffer(np.concatenate(flat) if flat else np.empty(0, np.uint8))])
+    shape = pa.array([None if a is None else list(a.shape) for a in arrays], pa.list_(pa.int32()))
+    dtype = pa.array([None if a is None else a.dtype.str for a in arrays], pa.string())
+    mask = pa.array([a is None for a in arrays], pa.bool_())
+    return pa.StructArray.from_arrays([shape, dtype, data], fields=list(ARRAY), mask=mask)
+
+
+def unpack(column: pa.ChunkedArray | pa.Array) -> list[torch.Tensor | None]:
+    """Writable copies, as torch tensors: for the small arrays (working copies, a*b*)."""
+    return [None if a is None else torch.from_numpy(a.copy()) for a in unpack_numpy(column)]
+
+
+def unpack_numpy(column: pa.ChunkedArray | pa.Array) -> list[np.ndarray | None]:
+    """Views of the Arrow buffers, no copy (read-only when they live in Ray's object store):
+    for the full-resolution arrays."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    out: list[np.ndarray | None] = []
+    for col in chunks:
+        shape, dtype, data = col.flatten()  # children with the struct's own offset applied
+        valid = col.is_valid().to_pylist()
+        offsets = np.frombuffer(data.buffers()[1], np.int64)[data.offset: data.offset + len(data) + 1]
+        buf = data.buffers()[2]
+        for i, (ok, sh, dt) in enumerate(zip(valid, shape.to_pylist(), dtype.to_pylist())):
+            if not ok:
+                out.append(None)
+                continue
+            out.append(np.frombuffer(buf, np.dtype(dt), count=int(np.prod(sh)), offset=int(offsets[i])).reshape(sh))
+    return out
+
+
+
+
+def fetch(uri: str, storage_options: dict) -> tuple[bytes, str]:
+    try:
+        fs, path = resolve(uri, storage_options)
+        data = read_bytes(fs, path)
+    except FileNotFoundError:
+        raise ImageError(f"input not found: {uri}") from None
+    except PermissionError:
+        raise ImageError(f"permission denied reading {uri}") from None
+    except IsADirectoryError:
+        raise ImageError(f"input is a directory: {uri}") from None
+    except StorageError as e:
+        raise ImageError(str(e).replace(f"reading {path}", f"cannot read {uri}", 1)) from None
+    except OSError as e:
+        raise ImageError(f"cannot read {uri}: {e.strerror or e}") from None
+    return data, hashlib.sha256(data).hexdigest()
+
+
+_SKIP_CACHE: dict = {}
+
+
+def select(batch: pa.Table, *, schema: pa.Schema, skip_ref) -> pa.Table:
+    """Each writer's types -> the manifest's one schema (integer ids as strings); then
+    resume as an anti-join: drop rows whose id is already settled in the progress log."""
+    batch = normalize(batch, schema)
+    if skip_ref is None:
+        return batch
+    import ray
+
+    key = skip_ref[0].hex()
+    if key not in _SKIP_CACHE:
+        _SKIP_CACHE.clear()
+        _SKIP_CACHE[key] = ray.get(skip_ref[0])
+    return batch.filter(pc.invert(pc.is_in(batch.column("id"), value_set=_SKIP_CACHE[key])))
+
+
+def prepare(batch: pa.Table, *, base_dir: str, storage_options: dict, working_size: int, max_pixels: int,
+            ship: bool = False) -> pa.Table:
+    """Fetch, hash and decode each scan; keep the small working-size L*. With `ship`, also
+    the full-resolution L* and the metadata the encoder needs, for a model actor that
+    recombines on its GPU: the scan is then decoded once, here."""
+    n = batch.num_rows
+    uris = batch.column("uri").to_pylist()
+    styles = batch.column("style_uri").to_pylist() if "style_uri" in batch.column_names else [None] * n
+    work, style, width, height, sha, error, t = ([None] * n for _ in range(7))
+    full, depth, exif, xmp, fmt = ([None] * n for _ in range(5))
+    for i in range(n):
+        t0 = time.perf_counter()
+        try:
+            data, sha[i] = fetch(abs_uri(uris[i], base_dir), storage_options)
+            d = decode_image(data, max_pixels)
+            width[i], height[i] = d.width, d.height
+            work[i] = working_copy(d.lightness, working_size)[0, 0].numpy()
+            if ship:
+                full[i], depth[i], fmt[i], xmp[i] = d.lightness.numpy(), d.bit_depth, d.format, d.xmp
+                exif[i] = None if d.exif is None else d.exif.tobytes()
+            if styles[i]:
+                s = decode_image(fetch(abs_uri(styles[i], base_dir), storage_options)[0], max_pixels)
+                style[i] = working_copy(s.lightness, working_size)[0, 0].numpy()
+        except ImageError as e:
+            error[i] = one_line(e)
+        except Exception as e:  # never let one odd file take the batch down
+            error[i] = f"unexpected {type(e).__name__}: {one_line(e)}"
+        t[i] = time.perf_counter() - t0
+    out = (batch.append_column("_work", pack(work)).append_column("_style", pack(style))
+           .append_column("width", pa.array(width, pa.int64())).append_column("height", pa.array(height, pa.int64()))
+           .append_column("input_sha256", pa.array(sha, pa.string())).append_column("error", pa.array(error, pa.string()))
+           .append_column("_t", pa.array(t, pa.float64())))
+    if ship:
+        out = (out.append_column("_full", pack(full)).append_column("_depth", pa.array(depth, pa.int8()))
+               .append_column("_exif", pa.array(exif, pa.binary())).append_column("_xmp", pa.array(xmp, pa.binary()))
+               .append_column("_format", pa.array(fmt, pa.string())))
+    return out
+
+
+class Colorizer:
+    """The one stateful stage: holds the model, loaded once per actor."""
+
+    def __init__(self, weights: str, device: str, working_size: int, threads: int | None = None,
+                 storage_options: dict | None = None, expect_sha256: str | None = None, precision: str = "fp32",
+                 faults: dict | None = None, batch: int = 1, fmt: str | None = None,
+                 chroma_gain: float | None = None):
+        from archive_colorize.model.weights import load_weights
+
+        self.faults = faults or {}
+        self.fmt = fmt  # the output format: its bit depth, when this actor recombines (a `_full` column)
+        if threads:
+            torch.set_num_threads(threads)
+        # A path or URL, not the bytes: constructor arguments that live in the object store
+        # make Ray warn on every actor start, and a URL works on any node of a cluster.
+        loaded = load_weights(weights, storage_options=storage_options)
+        if expect_sha256 and loaded.file_sha256 != expect_sha256:
+            raise StorageError(f"weights {weights} changed since the run started (sha256 differs)")
+        self.engine = Engine(loaded, device=device, working_size=working_size, precision=precision, batch=batch,
+                             chroma_gain=chroma_gain)
+        self.weights_sha256 = loaded.file_sha256
+        self.where = f"{device_label(self.engine.device)} on {socket.gethostname()} pid {os.getpid()}"
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        crash_point("model-batch", self.faults)
+        n = batch.num_rows
+        errors = batch.column("error").to_pylist()
+        work, style = unpack(batch.column("_work")), unpack(batch.column("_style"))
+        t = batch.column("_t").to_pylist()
+        gains = [self.engine.chroma_gain] * n  # the run's (or the weights'), unless the row names its own
+        if GAIN_COLUMN in batch.column_names:
+            gains = [self.engine.chroma_gain if g is None else float(g) for g in batch.column(GAIN_COLUMN).to_pylist()]
+            batch = batch.drop_columns([GAIN_COLUMN])
+        ab, names, probs = [None] * n, [None] * n, [None] * n
+        rows = [i for i in range(n) if errors[i] is None]
+        items = [(work[i][None, None], None if style[i] is None else style[i][None, None]) for i in rows]
+        t0 = time.perf_counter()
+        # Results never depend on how rows happen to be batched (Engine.predict_batch), so a
+        # resumed run writes identical bytes.
+        try:
+            crash_point("device-error", self.faults)
+            preds = self.engine.predict_batch(items)
+        except Exception as e:
+            if is_device_error(e):
+                self._die(e)
+            preds = None  # a scan's own fault: find it by running each alone
+        for k, i in enumerate(rows):
+            try:
+                pred = preds[k] if preds is not None else self.engine.predict_batch([items[k]])[0]
+                ab[i] = scale_chroma(pred.ab.float(), gains[i]).numpy()
+                top = self.engine.top5(pred.probs)
+                names[i], probs[i] = [c for c, _ in top], [p for _, p in top]
+            except Exception as e:
+                if is_device_error(e):
+                    self._die(e)
+                errors[i] = f"model failed: {type(e).__name__}: {one_line(e)}"
+        share = (time.perf_counter() - t0) / max(1, len(rows))
+        for i in rows:
+            t[i] += share
+        full = "_full" in batch.column_names  # this actor makes the colour, on its device
+        rgb = pack(self._recombine(batch, ab, errors, t)) if full else None
+        batch = batch.drop_columns(["_work", "_style", "error", "_t"] + (["_full"] if full else []))
+        if full:
+            batch = batch.append_column("_rgb", rgb)
+        return (batch.append_column("_ab", pack(ab))
+                .append_column("scene_top5", pa.array(names, pa.list_(pa.string())))
+                .append_column("scene_top5_prob", pa.array(probs, pa.list_(pa.float32())))
+                .append_column("weights_sha256", pa.array([self.weights_sha256] * n, pa.string()))
+                .append_column(GAIN_COLUMN, pa.array(gains, pa.float64()))
+                .append_column("error", pa.array(errors, pa.string()))
+                .append_column("_t", pa.array(t, pa.float64()))
+                # so the driver can say which device each actor really got
+                .append_column("_actor", pa.array([self.where] * n, pa.string())))
+
+
+    def _recombine(self, batch: pa.Table, ab: list, errors: list, t: list) -> list[np.ndarray | None]:
+        """On this actor's device (its GPU), in strips sized to its free memory: the same
+        torch function `finish` runs on the CPU (render.colour). Only encoding is left."""
+        with warnings.catch_warnings():  # read-only views: recombine copies each strip it reads
+            warnings.simplefilter("ignore", UserWarning)
+            full = [None if f is None else torch.from_numpy(f) for f in unpack_numpy(batch.column("_full"))]
+        depth = batch.column("_depth").to_pylist()
+        rgb = [None] * batch.num_rows
+        for i in range(batch.num_rows):
+            if errors[i] is not None or ab[i] is None:
+                continue
+            t0 = time.perf_counter()
+            try:
+                rgb[i] = colour(full[i], torch.from_numpy(ab[i]), output_bit_depth(depth[i], self.fmt),
+                                device=self.engine.device)
+            except ImageError as e:
+                errors[i] = one_line(e)
+            except Exception as e:
+                if is_device_error(e):
+                    self._die(e)
+                errors[i] = f"unexpected {type(e).__name__}: {one_line(e)}"
+            t[i] += time.perf_counter() - t0
+        return rgb
+
+    def _die(self, e: BaseException) -> None:
+        """A device fault (CUDA out of memory, an illegal address) is not the scan's fault and
+        must never fail its row: the actor process ends, Ray starts a new one (a fresh CUDA
+        context) and the batch is done again."""
+        import sys
+
+        print(f"archive-colorize: model actor {self.where}: device error, restarting: {one_line(e)}", file=sys.stderr, flush=True)
+        os._exit(DEVICE_FAULT_EXIT)
+
+
+DEVICE_FAULT_EXIT = 75
+_DEVICE_WORDS = ("CUDA error", "CUDA out of memory", "cuDNN error", "CUBLAS_STATUS", "CUDNN_STATUS",
+                 "device-side assert", "illegal memory access", "NCCL error")
+
+
+def is_device_error(e: BaseException) -> bool:
+    if isinstance(e, torch.cuda.OutOfMemoryError) or type(e).__name__ == "AcceleratorError":
+        return True
+    return isinstance(e, RuntimeError) and any(w in str(e) for w in _DEVICE_WORDS)
+
+
+def device_label(device: torch.device) -> str:
+    """The device and what decides its bytes: GPU, CUDA and cuDNN, torch."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return (f"cuda:{index} ({torch.cuda.get_device_name(index)}; CUDA {torch.version.cuda}, "
+                f"cuDNN {torch.backends.cudnn.version()}; torch {torch.__version__})")
+    return f"{device.type} ({torch.get_num_threads()} threads; torch {torch.__version__})"
+
+
+def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dict, fmt: str,
+           max_pixels: int, provenance: Provenance, pixels: tuple[int, int | None] = (0, None),
+           last: bool = True) -> pa.Table:
+    """Recombine the predicted chroma with the original full-resolution L*, encode, write.
+
+    A finish stage takes the scans whose pixel count lies in `pixels` = [low, high) and
+    leaves the others "pending" for a later stage, one declared with the memory that larger
+    scans need (options.plan_finish); the `last` stage settles every row. A write the
+    output location refuses stops this batch and (via `_fatal`) the run."""
+    n = batch.num_rows
+    ids, uris = batch.column("id").to_pylist(), batch.column("uri").to_pylist()
+    onames = batch.column("output_name").to_pylist() if "output_name" in batch.column_names else [None] * n
+    errors, shas = batch.column("error").to_pylist(), batch.column("input_sha256").to_pylist()
+    sizes = [None if w is None else w * h for w, h in zip(batch.column("width").to_pylist(), batch.column("height").to_pylist())]
+    t = batch.column("_t").to_pylist()
+    if "status" in batch.column_names:  # an earlier finish stage did the smaller scans
+        status, out_uris, out_shas, chroma = (batch.column(c).to_pylist() for c in ("status", "output_uri", "output_sha256", "mean_chroma"))
+        fatal = batch.column("_fatal")[0].as_py()
+        batch = batch.drop_columns(["status", "output_uri", "output_sha256", "mean_chroma", "_fatal"])
+    else:
+        status = ["failed" if e is not None else PENDING for e in errors]
+        out_uris, out_shas, chroma = [None] * n, [None] * n, None
+        fatal = None  # the output location refused a write: this batch stops, and so will the run
+    low, high = pixels
+    todo = [i for i in range(n) if status[i] == PENDING and sizes[i] >= low and (high is None or sizes[i] < high)]
+    abs_ = unpack(batch.column("_ab")) if todo or chroma is None else [None] * n
+    if chroma is None:  # recorded for every row the model coloured, also one refused as grey
+        chroma = [None if a is None else mean_chroma(a) for a in abs_]
+    # a model actor that recombined on its GPU sent the RGB result: only encoding is left
+    shipped = "_rgb" in batch.column_names and bool(todo)
+    if shipped:
+        rgbs = unpack_numpy(batch.column("_rgb"))
+        exifs, xmps, formats = (batch.column(c).to_pylist() for c in ("_exif", "_xmp", "_format"))
+    out_fs, out_root = resolve(out_url, storage_options) if todo else (None, None)  # the URL: keep the protocol
+    ext = FORMATS[fmt]
+    for i in todo:
+        if fatal is not None:
+            status[i] = None  # not attempted: unsettled, so the resumed run does it
+            continue
+        status[i] = "failed"
+        t0 = time.perf_counter()
+        try:
+            name = f"{safe_name(onames[i] or ids[i])}.{ext}"
+            if shipped:
+                # the scan is read again only for a C2PA ingredient, which is its bytes
+                source = None if provenance.c2pa is None else fetch_unchanged(abs_uri(uris[i], base_dir), storage_options, shas[i])
+                blob = encode_result(rgbs[i], fmt, provenance, exif_from(exifs[i]), xmps[i], source, formats[i], name)
+            else:
+                data = fetch_unchanged(abs_uri(uris[i], base_dir), storage_options, shas[i])
+                blob = render(decode_image(data, max_pixels), abs_[i], fmt, provenance, source=data, title=name)
+            try:
+                atomic_write_bytes(f"{out_root}/images/{name}", blob, fs=out_fs)
+            except (OSError, StorageError) as e:
+                fatal, status[i] = f"cannot write to the output location {out_url}: {one_line(e)}", None
+                continue
+            status[i], out_uris[i], out_shas[i] = "done", f"{out_url}/images/{name}", hashlib.sha256(blob).hexdigest()
+        except ImageError as e:
+            errors[i] = one_line(e)
+        except Exception as e:
+            errors[i] = f"unexpected {type(e).__name__}: {one_line(e)}"
+        t[i] += time.perf_counter() - t0
+    if last:
+        status = [None if s == PENDING else s for s in status]  # none left when the classes cover every size
+    done_with = ["_ab"] + [c for c in SHIPPED if c in batch.column_names]
+    batch = batch.drop_columns(["error", "_t"] + (done_with if last else []))
+    return (
+        batch.append_column("status", pa.array(status, pa.string()))
+        .append_column("error", pa.array(errors, pa.string()))
+        .append_column("output_uri", pa.array(out_uris, pa.string()))
+        .append_column("output_sha256", pa.array(out_shas, pa.string()))
+        .append_column("seconds" if last else "_t", pa.array(t, pa.float64()))
+        .append_column("mean_chroma", pa.array(chroma, pa.float32()))
+        # A value, not an exception: Ray Data hands the driver a UserCodeException that has
+        # lost the original's type, so an error that must stop the run travels as data.
+        .append_column("_fatal", pa.array([fatal] * n, pa.string()))
+    )
+
+
+PENDING = "pending"  # between finish stages only: a scan left for the stage sized for it
+SHIPPED = ("_rgb", "_depth", "_exif", "_xmp", "_format")  # the columns of a run that recombines on its GPU
+
+
+def fetch_unchanged(uri: str, storage_options: dict, sha: str) -> bytes:
+    """The scan's bytes again, refused if they are not the ones `prepare` hashed."""
+    data, now = fetch(uri, storage_options)
+    if now != sha:
+        raise ImageError("input changed while it was being processed (sha256 differs); retry it")
+    return data
+
+
+def exif_from(data: bytes | None):
+    if not data:
+        return None
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif.load(data)
+    return exif

@@ -1,0 +1,262 @@
+"""IIIF Presentation manifests (3 and 2.1) and collections -> manifest rows.
+
+One row per painting image of each canvas. The image is asked of its IIIF Image service
+(`{service}/full/max/0/default.jpg`, or `full/!N,N/...` with a size limit), or taken by the
+body's own id when there is no service. Collections are walked recursively. The JSON is
+read directly: it is two small schemas, and iiif-prezi3 builds version 3 only.
+A malformed document is refused with the JSON path of the fault.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+from archive_colorize.core.formats import MIME_BY_EXTENSION
+from archive_colorize.errors import ManifestError, one_line
+
+MAX_DOCUMENTS = 10_000  # collections of collections: a cycle or a runaway crawl stops here
+
+
+class _Doc:
+    """A JSON document being read, with the path of each value for error messages."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def fail(self, path: str, what: str):
+        raise ManifestError(f"IIIF {self.url}: {path}: {what}")
+
+    def get(self, obj, key: str, path: str, kind=None, required: bool = True):
+        if not isinstance(obj, dict):
+            self.fail(path, f"expected an object, found {type(obj).__name__}")
+        if key not in obj:
+            if required:
+                self.fail(f"{path}.{key}", "missing")
+            return None
+        value = obj[key]
+        if kind is not None and not isinstance(value, kind):
+            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            self.fail(f"{path}.{key}", f"expected {names}, found {type(value).__name__}")
+        return value
+
+
+def _text(value) -> str | None:
+    """A IIIF label/value in any version -> its first string: v3 language maps
+    ({"en": ["x"]}), v2 strings, {"@value": ...} objects and lists of those."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return next((t for t in map(_text, value) if t), None)
+    if isinstance(value, dict):
+        if "@value" in value:
+            return _text(value["@value"])
+        for lang in ("en", "none", *value.keys()):
+            if lang in value:
+                t = _text(value[lang])
+                if t:
+                    return t
+    return None
+
+
+def _metadata(pairs) -> str | None:
+    if not isinstance(pairs, list):
+        return None
+    return json.dumps([{"label": _text(p.get("label")), "value": _text(p.get("value"))} for p in pairs if isinstance(p, dict)],
+                      ensure_ascii=False)
+
+
+def _service_id(service) -> str | None:
+    services = service if isinstance(service, list) else [service]
+    for s in services:
+        if isinstance(s, dict) and ("ImageService" in str(s.get("type", s.get("@type", ""))) or "image" in str(s.get("profile", ""))
+                                    or "@context" in s and "image" in str(s["@context"])):
+            return (s.get("id") or s.get("@id") or "").rstrip("/") or None
+    return None
+
+
+def image_url(body: dict, max_size: int | None) -> str | None:
+    service = _service_id(body.get("service"))
+    if service:
+        size = f"!{max_size},{max_size}" if max_size else "max"
+        return f"{service}/full/{size}/0/default.jpg"
+    return body.get("id") or body.get("@id")
+
+
+def row_id(canvas_id: str, k: int, n: int) -> str:
+    """A stable, file-system-safe id from the canvas id (plus the image's index when a
+    canvas paints several)."""
+    path = re.sub(r"^[a-z]+://[^/]+/", "", canvas_id)
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", path).strip("._-") or "canvas"
+    if len(clean) > 100:
+        clean = f"{clean[-80:].strip('._-')}-{hashlib.sha256(canvas_id.encode()).hexdigest()[:12]}"
+    return clean if n == 1 else f"{clean}-{k + 1}"
+
+
+def _rows_v3(doc: _Doc, m: dict, max_size: int | None) -> list[dict]:
+    mid = doc.get(m, "id", "$", str)
+    common = {"iiif_manifest": mid, "rights": m.get("rights"),
+              "required_statement": _text((m.get("requiredStatement") or {}).get("value")), "metadata": _metadata(m.get("metadata"))}
+    rows = []
+    for ci, canvas in enumerate(doc.get(m, "items", "$", list)):
+        cpath = f"$.items[{ci}]"
+        cid = doc.get(canvas, "id", cpath, str)
+        bodies = []
+        for pi, page in enumerate(doc.get(canvas, "items", cpath, list, required=False) or []):
+            for ai, anno in enumerate(doc.get(page, "items", f"{cpath}.items[{pi}]", list)):
+                apath = f"{cpath}.items[{pi}].items[{ai}]"
+                if doc.get(anno, "motivation", apath, (str, list), required=False) not in (None, "painting", ["painting"]):
+                    continue
+                body = doc.get(anno, "body", apath, (dict, list))
+                body = body[0] if isinstance(body, list) and body else body
+                if isinstance(body, dict) and body.get("type") == "Choice":
+                    body = (doc.get(body, "items", f"{apath}.body", list) or [None])[0]
+                if not isinstance(body, dict):
+                    doc.fail(f"{apath}.body", "expected an image resource")
+                if body.get("type", "Image") != "Image":
+                    continue
+                bodies.append(_image(doc, body, f"{apath}.body", max_size))
+        rows += _canvas_rows(cid, bodies, _text(canvas.get("label")) or _text(m.get("label")), common)
+    return rows
+
+
+def _image(doc: _Doc, resource: dict, path: str, max_size: int | None) -> str:
+    url = image_url(resource, max_size)
+    if not url:
+        doc.fail(path, "has neither an id nor an image service")
+    return url
+
+
+def _canvas_rows(cid: str, bodies: list[str], title: str | None, common: dict) -> list[dict]:
+    return [{"id": row_id(cid, k, len(bodies)), "uri": u, "title": title, "iiif_canvas": cid, **common}
+            for k, u in enumerate(bodies)]
+
+
+def _rows_v2(doc: _Doc, m: dict, max_size: int | None) -> list[dict]:
+    mid = doc.get(m, "@id", "$", str)
+    common = {"iiif_manifest": mid, "rights": _text(m.get("license")), "required_statement": _text(m.get("attribution")),
+              "metadata": _metadata(m.get("metadata"))}
+    rows = []
+    for si, seq in enumerate(doc.get(m, "sequences", "$", list)):
+        for ci, canvas in enumerate(doc.get(seq, "canvases", f"$.sequences[{si}]", list)):
+            cpath = f"$.sequences[{si}].canvases[{ci}]"
+            cid = doc.get(canvas, "@id", cpath, str)
+            bodies = []
+            for ii, anno in enumerate(doc.get(canvas, "images", cpath, list, required=False) or []):
+                resource = doc.get(anno, "resource", f"{cpath}.images[{ii}]", dict)
+                if resource.get("@type") == "oa:Choice":
+                    resource = resource.get("default") or {}
+                bodies.append(_image(doc, resource, f"{cpath}.images[{ii}].resource", max_size))
+            rows += _canvas_rows(cid, bodies, _text(canvas.get("label")) or _text(m.get("label")), common)
+    return rows
+
+
+def _load(url: str, storage_options: dict | None) -> dict:
+    from archive_colorize.core.storage import open_url
+
+    try:
+        with open_url(url, "rb", storage_options) as f:
+            data = json.loads(f.read())
+    except FileNotFoundError:
+        raise ManifestError(f"IIIF document not found: {url}") from None
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"IIIF {url}: not JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except OSError as e:
+        raise ManifestError(f"cannot read IIIF document {url}: {one_line(e, 300)}") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"IIIF {url}: $: expected an object, found {type(data).__name__}")
+    return data
+
+
+def iiif_rows(url: str, max_size: int | None = None, storage_options: dict | None = None) -> list[dict]:
+    """A IIIF Manifest or Collection (3 or 2.1), by URL or path -> manifest rows."""
+    rows: list[dict] = []
+    todo, seen = [url], set()
+    while todo:
+        u = todo.pop(0)
+        if u in seen:
+            continue
+        seen.add(u)
+        if len(seen) > MAX_DOCUMENTS:
+            raise ManifestError(f"IIIF {url}: more than {MAX_DOCUMENTS} documents under this collection")
+        doc, data = _Doc(u), _load(u, storage_options)
+        kind = str(data.get("type") or data.get("@type") or "")
+        if kind in ("Manifest", "sc:Manifest"):
+            rows += (_rows_v3 if kind == "Manifest" else _rows_v2)(doc, data, max_size)
+        elif kind == "Collection":
+            todo += [doc.get(item, "id", f"$.items[{i}]", str) for i, item in enumerate(doc.get(data, "items", "$", list))]
+        elif kind == "sc:Collection":
+            members = [*(data.get("collections") or []), *(data.get("manifests") or []), *(data.get("members") or [])]
+            todo += [doc.get(item, "@id", f"$.members[{i}]", str) for i, item in enumerate(members)]
+        else:
+            doc.fail("$.type", f"expected a Manifest or Collection, found {kind or 'nothing'}")
+    # the same manifest reached twice (two collections list it) gives the same rows once;
+    # the same canvas id in two different manifests gets the manifest's hash appended
+    counts = Counter(r["id"] for r in {(r["id"], r["iiif_manifest"]): r for r in rows}.values())
+    out: dict[str, dict] = {}
+    for r in rows:
+        if counts[r["id"]] > 1:
+            r = {**r, "id": f"{r['id']}-{hashlib.sha256(r['iiif_manifest'].encode()).hexdigest()[:8]}"}
+        out.setdefault(r["id"], r)
+    return list(out.values())
+
+
+# ---------------------------------------------------------------- the run's own manifest
+
+CORE = {"id", "uri", "status", "error", "output_uri", "width", "height", "input_sha256", "output_sha256",
+        "scene_top5", "scene_top5_prob", "weights_sha256", "seconds", "mean_chroma", "chroma_gain", "style_uri",
+        "output_name", "iiif_manifest", "iiif_canvas", "title", "metadata", "rights", "required_statement"}
+
+
+def _lmap(text) -> dict:
+    return {"none": [str(text)]}
+
+
+def run_manifest(rows: list[dict], out_url: str, label: str, base: str | None = None) -> dict:
+    """IIIF Presentation 3 for a run's done rows: one canvas each, painted with a Choice of
+    the colorized image (first, the default) and the original scan, so that Mirador or the
+    Universal Viewer offer both. `base`: where OUT is published (https://...). Without it
+    the ids are OUT's own location (file:// or s3://): IIIF wants absolute ids, and
+    relative ones fail validation."""
+    if base:
+        root = base.rstrip("/")
+    else:
+        root = out_url.rstrip("/") if "://" in out_url else Path(out_url).resolve().as_uri()
+    me = f"{root}/iiif/manifest.json"
+    canvases = []
+    for n, r in enumerate((r for r in rows if r.get("status") == "done"), 1):
+        cid = f"{root}/iiif/canvas/{n}"
+        name = str(r["output_uri"]).rsplit("/", 1)[-1]
+        size = {"width": int(r["width"]), "height": int(r["height"])}
+        colour = {"id": f"{root}/images/{name}", "type": "Image", "format": MIME_BY_EXTENSION.get(name.rsplit(".", 1)[-1], "image/png"),
+                  "label": {"en": ["Colorized by a trained model (archive-colorize)"]}, **size}
+        source = r["uri"] if "://" in r["uri"] else Path(r["uri"]).resolve().as_uri()
+        original = {"id": source, "type": "Image", "label": {"en": ["Original scan"]}, **size}
+        metadata = [{"label": {"en": ["Colour"]},
+                     "value": {"en": [f"Added by a trained model: archive-colorize, weights sha256 {r.get('weights_sha256')}"]}}]
+        if r.get("scene_top5"):
+            metadata.append({"label": {"en": ["Scene (model's guess)"]}, "value": _lmap(r["scene_top5"][0])})
+        metadata += [{"label": _lmap(k), "value": _lmap(v)} for k, v in r.items()
+                     if k not in CORE and v is not None and not isinstance(v, (list, dict, bytes))]
+        canvas = {"id": cid, "type": "Canvas", "label": _lmap(r.get("title") or r["id"]), **size, "metadata": metadata,
+                  "items": [{"id": f"{cid}/page", "type": "AnnotationPage", "items": [
+                      {"id": f"{cid}/page/painting", "type": "Annotation", "motivation": "painting",
+                       "body": {"type": "Choice", "items": [colour, original]}, "target": cid}]}]}
+        if r.get("iiif_manifest"):
+            canvas["partOf"] = [{"id": r["iiif_manifest"], "type": "Manifest"}]
+        if r.get("iiif_canvas"):
+            canvas["seeAlso"] = [{"id": r["iiif_canvas"], "type": "Dataset", "format": "application/ld+json",
+                                  "label": {"en": ["The source canvas"]}}]
+        if r.get("rights"):
+            canvas.setdefault("metadata", []).append({"label": {"en": ["Source rights"]}, "value": _lmap(r["rights"])})
+        canvases.append(canvas)
+    return {"@context": "http://iiif.io/api/presentation/3/context.json", "id": me, "type": "Manifest",
+            "label": {"en": [label]},
+            "summary": {"en": ["Scans colorized by a trained model (archive-colorize). Each canvas offers the "
+                               "colorized image and the original scan."]},
+            "items": canvases}
