@@ -16,7 +16,7 @@ from PIL import Image
 from archive_colorize.run.pipeline import RunOptions, run
 from archive_colorize.apps.report import ReportOptions, write_report
 
-from .conftest import ROOT, write_broken_files
+from .conftest import ROOT, sample, write_broken_files
 from .reliability.conftest import cli, tiny_scans
 
 
@@ -106,3 +106,32 @@ def test_report_on_a_folder_without_results(tmp_path):
     assert r.returncode == 1
     assert r.stderr.splitlines() == [f"Error: no results in {tmp_path}: neither results.parquet nor a progress log",
                                      "Hint: give the folder a run wrote to (its --out)"]
+
+
+def test_report_of_a_directory_manifest_shows_its_before_images(tmp_path):
+    """Relative uris of a directory manifest resolve against the directory itself (as the run
+    and the IIIF manifest resolve them); the report used to look one folder up."""
+    import json
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from archive_colorize.apps.report import ReportOptions, write_report
+
+    d = tmp_path / "batch-01"
+    (d / "box=1").mkdir(parents=True)
+    shutil.copy(sample("chelsea.jpg"), d / "chelsea.jpg")
+    pq.write_table(pa.table({"id": ["c"], "uri": ["chelsea.jpg"]}), d / "box=1" / "part-0.parquet")
+    out = tmp_path / "batch-01-out"
+    (out / "images").mkdir(parents=True)
+    Image.open(sample("chelsea.jpg")).convert("RGB").save(out / "images" / "c.png")
+    row = {"id": "c", "uri": "chelsea.jpg", "status": "done", "error": None, "output_uri": str(out / "images" / "c.png"),
+           "width": 451, "height": 300, "scene_top5": ["a"], "scene_top5_prob": [0.5], "mean_chroma": 9.0, "chroma_gain": 1.0}
+    pq.write_table(pa.Table.from_pylist([row]), out / "results.parquet")
+    for record in ({"manifest": str(d)}, {"manifest": str(d), "manifest_base_dir": str(d)}):  # an older run.json, a new one
+        (out / "run.json").write_text(json.dumps(record))
+        write_report(ReportOptions(out=str(out), html=str(tmp_path / "r.html")))
+        html = (tmp_path / "r.html").read_text()
+        assert "unavailable" not in html and html.count("data:image/") >= 2

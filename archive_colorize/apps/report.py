@@ -148,13 +148,24 @@ def _gain_line(done: list[dict], record: dict | None) -> str:
     return f"Chroma gain: {parts}; the run's gain{why}, rows with a chroma_gain column their own."
 
 
+def _manifest_base_dir(url: str, storage_options: dict) -> str:
+    """For runs whose run.json predates `manifest_base_dir`: the manifest's own rule (a
+    directory manifest resolves against itself, a file against its folder)."""
+    from archive_colorize.sources.manifest import open_manifest
+
+    try:
+        return open_manifest(url, storage_options).base_dir
+    except Exception:  # the manifest moved or is gone: the file rule, as before
+        return url.rsplit("/", 1)[0] if "/" in url else "."
+
+
 def write_report(o: ReportOptions) -> dict:
     if o.sample < 0:
         raise ColorizeError("--sample must be >= 0")
     rows, run = _load(o)
     rows.sort(key=lambda r: r["id"])
     base = run.get("manifest", "")
-    base_dir = base.rsplit("/", 1)[0] if "/" in base else "."
+    base_dir = run.get("manifest_base_dir") or _manifest_base_dir(base, o.storage_options)
     done = [r for r in rows if r["status"] == "done"]
     failed = [r for r in rows if r["status"] != "done"]
     flags = {r["id"]: _flags(r, o) for r in done}

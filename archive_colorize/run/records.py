@@ -51,6 +51,7 @@ def write_run_json(ctx, summary: RunSummary, fid: dict | None) -> None:
         "earlier_devices": before if ctx.devices and before and set(before) != ctx.devices else None,
         "archive_colorize": __version__,
         "manifest": ctx.opts.manifest,
+        "manifest_base_dir": ctx.manifest.base_dir,  # what its relative uris resolve against
         "manifest_files": len(ctx.manifest.files),
         "ids": "integers in the manifest, used as their decimal strings" if ctx.manifest.int_ids else "strings",
         "options": redacted(ctx.opts),
