@@ -32,6 +32,12 @@ class ConfigError(ColorizeError):
     hint = "see training/README.md for the config keys"
 
 
+class OptionError(ConfigError):
+    """A command-line option out of range: refused before any work."""
+
+    hint = "see the command's --help for its options and their defaults"
+
+
 def one_line(e: BaseException, limit: int = 500) -> str:
     """An exception as one line of at most `limit` characters, for rows and messages."""
     return (" ".join(str(e).split()) or type(e).__name__)[:limit]

@@ -158,3 +158,32 @@ def test_an_autoscaling_gpu_pool_is_planned_before_gpus_join():
     assert (plan["min_actors"], plan["actors"]) == (1, 2)
     plan = plan_resources({"CPU": 2.0}, RunOptions(manifest="m"))
     assert (plan["device"], plan["min_actors"], plan["actors"]) == ("cpu", 1, 1)
+
+
+def test_submit_offers_every_option_that_run_does():
+    """Built from the commands themselves: a scheduled job can ask for anything a run can
+    (it could not sign its output, nor set --iiif-base or --progress-every)."""
+    run_only = {"--address", "--verbose", "--dry-run"}  # submit has its own --address (the Jobs API) and --dry-run
+    run, submit = _params("run"), _params("submit")
+    assert set(run) - run_only - set(submit) == set()
+    for opt in set(run) & set(submit) - run_only - {"--out", "--storage-options"}:  # these two say how submit differs
+        assert (submit[opt].help, submit[opt].default) == (run[opt].help, run[opt].default), opt
+
+
+def test_submit_carries_signing_publishing_and_progress_options(sample):
+    opts = RunOptions(manifest=str(sample), iiif_base="https://example.org/c", c2pa_cert="/etc/c/chain.pem",
+                      c2pa_key="/etc/c/key.pem", progress_every=5.0)
+    args = shlex.split(entrypoint(opts, str(sample.parent / "sample-out")))
+    for flag, value in (("--iiif-base", "https://example.org/c"), ("--c2pa-cert", "/etc/c/chain.pem"),
+                        ("--c2pa-key", "/etc/c/key.pem"), ("--progress-every", "5.0")):
+        assert args[args.index(flag) + 1] == value
+
+
+def test_a_bad_run_option_hints_at_help_not_at_training_configs():
+    r = runner.invoke(app, ["run", "manifests/sample.parquet", "--format", "bmp", "--dry-run"], terminal_width=300)
+    assert r.output.splitlines() == ["Error: --format must be one of jpeg, png, tiff, webp, not 'bmp'",
+                                     "Hint: see the command's --help for its options and their defaults"]
+    import re
+
+    help_text = re.sub(r"[│\s]+", " ", runner.invoke(app, ["run", "--help"], terminal_width=300).output)
+    assert "pip install 'archive-colorize[c2pa]'" in help_text  # Rich markup used to eat [c2pa]

@@ -35,6 +35,12 @@ PrecisionOpt = Annotated[str, typer.Option("--precision", help=(
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help=(
     "Scans per model call: a model actor colorizes this many working copies together (default 8)."))]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")]
+ProgressEveryOpt = Annotated[float, typer.Option("--progress-every", help=(
+    "Seconds between progress-log writes (a crash redoes at most this much work)."))]
+IiifBaseOpt = Annotated[Optional[str], typer.Option("--iiif-base", help=(
+    "Where OUT will be published (https://...), for the ids in OUT/iiif/manifest.json (default: OUT's own file:// or "
+    "s3:// location)."))]
+
 RecombineOnOpt = Annotated[str, typer.Option("--recombine-on", help=(
     "Where full-resolution colour is made: actor (on the model's device; the scan is decoded once and shipped at "
     "4 bytes a pixel), finish (CPU tasks decode the scan again), or auto: actor on a GPU, finish on CPUs."))]
@@ -53,7 +59,7 @@ ChromaGainOpt = Annotated[Optional[float], typer.Option("--chroma-gain", help=(
 
 C2paCertOpt = Annotated[Optional[str], typer.Option("--c2pa-cert", help=(
     "Sign each output with C2PA content credentials: the PEM certificate chain, signing certificate first "
-    "(needs pip install 'archive-colorize[c2pa]')."))]
+    "(needs pip install 'archive-colorize\\[c2pa]')."))]
 C2paKeyOpt = Annotated[Optional[str], typer.Option("--c2pa-key", help="The PEM private key for --c2pa-cert.")]
 
 console = Console(soft_wrap=True)
@@ -186,7 +192,7 @@ def run(
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder or URL (default: next to the manifest, NAME-out)."),
     weights: WeightsOpt = None,
     batch_size: BatchSizeOpt = 8,
-    progress_every: float = typer.Option(2.0, "--progress-every", help="Seconds between progress-log writes (a crash redoes at most this much work)."),
+    progress_every: ProgressEveryOpt = 2.0,
     fmt: FormatOpt = "png",
     working_size: WorkingSizeOpt = 512,
     precision: PrecisionOpt = "fp32",
@@ -203,8 +209,7 @@ def run(
     storage_options: Optional[str] = typer.Option(None, "--storage-options", help='fsspec options as JSON, e.g. \'{"anon": true}\'.'),
     verbose: bool = typer.Option(False, "--verbose", help="Show Ray's own logs and progress bars."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the manifest, weights and output; print what would run; do nothing."),
-    iiif_base: Optional[str] = typer.Option(None, "--iiif-base", help="Where OUT will be published (https://...), for the ids in "
-                                            "OUT/iiif/manifest.json (default: OUT's own file:// or s3:// location)."),
+    iiif_base: IiifBaseOpt = None,
     chroma_gain: ChromaGainOpt = None,
     c2pa_cert: C2paCertOpt = None,
     c2pa_key: C2paKeyOpt = None,
@@ -263,6 +268,10 @@ def submit(
     limit: LimitOpt = None,
     max_pixels: MaxPixelsOpt = 250_000_000,
     chroma_gain: ChromaGainOpt = None,
+    progress_every: ProgressEveryOpt = 2.0,
+    iiif_base: IiifBaseOpt = None,
+    c2pa_cert: C2paCertOpt = None,
+    c2pa_key: C2paKeyOpt = None,
     runtime_env: Optional[str] = typer.Option(None, "--runtime-env", help="Ray runtime_env: inline JSON or a .json/.yaml file."),
     storage_options: Optional[str] = typer.Option(None, "--storage-options", help="fsspec options as JSON (no credentials: the cluster brings its own)."),
     wait: bool = typer.Option(False, "--wait", help="Follow each job until it ends; exit 1 if one fails."),
@@ -289,7 +298,8 @@ def submit(
         opts = RunOptions(manifest=url, out=out, weights=weights, fmt=fmt, working_size=working_size, precision=precision, batch_size=batch_size,
                           retry_failed=retry_failed, actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor,
                           threads_per_actor=threads_per_actor, device=device, recombine_on=recombine_on, limit=limit, max_pixels=max_pixels, storage_options=so,
-                          chroma_gain=chroma_gain)
+                          chroma_gain=chroma_gain, progress_every=progress_every, iiif_base=iiif_base, c2pa_cert=c2pa_cert,
+                          c2pa_key=c2pa_key)
         if dry_run:
             from archive_colorize.run.options import inspect
 

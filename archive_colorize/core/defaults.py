@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from archive_colorize.errors import ConfigError
+from archive_colorize.errors import OptionError
 
 # 512 px long side, from benchmarks/working_size.py on the 18 historical scans (medians):
 # the chroma at 512 differs from that at 1024 by 1.97 a*b* units on average, under the
@@ -19,7 +19,7 @@ MAX_CHROMA_GAIN = 4.0
 
 def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
-        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}",
+        raise OptionError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}",
                           hint="fp32 is exact and the default; int8 (CPU), bf16 and fp16 (GPU) trade fidelity for speed")
 
 
@@ -29,6 +29,6 @@ def check_chroma_gain(gain: float, where: str = "--chroma-gain") -> float:
     except (TypeError, ValueError):
         g = math.nan
     if not (math.isfinite(g) and 0 < g <= MAX_CHROMA_GAIN):
-        raise ConfigError(f"{where} must be a number above 0 and at most {MAX_CHROMA_GAIN:g}, not {gain!r}",
+        raise OptionError(f"{where} must be a number above 0 and at most {MAX_CHROMA_GAIN:g}, not {gain!r}",
                           hint="1 is the model's own colour; the weights' calibrated gain is the default (weights inspect)")
     return g

@@ -63,6 +63,11 @@ def entrypoint(opts: RunOptions, out_url: str) -> str:
         args += ["--device", opts.device]
     if opts.recombine_on != "auto":
         args += ["--recombine-on", opts.recombine_on]
+    if opts.progress_every != RunOptions.progress_every:
+        args += ["--progress-every", repr(float(opts.progress_every))]
+    for flag, value in (("--iiif-base", opts.iiif_base), ("--c2pa-cert", opts.c2pa_cert), ("--c2pa-key", opts.c2pa_key)):
+        if value:  # the credentials by path: each node reads them itself, they never enter the job's text
+            args += [flag, value]
     if opts.chroma_gain is not None:
         args += ["--chroma-gain", repr(float(opts.chroma_gain))]
     if opts.max_pixels != RunOptions.max_pixels:

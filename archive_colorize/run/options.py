@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 import pyarrow.compute as pc
 
 from archive_colorize.run import progress
-from archive_colorize.errors import ConfigError
+from archive_colorize.errors import ConfigError, OptionError
 from archive_colorize.core.defaults import (DEFAULT_MAX_PIXELS, DEFAULT_WORKING_SIZE, check_chroma_gain,  # noqa: F401
                                             check_precision)
 from archive_colorize.core.formats import FORMATS
@@ -100,16 +100,16 @@ class Checked:
 
 def check_options(opts: RunOptions) -> None:
     if opts.fmt not in FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {opts.fmt!r}")
+        raise OptionError(f"--format must be one of {', '.join(FORMATS)}, not {opts.fmt!r}")
     check_precision(opts.precision)
     if opts.chroma_gain is not None:
         check_chroma_gain(opts.chroma_gain)
     if opts.threads_per_actor is not None and opts.threads_per_actor < 1:
-        raise ConfigError(f"--threads-per-actor must be >= 1, not {opts.threads_per_actor}")
+        raise OptionError(f"--threads-per-actor must be >= 1, not {opts.threads_per_actor}")
     if opts.recombine_on not in RECOMBINE_ON:
-        raise ConfigError(f"--recombine-on must be one of {', '.join(RECOMBINE_ON)}, not {opts.recombine_on!r}")
+        raise OptionError(f"--recombine-on must be one of {', '.join(RECOMBINE_ON)}, not {opts.recombine_on!r}")
     if opts.batch_size < 1 or opts.working_size < 8:
-        raise ConfigError("--batch-size must be >= 1 and --working-size >= 8",
+        raise OptionError("--batch-size must be >= 1 and --working-size >= 8",
                           hint="--batch-size counts images per model call (default 8); --working-size is the long side in pixels (default 512)")
 
 
