@@ -82,3 +82,10 @@ def test_submit_dry_run_on_a_directory_manifest_loads_neither_torch_nor_ray(tmp_
             "print(r.exit_code); print(r.output.strip()); print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.stdout.splitlines() == ["0", f"{d}: would submit 4 of 4 rows into {d}-out", "[]"], r.stdout + r.stderr
+
+
+def test_the_public_api_resolves_without_loading_torch_up_front():
+    code = ("import sys, archive_colorize as ac; before = 'torch' in sys.modules; "
+            "missing = [n for n in ac.__all__ if not hasattr(ac, n)]; print(before, missing, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.stdout.strip() == "False [] True", r.stdout + r.stderr
