@@ -103,6 +103,7 @@ def prepare(engine, data: str, rows: tuple[int, int | None] = (0, None)) -> Held
     from PIL import Image
 
     from archive_colorize.train.data import MIN_COLOUR_STD, colour_spread
+    from archive_colorize.train.decode_pool import GRAY_MODES
     from archive_colorize.imaging.images import decode_image
 
     images, info = read_images(data, rows)
@@ -112,7 +113,7 @@ def prepare(engine, data: str, rows: tuple[int, int | None] = (0, None)) -> Held
         try:
             d = decode_image(bytes(blob))
             im = Image.open(io.BytesIO(bytes(blob)))
-            gray = im.mode in ("L", "1", "I;16", "I", "LA")
+            gray = im.mode in GRAY_MODES
             rgb = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).float() / 255
         except Exception:
             dropped += 1

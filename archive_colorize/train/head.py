@@ -32,6 +32,8 @@ from archive_colorize.train.checkpoints import list_checkpoints, load_checkpoint
 from archive_colorize.train.config import HEAD, TRUNK, Config
 from archive_colorize.train.data import iter_raw_batches, prepare_batch, resolve_source
 from archive_colorize.errors import ConfigError
+from archive_colorize.train.loop import (_rng_state, _set_rng_state, _val_batches, as_floats, freeze, init_from_weights,
+                                         make_optimizer, topk_hits, validate)
 from archive_colorize.train.losses import ColourHistogram, colour_loss, rebalance_weights
 from archive_colorize.model.network import ColorizationModel
 
@@ -152,8 +154,6 @@ def _count_rows(src, limit: int | None) -> int:
 
 def train_head(cfg: Config, run_dir: str, resume: bool, categories: list[str], init: str | None) -> None:
     """Train the head over the cached trunk features, to cfg.train.steps."""
-    from archive_colorize.train.loop import (_rng_state, freeze, _set_rng_state, _val_batches, init_from_weights, make_optimizer, topk_hits,
-                                             validate)
     from archive_colorize.model.weights import load_weights
 
     tc = cfg.train
@@ -179,7 +179,7 @@ def train_head(cfg: Config, run_dir: str, resume: bool, categories: list[str], i
     freeze(model, list(dict.fromkeys(TRUNK + tuple(tc.freeze))))
     trainable = [n for n in ("classification",) + HEAD if n not in tc.freeze and getattr(model, n) is not None]
     params = [p for n in trainable for p in getattr(model, n).parameters()]
-    optimizer = make_optimizer(_Params(params), tc)
+    optimizer = make_optimizer(model, tc, params)
     step, images = 0, 0
     mean_ab = torch.zeros(2, dtype=torch.float64)
     history: list[dict] = []
@@ -228,8 +228,6 @@ def train_head(cfg: Config, run_dir: str, resume: bool, categories: list[str], i
             stop_at = step
         row = None
         if step % tc.log_every == 0 or step == stop_at:
-            from archive_colorize.train.loop import as_floats
-
             row = as_floats(acc)
             now = time.time()
             row["images_per_s"] = len(acc) * tc.batch_size / max(now - t_log, 1e-9)
@@ -249,14 +247,4 @@ def train_head(cfg: Config, run_dir: str, resume: bool, categories: list[str], i
                 "categories": categories, "rng": _rng_state(), "trunk_sha256": trunk_sha,
                 "colour_weights": None if weights is None else weights.tolist(),
             }, tc.keep_checkpoints)
-
-
-class _Params:
-    """make_optimizer takes a module; the head's parameters are a subset of one."""
-
-    def __init__(self, params):
-        self._params = params
-
-    def parameters(self):
-        return iter(self._params)
 

@@ -48,16 +48,18 @@ def topk_hits(logits, label, k: int) -> torch.Tensor:
     return (logits.topk(k, dim=1).indices == label[:, None]).any(1).float().mean()
 
 
-def make_optimizer(model, tc) -> torch.optim.Optimizer:
+def make_optimizer(model, tc, params=None) -> torch.optim.Optimizer:
+    """The optimiser of train.optimizer over `params` (default: all of the model's)."""
     # foreach: one kernel per op across all parameters instead of one per tensor; Adam also
     # has a fused kernel on CUDA. (ADADELTA has no fused kernel in torch.)
-    cuda = next(model.parameters()).is_cuda
+    params = list(model.parameters() if params is None else params)
+    cuda = params[0].is_cuda
     if tc.optimizer == "adadelta":
-        return torch.optim.Adadelta(model.parameters(), lr=tc.lr, rho=tc.rho, eps=tc.eps, foreach=cuda or None)
+        return torch.optim.Adadelta(params, lr=tc.lr, rho=tc.rho, eps=tc.eps, foreach=cuda or None)
     if tc.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=tc.lr, fused=True) if cuda else torch.optim.Adam(model.parameters(), lr=tc.lr)
+        return torch.optim.Adam(params, lr=tc.lr, fused=True) if cuda else torch.optim.Adam(params, lr=tc.lr)
     if tc.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=0.9, foreach=cuda or None)
+        return torch.optim.SGD(params, lr=tc.lr, momentum=0.9, foreach=cuda or None)
     raise ConfigError(f"train.optimizer must be adadelta, adam or sgd, not {tc.optimizer!r}")
 
 
