@@ -1,5 +1,6 @@
 """Defects a new user hit (issue 18), each with the test that failed before its fix."""
 
+import json
 import shlex
 import shutil
 
@@ -161,13 +162,57 @@ def test_an_autoscaling_gpu_pool_is_planned_before_gpus_join():
 
 
 def test_submit_offers_every_option_that_run_does():
-    """Built from the commands themselves: a scheduled job can ask for anything a run can
-    (it could not sign its output, nor set --iiif-base or --progress-every)."""
-    run_only = {"--address", "--verbose", "--dry-run"}  # submit has its own --address (the Jobs API) and --dry-run
+    """Built from RunOptions, the one definition: every option a run has is a flag of both
+    `run` and `submit`, with the field's help and default (a scheduled job once could not
+    sign its output, nor set --iiif-base or --progress-every)."""
+    from dataclasses import MISSING
+
     run, submit = _params("run"), _params("submit")
-    assert set(run) - run_only - set(submit) == set()
-    for opt in set(run) & set(submit) - run_only - {"--out", "--storage-options"}:  # these two say how submit differs
-        assert (submit[opt].help, submit[opt].default) == (run[opt].help, run[opt].default), opt
+    for f in RunOptions.options("submit"):
+        flag = f.metadata["flag"]
+        default = f.default_factory() if f.default is MISSING else f.default
+        for cmd in (run, submit):
+            assert flag in cmd, flag
+            assert f.metadata["help"].split()[0] in cmd[flag].help, flag
+            assert cmd[flag].default == (None if f.name == "storage_options" else default), flag
+    # run's own: the cluster to join (submit's --address is the Jobs API) and Ray's logs
+    assert {f.name for f in RunOptions.options("run")} - {f.name for f in RunOptions.options("submit")} == {"address", "verbose"}
+
+
+def _unusual(f):
+    """A value other than the field's default, of its type."""
+    if f.metadata["choices"]:
+        return f.metadata["choices"][-1] if f.default != f.metadata["choices"][-1] else f.metadata["choices"][0]
+    kind = RunOptions.types()[f.name]
+    if kind is bool:
+        return True
+    if f.name == "storage_options":
+        return {"anon": True, "client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}}
+    if "float" in str(kind):
+        return 0.75
+    if "int" in str(kind):
+        return 77
+    return f"/x/{f.name}"
+
+
+def test_the_job_entrypoint_asks_run_for_every_option_it_was_given():
+    """RunOptions.to_argv, parsed back by the real `run` command, gives the same options."""
+    import typer
+
+    opts = RunOptions(manifest="m.parquet", out="s3://b/out", **{f.name: _unusual(f) for f in RunOptions.options("submit")})
+    argv = shlex.split(entrypoint(opts, "s3://b/out"))
+    assert argv[:3] == ["archive-colorize", "run", "m.parquet"]
+    cmd = typer.main.get_command(app).commands["run"]
+    params = cmd.make_context("run", argv[2:]).params
+    for f in RunOptions.options("submit"):
+        expected = getattr(opts, f.name)
+        got = params[f.name]
+        assert (json.loads(got) if f.name == "storage_options" else got) == expected, f.name
+    assert (params["manifest"], params["out"]) == ("m.parquet", "s3://b/out")
+    # the defaults are left out, except those that pin a job's bytes
+    plain = shlex.split(entrypoint(RunOptions(manifest="m.parquet"), "o"))
+    assert plain == ["archive-colorize", "run", "m.parquet", "--out", "o", "--format", "png", "--working-size", "512",
+                     "--batch-size", "8"]
 
 
 def test_submit_carries_signing_publishing_and_progress_options(sample):

@@ -8,7 +8,9 @@ import pytest
 from PIL import Image
 
 from archive_colorize.imaging.provenance import Provenance
-from archive_colorize.run.stages import Colorizer, finish, pack, prepare, unpack, unpack_numpy
+from archive_colorize.core.arrays import pack, unpack_numpy
+from archive_colorize.run import schema as S
+from archive_colorize.run.stages import Colorizer, finish, prepare, unpack
 
 from .conftest import sample
 
@@ -18,8 +20,12 @@ def _through(batch, weights_path, out, ship, fmt):
     b = prepare(batch, working_size=128, max_pixels=10**9, ship=ship, **common)
     model = Colorizer(str(weights_path), "cpu", 128, threads=1, fmt=fmt if ship else None)
     b = model(b)
-    assert ("_rgb" in b.column_names) == ship and "_full" not in b.column_names  # the full L* stops at the actor
-    return finish(b, out_url=str(out), fmt=fmt, max_pixels=10**9, provenance=Provenance("0" * 64), **common)
+    assert (S.RGB in b.column_names) == ship and S.FULL not in b.column_names  # the full L* stops at the actor
+    assert b.schema.names[-len(S.COLORIZED):] == S.COLORIZED.names
+    done = finish(b, out_url=str(out), fmt=fmt, max_pixels=10**9, provenance=Provenance("0" * 64), **common)
+    assert done.schema.names == [*batch.schema.names, S.WIDTH, S.HEIGHT, S.INPUT_SHA, *S.COLORIZED.names[1:5],
+                                 *S.FINISHED.names]  # the stages' declarations, nothing left over
+    return done
 
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg"])
@@ -71,8 +77,9 @@ def test_a_grey_result_refused_by_the_actor_still_records_its_chroma(tmp_path):
     """On a GPU the model actor refuses a grey result; results.parquet must still say how
     grey it was, as it does when finish refuses it."""
     grey = "the model produced no colour (mean chroma 0.00); nothing written"
-    batch = pa.table({"id": ["g"], "uri": ["/nowhere.jpg"], "error": [grey], "input_sha256": ["0" * 64],
-                      "width": [8], "height": [6], "_t": [0.5]}).append_column("_ab", pack([np.zeros((2, 3, 4), np.float32)]))
+    batch = S.rows(S.FINISH_INPUT, {"id": ["g"], "uri": ["/nowhere.jpg"]}, **{
+        S.ERROR: [grey], S.INPUT_SHA: ["0" * 64], S.WIDTH: [8], S.HEIGHT: [6], S.T: [0.5],
+        S.AB: pack([np.zeros((2, 3, 4), np.float32)])})
     out = finish(batch, base_dir="/", out_url=str(tmp_path), storage_options={}, fmt="png", max_pixels=10**9,
                  provenance=Provenance("0" * 64)).to_pylist()[0]
     assert (out["status"], out["error"], out["mean_chroma"], out["output_uri"]) == ("failed", grey, 0.0, None)

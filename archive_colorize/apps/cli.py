@@ -7,10 +7,11 @@ Every command parses options, calls one library function and prints. Expected fa
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -24,44 +25,6 @@ manifest_app = typer.Typer(no_args_is_help=True, help="Build and check Parquet m
 app.add_typer(weights_app, name="weights")
 app.add_typer(manifest_app, name="manifest")
 
-# Options that run, colorize and submit share, defined once so their names, defaults,
-# meaning and help cannot drift apart between the commands.
-WeightsOpt = Annotated[Optional[str], typer.Option(
-    "--weights", help="Weights file or URL (s3://...) that every worker can read (default: the shipped one).")]
-FormatOpt = Annotated[str, typer.Option("--format", help="jpeg, png, tiff or webp. 16-bit inputs stay 16-bit in png/tiff.")]
-WorkingSizeOpt = Annotated[int, typer.Option("--working-size", help="Long side (px) at which the network predicts colour.")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help=(
-    "fp32 (default; exact, TF32 is turned off on GPUs); opt-in and lossy: int8 (CPU), bf16, fp16 (GPU)."))]
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help=(
-    "Scans per model call: a model actor colorizes this many working copies together (default 8)."))]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")]
-ProgressEveryOpt = Annotated[float, typer.Option("--progress-every", help=(
-    "Seconds between progress-log writes (a crash redoes at most this much work)."))]
-IiifBaseOpt = Annotated[Optional[str], typer.Option("--iiif-base", help=(
-    "Where OUT will be published (https://...), for the ids in OUT/iiif/manifest.json (default: OUT's own file:// or "
-    "s3:// location)."))]
-
-RecombineOnOpt = Annotated[str, typer.Option("--recombine-on", help=(
-    "Where full-resolution colour is made: actor (on the model's device; the scan is decoded once and shipped at "
-    "4 bytes a pixel), finish (CPU tasks decode the scan again), or auto: actor on a GPU, finish on CPUs."))]
-MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", help="Refuse images larger than this (decompression bombs).")]
-LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Process at most this many pending rows.")]
-RetryFailedOpt = Annotated[bool, typer.Option("--retry-failed", help="Retry rows that failed in earlier runs.")]
-ActorsOpt = Annotated[Optional[int], typer.Option("--actors", help="Model actors (default: from the cluster's GPUs/CPUs).")]
-CpusPerActorOpt = Annotated[Optional[float], typer.Option("--cpus-per-actor", help="CPUs reserved by each model actor.")]
-ThreadsPerActorOpt = Annotated[Optional[int], typer.Option("--threads-per-actor", help=(
-    "Torch threads in each model actor (default: on CPUs its share of all the node's CPUs, on GPUs its CPUs)."))]
-GpusPerActorOpt = Annotated[Optional[float], typer.Option("--gpus-per-actor", help="GPUs per model actor (fractions share a GPU).")]
-
-ChromaGainOpt = Annotated[Optional[float], typer.Option("--chroma-gain", help=(
-    "Scale the predicted a*b* by this before recombination (default: the gain the weights were calibrated with; "
-    "1 is the model's own colour). A manifest column chroma_gain overrides it per row."))]
-
-C2paCertOpt = Annotated[Optional[str], typer.Option("--c2pa-cert", help=(
-    "Sign each output with C2PA content credentials: the PEM certificate chain, signing certificate first "
-    "(needs pip install 'archive-colorize\\[c2pa]')."))]
-C2paKeyOpt = Annotated[Optional[str], typer.Option("--c2pa-key", help="The PEM private key for --c2pa-cert.")]
-
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False}
@@ -70,6 +33,46 @@ _state = {"debug": False}
 @app.callback()
 def main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors.")):
     _state["debug"] = debug
+
+
+def run_options(command: str):
+    """Offer `command` the run options that RunOptions gives it (run/options.py: one
+    definition of each flag, default and help). The command receives them, checked for
+    form by Typer, as one dict `run_fields` of RunOptions field names."""
+    from dataclasses import MISSING
+
+    from archive_colorize.run.options import RunOptions, parse_storage_options
+
+    types = RunOptions.types()
+
+    def decorate(fn):
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "run_fields"]
+        added, names = [], []
+        for f in RunOptions.options(command):
+            m = f.metadata
+            default = f.default_factory() if f.default is MISSING else f.default
+            annotation = types[f.name]
+            if f.name == "storage_options":  # JSON text on the command line
+                annotation, default = Optional[str], None
+            choices = f" One of {', '.join(m['choices'])}." if m["choices"] else ""
+            # Rich reads [...] in help as markup: escape it, so [c2pa] stays on the page
+            info = typer.Option(default, m["flag"], help=(m["help"] + choices).replace("[", "\\["))
+            added.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation))
+            names.append(f.name)
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            fields = {name: kwargs.pop(name) for name in names}
+            if "storage_options" in fields:
+                fields["storage_options"] = parse_storage_options(fields["storage_options"])
+            return fn(*args, run_fields=fields, **kwargs)
+
+        params = own + added
+        wrapper.__signature__ = inspect.Signature(params)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return decorate
 
 
 def friendly(fn):
@@ -92,19 +95,13 @@ def friendly(fn):
 
 @app.command()
 @friendly
+@run_options("colorize")
 def colorize(
     inputs: List[Path] = typer.Argument(..., help="Image files or folders (searched recursively)."),
     out: Path = typer.Option(Path("colorized"), "--out", "-o", help="Output folder."),
     style_from: Optional[Path] = typer.Option(None, "--style-from", help="Take the global (scene) features from this image."),
-    weights: WeightsOpt = None,
-    device: DeviceOpt = "auto",
-    fmt: FormatOpt = "png",
-    working_size: WorkingSizeOpt = 512,
-    precision: PrecisionOpt = "fp32",
-    max_pixels: MaxPixelsOpt = 250_000_000,
-    chroma_gain: ChromaGainOpt = None,
-    c2pa_cert: C2paCertOpt = None,
-    c2pa_key: C2paKeyOpt = None,
+    *,
+    run_fields: dict,
 ):
     """Colorize a few files without Ray; prints the top-5 scene classes per image.
 
@@ -112,19 +109,20 @@ def colorize(
     """
     from archive_colorize.apps.colorize import colorize_paths
     from archive_colorize.model.engine import Engine
-    from archive_colorize.imaging.images import FORMATS
     from archive_colorize.model.weights import load_weights
+    from archive_colorize.run.options import RunOptions, check_options
 
-    if fmt not in FORMATS:
-        raise ColorizeError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    o = RunOptions(manifest="", **run_fields)
+    check_options(o)
+    weights, device, fmt, working_size, precision = o.weights, o.device, o.fmt, o.working_size, o.precision
     if style_from is not None and not style_from.is_file():
         raise ColorizeError(f"--style-from {style_from}: no such file",
                             hint="give a grayscale or colour image whose scene should set the colours")
     from archive_colorize.run.options import c2pa_credentials
 
-    credentials = c2pa_credentials(c2pa_cert, c2pa_key, fmt, {})
+    credentials = c2pa_credentials(o.c2pa_cert, o.c2pa_key, fmt, {})
     loaded = load_weights(weights)
-    engine = Engine(loaded, device=device, working_size=working_size, precision=precision, chroma_gain=chroma_gain)
+    engine = Engine(loaded, device=device, working_size=working_size, precision=precision, chroma_gain=o.chroma_gain)
     if precision != "fp32":
         from archive_colorize.model.engine import fidelity, fidelity_line
 
@@ -132,7 +130,7 @@ def colorize(
         if line:
             err.print(line, highlight=False)
     failed = 0
-    for r in colorize_paths(engine, inputs, out, fmt, style_from, max_pixels, credentials):
+    for r in colorize_paths(engine, inputs, out, fmt, style_from, o.max_pixels, credentials):
         if r.error:
             failed += 1
             err.print(f"[red]failed[/] {r.input}: {r.error}", highlight=False)
@@ -173,46 +171,21 @@ def weights_inspect(
 
 
 def _storage_options(text: Optional[str]) -> dict:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ColorizeError(f"--storage-options is not valid JSON: {e.msg}") from None
-    if not isinstance(value, dict):
-        raise ColorizeError("--storage-options must be a JSON object, e.g. '{\"anon\": true}'")
-    return value
+    from archive_colorize.run.options import parse_storage_options
+
+    return parse_storage_options(text)
 
 
 @app.command()
 @friendly
+@run_options("run")
 def run(
     manifest: str = typer.Argument(..., help="Parquet manifest, local or s3://: a file, a folder of part files "
                                    "(Hive partitions become metadata columns), or a quoted glob."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder or URL (default: next to the manifest, NAME-out)."),
-    weights: WeightsOpt = None,
-    batch_size: BatchSizeOpt = 8,
-    progress_every: ProgressEveryOpt = 2.0,
-    fmt: FormatOpt = "png",
-    working_size: WorkingSizeOpt = 512,
-    precision: PrecisionOpt = "fp32",
-    limit: LimitOpt = None,
-    retry_failed: RetryFailedOpt = False,
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)."),
-    actors: ActorsOpt = None,
-    cpus_per_actor: CpusPerActorOpt = None,
-    gpus_per_actor: GpusPerActorOpt = None,
-    threads_per_actor: ThreadsPerActorOpt = None,
-    device: DeviceOpt = "auto",
-    recombine_on: RecombineOnOpt = "auto",
-    max_pixels: MaxPixelsOpt = 250_000_000,
-    storage_options: Optional[str] = typer.Option(None, "--storage-options", help='fsspec options as JSON, e.g. \'{"anon": true}\'.'),
-    verbose: bool = typer.Option(False, "--verbose", help="Show Ray's own logs and progress bars."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the manifest, weights and output; print what would run; do nothing."),
-    iiif_base: IiifBaseOpt = None,
-    chroma_gain: ChromaGainOpt = None,
-    c2pa_cert: C2paCertOpt = None,
-    c2pa_key: C2paKeyOpt = None,
+    *,
+    run_fields: dict,
 ):
     """Colorize every scan in a manifest on Ray; rerun the same command to resume.
 
@@ -222,11 +195,7 @@ def run(
     from archive_colorize.run.pipeline import run as run_pipeline
     from archive_colorize.run.progress_view import summary_table
 
-    opts = RunOptions(manifest=manifest, out=out, weights=weights or None, batch_size=batch_size,
-                      progress_every=progress_every, fmt=fmt, working_size=working_size, precision=precision, limit=limit, retry_failed=retry_failed, address=address,
-                      actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor,
-                      threads_per_actor=threads_per_actor, device=device, recombine_on=recombine_on, max_pixels=max_pixels, storage_options=_storage_options(storage_options), verbose=verbose,
-                      iiif_base=iiif_base, c2pa_cert=c2pa_cert, c2pa_key=c2pa_key, chroma_gain=chroma_gain)
+    opts = RunOptions(manifest=manifest, out=out, **run_fields)
     if dry_run:
         plan = inspect(opts)
         console.print(f"manifest {plan.manifest}: {plan.total} rows; in {plan.out}: {plan.done} done, {plan.failed} failed")
@@ -247,36 +216,19 @@ def run(
 
 @app.command()
 @friendly
+@run_options("submit")
 def submit(
     manifests: List[str] = typer.Argument(..., help="Parquet manifests, one job each: a file, or a folder (one partitioned "
                                           "dataset, as Spark and DuckDB write them); a quoted glob ('s3://b/m/*.parquet') is one job "
                                           "per file. (Changed: a folder used to mean one job per file in it.)"),
     address: str = typer.Option(..., "--address", envvar="RAY_JOB_ADDRESS", help="Ray Jobs API (dashboard) address, e.g. http://head:8265."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Output URL (only with one manifest; default: NAME-out next to each)."),
-    weights: WeightsOpt = None,
-    fmt: FormatOpt = "png",
-    working_size: WorkingSizeOpt = 512,
-    precision: PrecisionOpt = "fp32",
-    batch_size: BatchSizeOpt = 8,
-    retry_failed: RetryFailedOpt = False,
-    actors: ActorsOpt = None,
-    cpus_per_actor: CpusPerActorOpt = None,
-    gpus_per_actor: GpusPerActorOpt = None,
-    threads_per_actor: ThreadsPerActorOpt = None,
-    device: DeviceOpt = "auto",
-    recombine_on: RecombineOnOpt = "auto",
-    limit: LimitOpt = None,
-    max_pixels: MaxPixelsOpt = 250_000_000,
-    chroma_gain: ChromaGainOpt = None,
-    progress_every: ProgressEveryOpt = 2.0,
-    iiif_base: IiifBaseOpt = None,
-    c2pa_cert: C2paCertOpt = None,
-    c2pa_key: C2paKeyOpt = None,
     runtime_env: Optional[str] = typer.Option(None, "--runtime-env", help="Ray runtime_env: inline JSON or a .json/.yaml file."),
-    storage_options: Optional[str] = typer.Option(None, "--storage-options", help="fsspec options as JSON (no credentials: the cluster brings its own)."),
     wait: bool = typer.Option(False, "--wait", help="Follow each job until it ends; exit 1 if one fails."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check each manifest, the weights and the output; print what each job "
                                  "would do; contact no cluster (loads neither torch nor Ray)."),
+    *,
+    run_fields: dict,
 ):
     """Submit `run` as a Ray Job, idempotently: a finished job is not redone, an unfinished one resumes.
 
@@ -288,18 +240,14 @@ def submit(
     from archive_colorize.sources.manifest import expand_manifests
     from archive_colorize.run.options import RunOptions
 
-    so = _storage_options(storage_options)
+    so = run_fields["storage_options"]
     urls = expand_manifests(manifests, so)
     if out and len(urls) > 1:
         raise ColorizeError(f"--out names one output, but {len(urls)} manifests were given", hint="leave --out unset: each manifest gets NAME-out")
     env = load_runtime_env(runtime_env)
     failed = 0
     for url in urls:
-        opts = RunOptions(manifest=url, out=out, weights=weights, fmt=fmt, working_size=working_size, precision=precision, batch_size=batch_size,
-                          retry_failed=retry_failed, actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor,
-                          threads_per_actor=threads_per_actor, device=device, recombine_on=recombine_on, limit=limit, max_pixels=max_pixels, storage_options=so,
-                          chroma_gain=chroma_gain, progress_every=progress_every, iiif_base=iiif_base, c2pa_cert=c2pa_cert,
-                          c2pa_key=c2pa_key)
+        opts = RunOptions(manifest=url, out=out, **run_fields)
         if dry_run:
             from archive_colorize.run.options import inspect
 
@@ -462,6 +410,7 @@ def _rows(text: Optional[str]) -> tuple[int, Optional[int]]:
 
 @weights_app.command("calibrate")
 @friendly
+@run_options("calibrate")
 def weights_calibrate(
     weights: Optional[str] = typer.Argument(None, help="Weights file (default: the shipped one)."),
     data: str = typer.Option(..., "--data", help="Held-out colour photographs: Parquet shards with an `image` column "
@@ -474,8 +423,8 @@ def weights_calibrate(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write a copy of the weights with the fitted gain here "
                                        "(tensors unchanged); without it, only print the curve."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw the curve as a PNG."),
-    working_size: WorkingSizeOpt = 512,
-    device: DeviceOpt = "auto",
+    *,
+    run_fields: dict,
 ):
     """Fit the chroma gain on held-out colour photographs and print the curve.
 
@@ -488,7 +437,8 @@ def weights_calibrate(
     if criterion not in cal.CRITERIA:
         raise ColorizeError(f"--criterion must be one of {', '.join(cal.CRITERIA)}, not {criterion!r}")
     loaded = load_weights(weights)
-    heldout = cal.prepare(Engine(loaded, device=device, working_size=working_size, chroma_gain=1.0), data, _rows(rows))
+    engine = Engine(loaded, device=run_fields["device"], working_size=run_fields["working_size"], chroma_gain=1.0)
+    heldout = cal.prepare(engine, data, _rows(rows))
     block = cal.fit(heldout, criterion, mse_budget)
     info = block["data"]
     table = Table(title=f"{info['images']} images of {info['name']} rows {info['rows'][0]}:{info['rows'][1]} "

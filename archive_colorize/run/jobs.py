@@ -17,7 +17,7 @@ import hashlib
 import json
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from archive_colorize.errors import ConfigError, StorageError, one_line
 from archive_colorize.sources.manifest import default_out
@@ -55,35 +55,8 @@ def job_key(manifest_url: str, manifest_sha256: str, weights_sha256: str, out_ur
 
 
 def entrypoint(opts: RunOptions, out_url: str) -> str:
-    args = ["archive-colorize", "run", opts.manifest, "--out", out_url, "--format", opts.fmt,
-            "--working-size", str(opts.working_size), "--batch-size", str(opts.batch_size)]
-    if opts.precision != "fp32":
-        args += ["--precision", opts.precision]
-    if opts.device != "auto":
-        args += ["--device", opts.device]
-    if opts.recombine_on != "auto":
-        args += ["--recombine-on", opts.recombine_on]
-    if opts.progress_every != RunOptions.progress_every:
-        args += ["--progress-every", repr(float(opts.progress_every))]
-    for flag, value in (("--iiif-base", opts.iiif_base), ("--c2pa-cert", opts.c2pa_cert), ("--c2pa-key", opts.c2pa_key)):
-        if value:  # the credentials by path: each node reads them itself, they never enter the job's text
-            args += [flag, value]
-    if opts.chroma_gain is not None:
-        args += ["--chroma-gain", repr(float(opts.chroma_gain))]
-    if opts.max_pixels != RunOptions.max_pixels:
-        args += ["--max-pixels", str(opts.max_pixels)]
-    if opts.weights:
-        args += ["--weights", opts.weights]
-    if opts.retry_failed:
-        args.append("--retry-failed")
-    for flag, value in (("--actors", opts.actors), ("--cpus-per-actor", opts.cpus_per_actor),
-                        ("--gpus-per-actor", opts.gpus_per_actor), ("--threads-per-actor", opts.threads_per_actor),
-                        ("--limit", opts.limit)):
-        if value is not None:
-            args += [flag, str(value)]
-    if opts.storage_options:
-        args += ["--storage-options", json.dumps(opts.storage_options, sort_keys=True)]
-    return shlex.join(args)
+    """The job's command: `run` with exactly the options `submit` was given (RunOptions.to_argv)."""
+    return shlex.join(["archive-colorize", "run", *replace(opts, out=out_url).to_argv()])
 
 
 def _client(address: str):

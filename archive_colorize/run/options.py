@@ -1,5 +1,11 @@
 """What a run is asked to do, checked before any work: options, manifest, weights, output.
 
+`RunOptions` is the one definition of a run option: each field carries its flag, default
+and help, and which commands offer it. The CLI builds `run`'s, `submit`'s and
+`colorize`'s options from these fields (apps/cli.py), `submit` turns them back into a
+command line with `to_argv()`, and `check_options` validates them. Adding an option is
+adding a field here.
+
 No torch and no Ray here, so `submit` and `run --dry-run` answer quickly: the manifest is
 checked with pyarrow and the weights are known by their header and sha256. `run` itself
 then loads and verifies the weights in full (pipeline.py).
@@ -8,13 +14,14 @@ then loads and verifies the weights in full (pipeline.py).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import typing
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 
 import pyarrow.compute as pc
 
 from archive_colorize.run import progress
 from archive_colorize.errors import ConfigError, OptionError
-from archive_colorize.core.defaults import (DEFAULT_MAX_PIXELS, DEFAULT_WORKING_SIZE, check_chroma_gain,  # noqa: F401
+from archive_colorize.core.defaults import (DEFAULT_MAX_PIXELS, DEFAULT_WORKING_SIZE, PRECISIONS, check_chroma_gain,
                                             check_precision)
 from archive_colorize.core.formats import FORMATS
 from archive_colorize.sources.manifest import Manifest, default_out, load_manifest
@@ -23,41 +30,114 @@ from archive_colorize.core.storage import is_local, resolve
 LOCK = "_lock.json"
 _SECRET_WORDS = ("key", "secret", "token", "password", "session", "credential", "auth")
 
+RUN, SUBMIT, COLORIZE, CALIBRATE = "run", "submit", "colorize", "calibrate"
+JOBS = (RUN, SUBMIT)  # what a scheduled job can ask for is what a run can
+RECOMBINE_ON = ("auto", "actor", "finish")
+
+
+def option(default, flag: str, help: str, *, commands=JOBS, pinned: bool = False, choices=None, factory=None) -> Field:
+    """A run option. `commands`: the CLI commands that offer it. `pinned`: always written
+    into a submitted job's command line, so that a job's bytes do not depend on the
+    defaults of the version that runs it. `choices`: the values --help and the check know."""
+    meta = {"flag": flag, "help": help, "commands": tuple(commands), "pinned": pinned, "choices": choices}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
 
 @dataclass
 class RunOptions:
+    # the manifest and --out are each command's own arguments (their help differs)
     manifest: str
     out: str | None = None
-    weights: str | None = None
-    batch_size: int = 8
-    progress_every: float = 2.0  # seconds between progress-log writes
-    fmt: str = "png"
-    working_size: int = DEFAULT_WORKING_SIZE
-    precision: str = "fp32"  # fp32 | bf16 | fp16 | int8 (the last three: opt-in, lossy)
-    limit: int | None = None
-    retry_failed: bool = False
-    address: str | None = None
-    actors: int | None = None
-    cpus_per_actor: float | None = None
-    gpus_per_actor: float | None = None
-    threads_per_actor: int | None = None  # torch threads in each model actor (default: plan_resources)
-    device: str = "auto"
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    storage_options: dict = field(default_factory=dict)
-    verbose: bool = False
-    iiif_base: str | None = None  # where OUT will be published, for the ids of OUT/iiif/manifest.json
-    c2pa_cert: str | None = None  # sign every output with C2PA content credentials (the c2pa extra)
-    c2pa_key: str | None = None
-    # where full-resolution recombination runs: in the model actor, on its device ("actor";
-    # the scan is decoded once and travels to the actor at 4 bytes a pixel), or in the CPU
-    # `finish` tasks, which decode the scan again ("finish"). auto: actor on a GPU.
-    recombine_on: str = "auto"
+    weights: str | None = option(None, "--weights", "Weights file or URL (s3://...) that every worker can read "
+                                 "(default: the shipped one).", commands=(*JOBS, COLORIZE))
+    fmt: str = option("png", "--format", "Output format. 16-bit inputs stay 16-bit in png/tiff.",
+                      commands=(*JOBS, COLORIZE), pinned=True, choices=tuple(FORMATS))
+    working_size: int = option(DEFAULT_WORKING_SIZE, "--working-size", "Long side (px) at which the network predicts "
+                               "colour.", commands=(*JOBS, COLORIZE, CALIBRATE), pinned=True)
+    batch_size: int = option(8, "--batch-size", "Scans per model call: a model actor colorizes this many working "
+                             "copies together.", pinned=True)
+    precision: str = option("fp32", "--precision", "fp32 (exact, TF32 is turned off on GPUs); opt-in and lossy: int8 "
+                            "(CPU), bf16, fp16 (GPU).", commands=(*JOBS, COLORIZE), choices=PRECISIONS)
+    device: str = option("auto", "--device", "cpu, cuda or auto.", commands=(*JOBS, COLORIZE, CALIBRATE))
+    recombine_on: str = option("auto", "--recombine-on", "Where full-resolution colour is made: actor (on the model's "
+                               "device; the scan is decoded once and shipped at 4 bytes a pixel), finish (CPU tasks "
+                               "decode the scan again), or auto: actor on a GPU, finish on CPUs.", choices=RECOMBINE_ON)
+    progress_every: float = option(2.0, "--progress-every", "Seconds between progress-log writes (a crash redoes at "
+                                   "most this much work).")
+    iiif_base: str | None = option(None, "--iiif-base", "Where OUT will be published (https://...), for the ids in "
+                                   "OUT/iiif/manifest.json (default: OUT's own file:// or s3:// location).")
+    # the credentials by path: each node reads them itself, they never enter a job's text
+    c2pa_cert: str | None = option(None, "--c2pa-cert", "Sign each output with C2PA content credentials: the PEM "
+                                   "certificate chain, signing certificate first (needs pip install "
+                                   "'archive-colorize[c2pa]').", commands=(*JOBS, COLORIZE))
+    c2pa_key: str | None = option(None, "--c2pa-key", "The PEM private key for --c2pa-cert.", commands=(*JOBS, COLORIZE))
     # a*b* is scaled by this before recombination; None: the weights' calibrated gain. A
     # manifest column `chroma_gain` overrides both, row by row.
-    chroma_gain: float | None = None
+    chroma_gain: float | None = option(None, "--chroma-gain", "Scale the predicted a*b* by this before recombination "
+                                       "(default: the gain the weights were calibrated with; 1 is the model's own "
+                                       "colour). A manifest column chroma_gain overrides it per row.",
+                                       commands=(*JOBS, COLORIZE))
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, "--max-pixels", "Refuse images larger than this (decompression "
+                             "bombs).", commands=(*JOBS, COLORIZE))
+    retry_failed: bool = option(False, "--retry-failed", "Retry rows that failed in earlier runs.")
+    limit: int | None = option(None, "--limit", "Process at most this many pending rows.")
+    actors: int | None = option(None, "--actors", "Model actors (default: from the cluster's GPUs/CPUs).")
+    cpus_per_actor: float | None = option(None, "--cpus-per-actor", "CPUs reserved by each model actor.")
+    gpus_per_actor: float | None = option(None, "--gpus-per-actor", "GPUs per model actor (fractions share a GPU).")
+    threads_per_actor: int | None = option(None, "--threads-per-actor", "Torch threads in each model actor (default: "
+                                           "on CPUs its share of all the node's CPUs, on GPUs its CPUs).")
+    storage_options: dict = option(None, "--storage-options", "fsspec options as JSON, e.g. '{\"anon\": true}'. A "
+                                   "submitted job carries them in its command line: give it no credentials, the "
+                                   "cluster brings its own.", factory=dict)
+    # run only: submit has its own --address (the Jobs API), and a job's logs are Ray's
+    address: str | None = option(None, "--address", "Ray cluster address (default: RAY_ADDRESS, else a local "
+                                 "cluster).", commands=(RUN,))
+    verbose: bool = option(False, "--verbose", "Show Ray's own logs and progress bars.", commands=(RUN,))
+
+    @classmethod
+    def options(cls, command: str) -> list[Field]:
+        """The fields `command` offers as options, in the order --help lists them."""
+        return [f for f in fields(cls) if command in f.metadata.get("commands", ())]
+
+    @classmethod
+    def types(cls) -> dict:
+        return typing.get_type_hints(cls)
+
+    def to_argv(self) -> list[str]:
+        """The `run` command line that asks for exactly these options (what `submit` runs):
+        the manifest, --out, the pinned options, and every other one that is not its default."""
+        args = [self.manifest] + (["--out", self.out] if self.out else [])
+        ordered = sorted(self.options(SUBMIT), key=lambda f: not f.metadata["pinned"])
+        for f in ordered:
+            value = getattr(self, f.name)
+            default = f.default_factory() if f.default is MISSING else f.default
+            if value == default and not f.metadata["pinned"]:
+                continue
+            flag = f.metadata["flag"]
+            if isinstance(value, bool):
+                args.append(flag)
+            elif isinstance(value, dict):
+                args += [flag, json.dumps(value, sort_keys=True)]
+            elif isinstance(value, float):
+                args += [flag, repr(value)]
+            else:
+                args += [flag, str(value)]
+        return args
 
 
-RECOMBINE_ON = ("auto", "actor", "finish")
+def parse_storage_options(text: str | None) -> dict:
+    """--storage-options' JSON text -> a dict, or an OptionError naming the flag."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise OptionError(f"--storage-options is not valid JSON: {e.msg}") from None
+    if not isinstance(value, dict):
+        raise OptionError("--storage-options must be a JSON object, e.g. '{\"anon\": true}'")
+    return value
 
 
 @dataclass
@@ -99,15 +179,15 @@ class Checked:
 
 
 def check_options(opts: RunOptions) -> None:
-    if opts.fmt not in FORMATS:
-        raise OptionError(f"--format must be one of {', '.join(FORMATS)}, not {opts.fmt!r}")
-    check_precision(opts.precision)
+    for f in fields(opts):
+        choices, value = f.metadata.get("choices"), getattr(opts, f.name)
+        if choices and value not in choices and f.name != "precision":
+            raise OptionError(f"{f.metadata['flag']} must be one of {', '.join(choices)}, not {value!r}")
+    check_precision(opts.precision)  # its message explains the lossy choices
     if opts.chroma_gain is not None:
         check_chroma_gain(opts.chroma_gain)
     if opts.threads_per_actor is not None and opts.threads_per_actor < 1:
         raise OptionError(f"--threads-per-actor must be >= 1, not {opts.threads_per_actor}")
-    if opts.recombine_on not in RECOMBINE_ON:
-        raise OptionError(f"--recombine-on must be one of {', '.join(RECOMBINE_ON)}, not {opts.recombine_on!r}")
     if opts.batch_size < 1 or opts.working_size < 8:
         raise OptionError("--batch-size must be >= 1 and --working-size >= 8",
                           hint="--batch-size counts images per model call (default 8); --working-size is the long side in pixels (default 512)")

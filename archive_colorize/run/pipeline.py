@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from archive_colorize.run import progress
+from archive_colorize.run import schema as S
 from archive_colorize.errors import RESUME_HINT, ColorizeError, StorageError, one_line
 from archive_colorize.run.faults import armed, crash_point
 from archive_colorize.run.lock import OutputLock
@@ -158,7 +159,7 @@ def _dataset(ctx: RunContext):
     from ray.data import ActorPoolStrategy
 
     from archive_colorize.imaging.provenance import Provenance
-    from archive_colorize.run.stages import Colorizer, finish, prepare, select
+    from archive_colorize.run.stages import finish, prepare
 
     ray = _init_ray(ctx.opts)
     opts, m, so = ctx.opts, ctx.manifest, ctx.opts.storage_options or {}
@@ -166,7 +167,7 @@ def _dataset(ctx: RunContext):
     plan = plan_resources(cluster, opts, max((n["Resources"].get("memory", 0) for n in ray.nodes() if n["Alive"]), default=0))
     ds = ray.data.read_parquet(m.files, filesystem=pa_filesystem(m.fs), partitioning=ray_partitioning(m), file_extensions=None)
     skip_ref = [ray.put(ctx.skip)] if len(ctx.skip) else None
-    ds = ds.map_batches(select, fn_kwargs={"schema": m.schema, "skip_ref": skip_ref}, batch_format="pyarrow", batch_size=None)
+    ds = ds.map_batches(_select, fn_kwargs={"schema": m.schema, "skip_ref": skip_ref}, batch_format="pyarrow", batch_size=None)
     if opts.limit is not None:
         ds = ds.limit(opts.limit)
     # One block per batch (streaming, not a shuffle): a manifest file is often a single
@@ -178,7 +179,7 @@ def _dataset(ctx: RunContext):
     ds = ds.map_batches(prepare, fn_kwargs={"base_dir": m.base_dir, "storage_options": so, "working_size": opts.working_size,
                                             "max_pixels": opts.max_pixels, "ship": ship}, **common)
     ds = ds.map_batches(
-        Colorizer,
+        _model_actor(),
         fn_constructor_kwargs={"weights": ctx.weights.source, "device": plan["device"], "working_size": opts.working_size,
                                "threads": plan["threads"], "storage_options": so, "expect_sha256": ctx.weights.file_sha256,
                                "precision": opts.precision, "faults": armed(),
@@ -194,6 +195,40 @@ def _dataset(ctx: RunContext):
                                                "pixels": (stage["low"], stage["high"]), "last": k == len(plan["finish"]) - 1},
                             memory=stage["memory"], **common)
     return ds, plan, cluster
+
+
+# Ray's share of the stage protocol (the stages themselves know nothing of Ray):
+ACTOR = "_actor"  # the model actor's device and host, so the driver can say what each really got
+_SETTLED: dict = {}  # per worker process: the settled ids, fetched from the object store once
+
+
+def _select(batch: pa.Table, *, schema: pa.Schema, skip_ref) -> pa.Table:
+    """stages.select, with the ids the progress log settled: one object shared by every task."""
+    from archive_colorize.run.stages import select
+
+    skip = None
+    if skip_ref is not None:
+        import ray
+
+        key = skip_ref[0].hex()
+        if key not in _SETTLED:
+            _SETTLED.clear()
+            _SETTLED[key] = ray.get(skip_ref[0])
+        skip = _SETTLED[key]
+    return select(batch, schema=schema, skip=skip)
+
+
+def _model_actor():
+    """stages.Colorizer as a Ray actor: it also says where it runs. A device fault ends the
+    actor's process (Colorizer._die), and Ray's restart gives it a fresh CUDA context."""
+    from archive_colorize.run.stages import Colorizer
+
+    class ModelActor(Colorizer):
+        def __call__(self, batch: pa.Table) -> pa.Table:
+            out = super().__call__(batch)
+            return out.append_column(ACTOR, pa.array([self.where] * out.num_rows, pa.string()))
+
+    return ModelActor
 
 
 def ray_partitioning(m: Manifest):
@@ -220,11 +255,11 @@ def _stream(ctx: RunContext, ds, console) -> None:
             for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
                 if batch.num_rows == 0:
                     continue
-                for where in set(batch.column("_actor").to_pylist()) - actors:
+                for where in set(batch.column(ACTOR).to_pylist()) - actors:
                     actors.add(where)
                     ctx.devices.add(where.split(" on ")[0])
                     bar.note(f"model actor: {where}")
-                fatal = batch.column("_fatal")[0].as_py()
+                fatal = batch.column(S.FATAL)[0].as_py()
                 if fatal is not None:  # rows the refused write left unattempted are not recorded
                     batch = batch.filter(pc.is_valid(batch.column("status")))
                 table = pa.Table.from_arrays([batch.column(f.name).cast(f.type) for f in progress.RESULT_SCHEMA],

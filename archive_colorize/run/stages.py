@@ -32,57 +32,19 @@ from archive_colorize.errors import ImageError, StorageError, one_line
 from archive_colorize.model.engine import Engine, scale_chroma
 from archive_colorize.run.faults import crash_point
 from archive_colorize.imaging.images import decode_image, output_bit_depth, working_copy
-from archive_colorize.sources.manifest import GAIN_COLUMN, normalize, safe_name
+from archive_colorize.sources.manifest import normalize, safe_name
 from archive_colorize.run.options import FORMATS
 from archive_colorize.imaging.provenance import Provenance
 from archive_colorize.imaging.render import colour, encode_result, mean_chroma, render
 from archive_colorize.core.storage import abs_uri, atomic_write_bytes, read_bytes, resolve
+from archive_colorize.core.arrays import pack, unpack_numpy
+from archive_colorize.run import schema as S
 
-# An array of any shape and dtype per row (null for a failed row): what crosses between
-# stages. large_binary: a batch of full-resolution scans passes 2 GB.
-ARRAY = pa.struct([("shape", pa.list_(pa.int32())), ("dtype", pa.string()), ("data", pa.large_binary())])
-
-
-def pack(arrays: list[np.ndarray | None]) -> pa.Array:
-    """One copy of the pixels, into one buffer (pa.array from Python bytes would make two)."""
-    flat, sizes = [], []
-    for a in arrays:  # each value padded to 64 bytes, so every view of it is aligned
-        raw = np.empty(0, np.uint8) if a is None else np.ascontiguousarray(a).reshape(-1).view(np.uint8)
-        pad = np.zeros(-raw.nbytes % 64, np.uint8)
-        flat += [raw, pad]
-        sizes.append(raw.nbytes + pad.nbytes)
-    offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
-    data = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(arrays), [
-        None, pa.py_buffer(offsets), pa.py_buffer(np.concatenate(flat) if flat else np.empty(0, np.uint8))])
-    shape = pa.array([None if a is None else list(a.shape) for a in arrays], pa.list_(pa.int32()))
-    dtype = pa.array([None if a is None else a.dtype.str for a in arrays], pa.string())
-    mask = pa.array([a is None for a in arrays], pa.bool_())
-    return pa.StructArray.from_arrays([shape, dtype, data], fields=list(ARRAY), mask=mask)
-
+PENDING = "pending"  # between finish stages only: a scan left for the stage sized for it
 
 def unpack(column: pa.ChunkedArray | pa.Array) -> list[torch.Tensor | None]:
     """Writable copies, as torch tensors: for the small arrays (working copies, a*b*)."""
     return [None if a is None else torch.from_numpy(a.copy()) for a in unpack_numpy(column)]
-
-
-def unpack_numpy(column: pa.ChunkedArray | pa.Array) -> list[np.ndarray | None]:
-    """Views of the Arrow buffers, no copy (read-only when they live in Ray's object store):
-    for the full-resolution arrays."""
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    out: list[np.ndarray | None] = []
-    for col in chunks:
-        shape, dtype, data = col.flatten()  # children with the struct's own offset applied
-        valid = col.is_valid().to_pylist()
-        offsets = np.frombuffer(data.buffers()[1], np.int64)[data.offset: data.offset + len(data) + 1]
-        buf = data.buffers()[2]
-        for i, (ok, sh, dt) in enumerate(zip(valid, shape.to_pylist(), dtype.to_pylist())):
-            if not ok:
-                out.append(None)
-                continue
-            out.append(np.frombuffer(buf, np.dtype(dt), count=int(np.prod(sh)), offset=int(offsets[i])).reshape(sh))
-    return out
-
-
 
 
 def fetch(uri: str, storage_options: dict) -> tuple[bytes, str]:
@@ -102,22 +64,13 @@ def fetch(uri: str, storage_options: dict) -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()
 
 
-_SKIP_CACHE: dict = {}
-
-
-def select(batch: pa.Table, *, schema: pa.Schema, skip_ref) -> pa.Table:
+def select(batch: pa.Table, *, schema: pa.Schema, skip: pa.Array | None = None) -> pa.Table:
     """Each writer's types -> the manifest's one schema (integer ids as strings); then
-    resume as an anti-join: drop rows whose id is already settled in the progress log."""
+    resume as an anti-join: drop rows whose id is already settled (`skip`)."""
     batch = normalize(batch, schema)
-    if skip_ref is None:
+    if skip is None or not len(skip):
         return batch
-    import ray
-
-    key = skip_ref[0].hex()
-    if key not in _SKIP_CACHE:
-        _SKIP_CACHE.clear()
-        _SKIP_CACHE[key] = ray.get(skip_ref[0])
-    return batch.filter(pc.invert(pc.is_in(batch.column("id"), value_set=_SKIP_CACHE[key])))
+    return batch.filter(pc.invert(pc.is_in(batch.column("id"), value_set=skip)))
 
 
 def prepare(batch: pa.Table, *, base_dir: str, storage_options: dict, working_size: int, max_pixels: int,
@@ -148,14 +101,10 @@ def prepare(batch: pa.Table, *, base_dir: str, storage_options: dict, working_si
         except Exception as e:  # never let one odd file take the batch down
             error[i] = f"unexpected {type(e).__name__}: {one_line(e)}"
         t[i] = time.perf_counter() - t0
-    out = (batch.append_column("_work", pack(work)).append_column("_style", pack(style))
-           .append_column("width", pa.array(width, pa.int64())).append_column("height", pa.array(height, pa.int64()))
-           .append_column("input_sha256", pa.array(sha, pa.string())).append_column("error", pa.array(error, pa.string()))
-           .append_column("_t", pa.array(t, pa.float64())))
+    out = S.append(batch, S.PREPARED, {S.WORK: pack(work), S.STYLE: pack(style), S.WIDTH: width, S.HEIGHT: height,
+                                       S.INPUT_SHA: sha, S.ERROR: error, S.T: t})
     if ship:
-        out = (out.append_column("_full", pack(full)).append_column("_depth", pa.array(depth, pa.int8()))
-               .append_column("_exif", pa.array(exif, pa.binary())).append_column("_xmp", pa.array(xmp, pa.binary()))
-               .append_column("_format", pa.array(fmt, pa.string())))
+        out = S.append(out, S.SHIPPED, {S.FULL: pack(full), S.DEPTH: depth, S.EXIF: exif, S.XMP: xmp, S.FORMAT: fmt})
     return out
 
 
@@ -185,13 +134,13 @@ class Colorizer:
     def __call__(self, batch: pa.Table) -> pa.Table:
         crash_point("model-batch", self.faults)
         n = batch.num_rows
-        errors = batch.column("error").to_pylist()
-        work, style = unpack(batch.column("_work")), unpack(batch.column("_style"))
-        t = batch.column("_t").to_pylist()
+        errors = batch.column(S.ERROR).to_pylist()
+        work, style = unpack(batch.column(S.WORK)), unpack(batch.column(S.STYLE))
+        t = batch.column(S.T).to_pylist()
         gains = [self.engine.chroma_gain] * n  # the run's (or the weights'), unless the row names its own
-        if GAIN_COLUMN in batch.column_names:
-            gains = [self.engine.chroma_gain if g is None else float(g) for g in batch.column(GAIN_COLUMN).to_pylist()]
-            batch = batch.drop_columns([GAIN_COLUMN])
+        if S.GAIN in batch.column_names:
+            gains = [self.engine.chroma_gain if g is None else float(g) for g in batch.column(S.GAIN).to_pylist()]
+            batch = batch.drop_columns([S.GAIN])
         ab, names, probs = [None] * n, [None] * n, [None] * n
         rows = [i for i in range(n) if errors[i] is None]
         items = [(work[i][None, None], None if style[i] is None else style[i][None, None]) for i in rows]
@@ -218,29 +167,22 @@ class Colorizer:
         share = (time.perf_counter() - t0) / max(1, len(rows))
         for i in rows:
             t[i] += share
-        full = "_full" in batch.column_names  # this actor makes the colour, on its device
+        full = S.FULL in batch.column_names  # this actor makes the colour, on its device
         rgb = pack(self._recombine(batch, ab, errors, t)) if full else None
-        batch = batch.drop_columns(["_work", "_style", "error", "_t"] + (["_full"] if full else []))
+        batch = batch.drop_columns([S.WORK, S.STYLE, S.ERROR, S.T] + ([S.FULL] if full else []))
         if full:
-            batch = batch.append_column("_rgb", rgb)
-        return (batch.append_column("_ab", pack(ab))
-                .append_column("scene_top5", pa.array(names, pa.list_(pa.string())))
-                .append_column("scene_top5_prob", pa.array(probs, pa.list_(pa.float32())))
-                .append_column("weights_sha256", pa.array([self.weights_sha256] * n, pa.string()))
-                .append_column(GAIN_COLUMN, pa.array(gains, pa.float64()))
-                .append_column("error", pa.array(errors, pa.string()))
-                .append_column("_t", pa.array(t, pa.float64()))
-                # so the driver can say which device each actor really got
-                .append_column("_actor", pa.array([self.where] * n, pa.string())))
-
+            batch = batch.append_column(S.RGB, rgb)
+        return S.append(batch, S.COLORIZED, {S.AB: pack(ab), S.TOP5: names, S.TOP5_PROB: probs,
+                                             S.WEIGHTS_SHA: [self.weights_sha256] * n, S.GAIN: gains,
+                                             S.ERROR: errors, S.T: t})
 
     def _recombine(self, batch: pa.Table, ab: list, errors: list, t: list) -> list[np.ndarray | None]:
         """On this actor's device (its GPU), in strips sized to its free memory: the same
         torch function `finish` runs on the CPU (render.colour). Only encoding is left."""
         with warnings.catch_warnings():  # read-only views: recombine copies each strip it reads
             warnings.simplefilter("ignore", UserWarning)
-            full = [None if f is None else torch.from_numpy(f) for f in unpack_numpy(batch.column("_full"))]
-        depth = batch.column("_depth").to_pylist()
+            full = [None if f is None else torch.from_numpy(f) for f in unpack_numpy(batch.column(S.FULL))]
+        depth = batch.column(S.DEPTH).to_pylist()
         rgb = [None] * batch.num_rows
         for i in range(batch.num_rows):
             if errors[i] is not None or ab[i] is None:
@@ -300,27 +242,27 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
     n = batch.num_rows
     ids, uris = batch.column("id").to_pylist(), batch.column("uri").to_pylist()
     onames = batch.column("output_name").to_pylist() if "output_name" in batch.column_names else [None] * n
-    errors, shas = batch.column("error").to_pylist(), batch.column("input_sha256").to_pylist()
-    sizes = [None if w is None else w * h for w, h in zip(batch.column("width").to_pylist(), batch.column("height").to_pylist())]
-    t = batch.column("_t").to_pylist()
-    if "status" in batch.column_names:  # an earlier finish stage did the smaller scans
-        status, out_uris, out_shas, chroma = (batch.column(c).to_pylist() for c in ("status", "output_uri", "output_sha256", "mean_chroma"))
-        fatal = batch.column("_fatal")[0].as_py()
-        batch = batch.drop_columns(["status", "output_uri", "output_sha256", "mean_chroma", "_fatal"])
+    errors, shas = batch.column(S.ERROR).to_pylist(), batch.column(S.INPUT_SHA).to_pylist()
+    sizes = [None if w is None else w * h for w, h in zip(batch.column(S.WIDTH).to_pylist(), batch.column(S.HEIGHT).to_pylist())]
+    t = batch.column(S.T).to_pylist()
+    if S.STATUS in batch.column_names:  # an earlier finish stage did the smaller scans
+        status, out_uris, out_shas, chroma = (batch.column(c).to_pylist() for c in (S.STATUS, S.OUTPUT_URI, S.OUTPUT_SHA, S.MEAN_CHROMA))
+        fatal = batch.column(S.FATAL)[0].as_py()
+        batch = batch.drop_columns(list(S.FINISH_CARRIED))
     else:
         status = ["failed" if e is not None else PENDING for e in errors]
         out_uris, out_shas, chroma = [None] * n, [None] * n, None
         fatal = None  # the output location refused a write: this batch stops, and so will the run
     low, high = pixels
     todo = [i for i in range(n) if status[i] == PENDING and sizes[i] >= low and (high is None or sizes[i] < high)]
-    abs_ = unpack(batch.column("_ab")) if todo or chroma is None else [None] * n
+    abs_ = unpack(batch.column(S.AB)) if todo or chroma is None else [None] * n
     if chroma is None:  # recorded for every row the model coloured, also one refused as grey
         chroma = [None if a is None else mean_chroma(a) for a in abs_]
     # a model actor that recombined on its GPU sent the RGB result: only encoding is left
-    shipped = "_rgb" in batch.column_names and bool(todo)
+    shipped = S.RGB in batch.column_names and bool(todo)
     if shipped:
-        rgbs = unpack_numpy(batch.column("_rgb"))
-        exifs, xmps, formats = (batch.column(c).to_pylist() for c in ("_exif", "_xmp", "_format"))
+        rgbs = unpack_numpy(batch.column(S.RGB))
+        exifs, xmps, formats = (batch.column(c).to_pylist() for c in (S.EXIF, S.XMP, S.FORMAT))
     out_fs, out_root = resolve(out_url, storage_options) if todo else (None, None)  # the URL: keep the protocol
     ext = FORMATS[fmt]
     for i in todo:
@@ -351,23 +293,12 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
         t[i] += time.perf_counter() - t0
     if last:
         status = [None if s == PENDING else s for s in status]  # none left when the classes cover every size
-    done_with = ["_ab"] + [c for c in SHIPPED if c in batch.column_names]
-    batch = batch.drop_columns(["error", "_t"] + (done_with if last else []))
-    return (
-        batch.append_column("status", pa.array(status, pa.string()))
-        .append_column("error", pa.array(errors, pa.string()))
-        .append_column("output_uri", pa.array(out_uris, pa.string()))
-        .append_column("output_sha256", pa.array(out_shas, pa.string()))
-        .append_column("seconds" if last else "_t", pa.array(t, pa.float64()))
-        .append_column("mean_chroma", pa.array(chroma, pa.float32()))
-        # A value, not an exception: Ray Data hands the driver a UserCodeException that has
-        # lost the original's type, so an error that must stop the run travels as data.
-        .append_column("_fatal", pa.array([fatal] * n, pa.string()))
-    )
-
-
-PENDING = "pending"  # between finish stages only: a scan left for the stage sized for it
-SHIPPED = ("_rgb", "_depth", "_exif", "_xmp", "_format")  # the columns of a run that recombines on its GPU
+    done_with = [S.AB] + [c for c in S.ENCODER if c in batch.column_names]
+    batch = batch.drop_columns([S.ERROR, S.T] + (done_with if last else []))
+    # a later finish stage still counts this row's seconds: they stay an underscore column
+    schema = S.FINISHED if last else S.FINISHED.set(S.FINISHED.get_field_index(S.SECONDS), pa.field(S.T, pa.float64()))
+    return S.append(batch, schema, {S.STATUS: status, S.ERROR: errors, S.OUTPUT_URI: out_uris, S.OUTPUT_SHA: out_shas,
+                                    S.SECONDS: t, S.T: t, S.MEAN_CHROMA: chroma, S.FATAL: [fatal] * n})
 
 
 def fetch_unchanged(uri: str, storage_options: dict, sha: str) -> bytes:
