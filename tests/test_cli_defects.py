@@ -133,8 +133,8 @@ def test_device_cuda_without_a_gpu_is_an_error_not_a_cpu_run():
 
     with pytest.raises(ConfigError, match=r"^--device cuda was asked for, but the Ray cluster has no GPU \(2 CPUs, 0 GPUs\)$"):
         plan_resources({"CPU": 2.0}, RunOptions(manifest="m", device="cuda"))
-    assert plan_resources({"CPU": 2.0}, RunOptions(manifest="m", device="auto"))["device"] == "cpu"
-    assert plan_resources({"CPU": 16.0, "GPU": 1.0}, RunOptions(manifest="m", device="cuda"))["device"] == "cuda"
+    assert plan_resources({"CPU": 2.0}, RunOptions(manifest="m", device="auto")).device == "cpu"
+    assert plan_resources({"CPU": 16.0, "GPU": 1.0}, RunOptions(manifest="m", device="cuda")).device == "cuda"
 
 
 def test_run_with_device_cuda_on_a_cpu_cluster_says_so_in_one_line(ray_cluster, weights_path, tmp_path):
@@ -154,11 +154,11 @@ def test_an_autoscaling_gpu_pool_is_planned_before_gpus_join():
     from archive_colorize.run.options import plan_resources
 
     plan = plan_resources({"CPU": 0.0}, RunOptions(manifest="m", device="cuda", actors=8))
-    assert (plan["device"], plan["min_actors"], plan["actors"], plan["num_gpus"]) == ("cuda", 1, 8, 1.0)
+    assert (plan.device, plan.min_actors, plan.actors, plan.num_gpus) == ("cuda", 1, 8, 1.0)
     plan = plan_resources({"CPU": 16.0, "GPU": 2.0}, RunOptions(manifest="m"))
-    assert (plan["min_actors"], plan["actors"]) == (1, 2)
+    assert (plan.min_actors, plan.actors) == (1, 2)
     plan = plan_resources({"CPU": 2.0}, RunOptions(manifest="m"))
-    assert (plan["device"], plan["min_actors"], plan["actors"]) == ("cpu", 1, 1)
+    assert (plan.device, plan.min_actors, plan.actors) == ("cpu", 1, 1)
 
 
 def test_submit_offers_every_option_that_run_does():

@@ -174,12 +174,12 @@ def test_s3_manifest_inputs_and_outputs(ray_cluster, s3, s3_server, weights_path
 
 def test_default_resources_leave_a_cpu_for_decoding():
     plan = plan_resources({"CPU": 2.0}, RunOptions(manifest="m"))
-    assert plan["actors"] == 1 and plan["num_cpus"] == 1.0 and plan["device"] == "cpu"
+    assert plan.actors == 1 and plan.num_cpus == 1.0 and plan.device == "cpu"
     # the model is the bottleneck on CPUs: it may use the decoding CPU while that one is idle
-    assert plan["threads"] == 2
-    assert plan_resources({"CPU": 16.0}, RunOptions(manifest="m"))["threads"] == 2  # 6 actors of 2 CPUs
+    assert plan.threads == 2
+    assert plan_resources({"CPU": 16.0}, RunOptions(manifest="m")).threads == 2  # 6 actors of 2 CPUs
     plan = plan_resources({"CPU": 16.0, "GPU": 4.0}, RunOptions(manifest="m"))
-    assert plan["actors"] == 4 and plan["num_gpus"] == 1.0 and plan["device"] == "cuda"
+    assert plan.actors == 4 and plan.num_gpus == 1.0 and plan.device == "cuda"
     with pytest.raises(ConfigError, match="2 actors x 1 CPUs leaves no CPU for decoding on a 2-CPU cluster"):
         plan_resources({"CPU": 2.0}, RunOptions(manifest="m", actors=2, cpus_per_actor=1))
 
@@ -188,14 +188,14 @@ def test_finish_stages_declare_the_memory_of_their_largest_scan():
     from archive_colorize.run.options import FINISH_BYTES_PER_PIXEL, LARGE_SCAN_PIXELS, finish_line, plan_finish
 
     stages = plan_finish(250_000_000)
-    assert [(s["low"], s["high"]) for s in stages] == [(0, LARGE_SCAN_PIXELS + 1), (LARGE_SCAN_PIXELS + 1, None)]
-    assert [s["memory"] for s in stages] == [LARGE_SCAN_PIXELS * FINISH_BYTES_PER_PIXEL, 250_000_000 * FINISH_BYTES_PER_PIXEL]
+    assert [(s.low, s.high) for s in stages] == [(0, LARGE_SCAN_PIXELS + 1), (LARGE_SCAN_PIXELS + 1, None)]
+    assert [s.memory for s in stages] == [LARGE_SCAN_PIXELS * FINISH_BYTES_PER_PIXEL, 250_000_000 * FINISH_BYTES_PER_PIXEL]
     # never more than a node has: the large stage could not be scheduled, and the run would hang
-    assert plan_finish(250_000_000, node_memory=4e9)[1]["memory"] == int(0.8 * 4e9)
+    assert plan_finish(250_000_000, node_memory=4e9)[1].memory == int(0.8 * 4e9)
     assert plan_finish(10_000_000) == [{"low": 0, "high": 10_000_001, "memory": 10_000_000 * FINISH_BYTES_PER_PIXEL}]
     assert finish_line(stages, 250_000_000) == ("finish tasks, one scan at a time: scans to 40 Mpx declare 960 MB each; "
                                                 "larger scans to 250 Mpx declare 6.00 GB each")
-    assert plan_resources({"CPU": 2.0}, RunOptions(manifest="m", max_pixels=10_000_000))["finish"] == plan_finish(10_000_000)
+    assert plan_resources({"CPU": 2.0}, RunOptions(manifest="m", max_pixels=10_000_000)).finish == tuple(plan_finish(10_000_000))
 
 
 def test_large_scans_are_finished_by_their_own_stage_with_the_same_bytes(clean_run, scans_manifest, weights_path,
@@ -249,9 +249,9 @@ def test_colour_made_in_the_model_actor_gives_the_same_files(clean_run, scans_ma
 
 
 def test_where_colour_is_made_by_default_and_bad_values():
-    assert plan_resources({"CPU": 2.0}, RunOptions(manifest="m"))["recombine_on"] == "finish"
-    assert plan_resources({"CPU": 16.0, "GPU": 1.0}, RunOptions(manifest="m"))["recombine_on"] == "actor"
-    assert plan_resources({"CPU": 16.0, "GPU": 1.0}, RunOptions(manifest="m", recombine_on="finish"))["recombine_on"] == "finish"
+    assert plan_resources({"CPU": 2.0}, RunOptions(manifest="m")).recombine_on == "finish"
+    assert plan_resources({"CPU": 16.0, "GPU": 1.0}, RunOptions(manifest="m")).recombine_on == "actor"
+    assert plan_resources({"CPU": 16.0, "GPU": 1.0}, RunOptions(manifest="m", recombine_on="finish")).recombine_on == "finish"
     from archive_colorize.run.options import check_options
 
     with pytest.raises(ConfigError, match=r"^--recombine-on must be one of auto, actor, finish, not 'gpu'$"):

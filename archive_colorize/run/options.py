@@ -253,7 +253,31 @@ FINISH_BYTES_PER_PIXEL = 24
 LARGE_SCAN_PIXELS = 40_000_000
 
 
-def plan_finish(max_pixels: int, node_memory: float = 0) -> list[dict]:
+@dataclass(frozen=True)
+class FinishStage:
+    """One finish stage: the scans of [low, high) pixels (high None: no bound), and the
+    memory each of its tasks declares."""
+
+    low: int
+    high: int | None
+    memory: int
+
+
+@dataclass(frozen=True)
+class ResourcePlan:
+    """How a run uses the cluster (plan_resources)."""
+
+    actors: int  # the model actor pool's largest size
+    min_actors: int  # and its smallest: GPU pools grow as GPU nodes join
+    num_cpus: float  # per model actor
+    num_gpus: float
+    device: str  # "cuda" | "cpu"
+    threads: int  # torch threads in each model actor
+    finish: tuple[FinishStage, ...]
+    recombine_on: str  # "actor" | "finish"
+
+
+def plan_finish(max_pixels: int, node_memory: float = 0) -> list[FinishStage]:
     """The finish stages: each takes scans of [low, high) pixels, one at a time per task,
     and declares the memory the largest of them needs (capped at the largest node's memory,
     so that the stage can always be scheduled)."""
@@ -262,22 +286,22 @@ def plan_finish(max_pixels: int, node_memory: float = 0) -> list[dict]:
         return int(min(need, 0.8 * node_memory)) if node_memory else need
 
     small = min(max_pixels, LARGE_SCAN_PIXELS)
-    stages = [{"low": 0, "high": small + 1, "memory": memory(small)}]
+    stages = [FinishStage(0, small + 1, memory(small))]
     if max_pixels > small:
-        stages.append({"low": small + 1, "high": None, "memory": memory(max_pixels)})
+        stages.append(FinishStage(small + 1, None, memory(max_pixels)))
     return stages
 
 
-def finish_line(stages: list[dict], max_pixels: int) -> str:
+def finish_line(stages: list[FinishStage], max_pixels: int) -> str:
     def size(b: float) -> str:
         return f"{b / 1e9:.2f} GB" if b >= 1e9 else f"{b / 1e6:.0f} MB"
 
-    parts = [f"scans to {(s['high'] - 1 if s['high'] else max_pixels) / 1e6:g} Mpx declare {size(s['memory'])} each"
+    parts = [f"scans to {(s.high - 1 if s.high else max_pixels) / 1e6:g} Mpx declare {size(s.memory)} each"
              for s in stages]
     return "finish tasks, one scan at a time: " + "; larger ".join(parts)
 
 
-def plan_resources(cluster: dict, opts: RunOptions, node_memory: float = 0) -> dict:
+def plan_resources(cluster: dict, opts: RunOptions, node_memory: float = 0) -> ResourcePlan:
     """Actor count and resources from the cluster, so the defaults never starve the decode
     and encode tasks of CPUs (Ray on 2 CPUs deadlocks if the actors hold them all).
 
@@ -296,25 +320,25 @@ def plan_resources(cluster: dict, opts: RunOptions, node_memory: float = 0) -> d
         per_gpu = opts.gpus_per_actor or 1.0
         actors = opts.actors or max(1, int(gpus / per_gpu))
         per_cpu = opts.cpus_per_actor or 1.0
-        plan = {"actors": actors, "min_actors": 1, "num_gpus": per_gpu, "num_cpus": per_cpu, "device": "cuda"}
+        actors, min_actors, num_gpus, num_cpus, device = actors, 1, per_gpu, per_cpu, "cuda"
     else:
         per_cpu = opts.cpus_per_actor or (2.0 if cpus >= 8 else 1.0)
         reserve = max(1.0, cpus // 4)  # for prepare/finish tasks
         actors = opts.actors or max(1, int((cpus - reserve) // per_cpu))
-        plan = {"actors": actors, "min_actors": actors, "num_gpus": 0, "num_cpus": per_cpu, "device": "cpu"}
-    if not waiting and plan["actors"] * plan["num_cpus"] > cpus - 0.5:
+        actors, min_actors, num_gpus, num_cpus, device = actors, actors, 0, per_cpu, "cpu"
+    if not waiting and actors * num_cpus > cpus - 0.5:
         raise ConfigError(
-            f"{plan['actors']} actors x {plan['num_cpus']} CPUs leaves no CPU for decoding on a {cpus:g}-CPU cluster (it would hang)",
+            f"{actors} actors x {num_cpus} CPUs leaves no CPU for decoding on a {cpus:g}-CPU cluster (it would hang)",
             hint="lower --actors or --cpus-per-actor",
         )
     # torch threads per actor. On CPUs the model is the bottleneck and the CPUs kept for
     # decoding are often idle, so each actor's threads are its share of all the CPUs:
     # 1.33x the throughput of one thread on 2 CPUs (benchmarks/pipeline.py), and 7% faster
     # still on 12 MP scans, where the decoding CPU is busy (docs/performance.md).
-    plan["threads"] = opts.threads_per_actor or (max(1, int(plan["num_cpus"])) if use_gpu else max(1, int(cpus // plan["actors"])))
-    plan["finish"] = plan_finish(opts.max_pixels, node_memory)
-    plan["recombine_on"] = opts.recombine_on if opts.recombine_on != "auto" else ("actor" if plan["device"] == "cuda" else "finish")
-    return plan
+    threads = opts.threads_per_actor or (max(1, int(num_cpus)) if use_gpu else max(1, int(cpus // actors)))
+    recombine_on = opts.recombine_on if opts.recombine_on != "auto" else ("actor" if device == "cuda" else "finish")
+    return ResourcePlan(actors, min_actors, num_cpus, num_gpus, device, threads,
+                        tuple(plan_finish(opts.max_pixels, node_memory)), recombine_on)
 
 
 def redact(obj):

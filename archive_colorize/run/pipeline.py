@@ -127,11 +127,11 @@ def _execute(ctx: RunContext) -> None:
         on_stderr = console is None or console.file in (sys.stderr, sys.__stderr__) or getattr(console, "stderr", False)
         live = Console(file=term, force_terminal=tty, soft_wrap=True) if on_stderr else console
         ds, plan, cluster = _dataset(ctx)
-        gpus = f", {plan['num_gpus']:g} GPU" if plan["num_gpus"] else ""
-        live.print(f"model actors: {plan['actors']} on {plan['device']}, {plan['num_cpus']:g} CPU{gpus} each "
+        gpus = f", {plan.num_gpus:g} GPU" if plan.num_gpus else ""
+        live.print(f"model actors: {plan.actors} on {plan.device}, {plan.num_cpus:g} CPU{gpus} each "
                    f"(cluster: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs)", highlight=False)
-        where = f"; the model actors make the colour on {plan['device']}" if plan["recombine_on"] == "actor" else ""
-        live.print(finish_line(plan["finish"], ctx.opts.max_pixels) + where, highlight=False)
+        where = f"; the model actors make the colour on {plan.device}" if plan.recombine_on == "actor" else ""
+        live.print(finish_line(plan.finish, ctx.opts.max_pixels) + where, highlight=False)
         _stream(ctx, ds, live)
         before = ctx.earlier_devices
         if before and ctx.devices and set(before) != ctx.devices:
@@ -175,25 +175,25 @@ def _dataset(ctx: RunContext):
     # progress files, only when the whole file is done.
     ds = ds.repartition(target_num_rows_per_block=opts.batch_size)
     common = {"batch_format": "pyarrow", "batch_size": opts.batch_size, "zero_copy_batch": True}
-    ship = plan["recombine_on"] == "actor"  # the actor recombines on its device: prepare ships the full L*
+    ship = plan.recombine_on == "actor"  # the actor recombines on its device: prepare ships the full L*
     ds = ds.map_batches(prepare, fn_kwargs={"base_dir": m.base_dir, "storage_options": so, "working_size": opts.working_size,
                                             "max_pixels": opts.max_pixels, "ship": ship}, **common)
     ds = ds.map_batches(
         _model_actor(),
-        fn_constructor_kwargs={"weights": ctx.weights.source, "device": plan["device"], "working_size": opts.working_size,
-                               "threads": plan["threads"], "storage_options": so, "expect_sha256": ctx.weights.file_sha256,
+        fn_constructor_kwargs={"weights": ctx.weights.source, "device": plan.device, "working_size": opts.working_size,
+                               "threads": plan.threads, "storage_options": so, "expect_sha256": ctx.weights.file_sha256,
                                "precision": opts.precision, "faults": armed(),
                                # batched forwards pay on a GPU; on a CPU one image at a time is as fast
-                               "batch": opts.batch_size if plan["device"] == "cuda" else 1,
+                               "batch": opts.batch_size if plan.device == "cuda" else 1,
                                "fmt": opts.fmt if ship else None, "chroma_gain": opts.chroma_gain},
-        compute=ActorPoolStrategy(min_size=plan["min_actors"], max_size=plan["actors"]), num_cpus=plan["num_cpus"], num_gpus=plan["num_gpus"], **common,
+        compute=ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.actors), num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, **common,
     )
     provenance = Provenance(ctx.weights.file_sha256, opts.precision, ctx.c2pa)
-    for k, stage in enumerate(plan["finish"]):  # small scans, then large ones, each with the memory it needs
+    for k, stage in enumerate(plan.finish):  # small scans, then large ones, each with the memory it needs
         ds = ds.map_batches(finish, fn_kwargs={"base_dir": m.base_dir, "out_url": ctx.out_url, "storage_options": so,
                                                "fmt": opts.fmt, "max_pixels": opts.max_pixels, "provenance": provenance,
-                                               "pixels": (stage["low"], stage["high"]), "last": k == len(plan["finish"]) - 1},
-                            memory=stage["memory"], **common)
+                                               "pixels": (stage.low, stage.high), "last": k == len(plan.finish) - 1},
+                            memory=stage.memory, **common)
     return ds, plan, cluster
 
 
