@@ -185,14 +185,14 @@ def test_default_resources_leave_a_cpu_for_decoding():
 
 
 def test_finish_stages_declare_the_memory_of_their_largest_scan():
-    from archive_colorize.run.options import FINISH_BYTES_PER_PIXEL, LARGE_SCAN_PIXELS, finish_line, plan_finish
+    from archive_colorize.run.options import FINISH_BYTES_PER_PIXEL, LARGE_SCAN_PIXELS, FinishStage, finish_line, plan_finish
 
     stages = plan_finish(250_000_000)
     assert [(s.low, s.high) for s in stages] == [(0, LARGE_SCAN_PIXELS + 1), (LARGE_SCAN_PIXELS + 1, None)]
     assert [s.memory for s in stages] == [LARGE_SCAN_PIXELS * FINISH_BYTES_PER_PIXEL, 250_000_000 * FINISH_BYTES_PER_PIXEL]
     # never more than a node has: the large stage could not be scheduled, and the run would hang
     assert plan_finish(250_000_000, node_memory=4e9)[1].memory == int(0.8 * 4e9)
-    assert plan_finish(10_000_000) == [{"low": 0, "high": 10_000_001, "memory": 10_000_000 * FINISH_BYTES_PER_PIXEL}]
+    assert plan_finish(10_000_000) == [FinishStage(0, 10_000_001, 10_000_000 * FINISH_BYTES_PER_PIXEL)]
     assert finish_line(stages, 250_000_000) == ("finish tasks, one scan at a time: scans to 40 Mpx declare 960 MB each; "
                                                 "larger scans to 250 Mpx declare 6.00 GB each")
     assert plan_resources({"CPU": 2.0}, RunOptions(manifest="m", max_pixels=10_000_000)).finish == tuple(plan_finish(10_000_000))
