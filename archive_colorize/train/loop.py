@@ -283,128 +283,158 @@ def init_from_weights(model: ColorizationModel, path: str) -> str:
 
 
 def train_loop(loop_config: dict) -> None:
-    """The per-worker loop. loop_config: {config, run_dir, resume, categories, init}."""
-    cfg = config_from_dict(loop_config["config"])
-    run_dir, tc = loop_config["run_dir"], cfg.train
-    ctx, shard = Context(), None
-    try:
-        import ray.train
+    """The per-worker loop (Ray Train calls it). loop_config: {config, run_dir, resume,
+    categories, init, threads}."""
+    Trainer(loop_config).run()
 
-        tctx = ray.train.get_context()
-        ctx = Context(tctx.get_world_rank(), tctx.get_world_size())
-        shard = ray.train.get_dataset_shard("train")
-    except Exception:  # not inside Ray Train
-        pass
-    if torch.cuda.is_available() and tc.use_gpu:
-        ctx.device = torch.device("cuda", torch.cuda.current_device())
-        torch.backends.cudnn.benchmark = True  # training shapes are fixed: let cuDNN pick its fastest kernels
-    if loop_config.get("threads"):
-        torch.set_num_threads(loop_config["threads"])
 
-    def log(msg: str) -> None:
-        if ctx.rank == 0:
+class Trainer:
+    """One worker's training, one method per phase: where it runs, the model (from a
+    checkpoint, from --init or new), the batches, then the steps with their logging,
+    evaluation and checkpoints."""
+
+    def __init__(self, loop_config: dict):
+        self.loop_config = loop_config
+        self.cfg = config_from_dict(loop_config["config"])
+        self.tc, self.run_dir = self.cfg.train, loop_config["run_dir"]
+        self.ctx, self.shard = self._place()
+        self.step = self.images = self.filtered = 0
+        self.mean_ab = torch.zeros(2, dtype=torch.float64)
+        self.history: list[dict] = []
+        self.model, self.forward, self.optimizer = self._build()
+        self.stream = self._batches()
+        self.val = _val_batches(self.cfg) if self.ctx.rank == 0 else []
+
+    def log(self, msg: str) -> None:
+        if self.ctx.rank == 0:
             print(msg, flush=True)
 
-    torch.manual_seed(tc.seed + ctx.rank)
-    random.seed(tc.seed + ctx.rank)
-    model = ColorizationModel(cfg.model)
-    step, images, filtered = 0, 0, 0
-    mean_ab = torch.zeros(2, dtype=torch.float64)
-    history: list[dict] = []
-    state = None
-    if loop_config.get("resume"):
-        ckpts = list_checkpoints(run_dir)
-        if ckpts:
-            state = load_checkpoint(ckpts[-1][1])
-            model.load_state_dict(state["model"])
-    if state is None and loop_config.get("init"):
-        log(init_from_weights(model, loop_config["init"]))
-    if ctx.device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    model = model.to(ctx.device)
-    if tc.freeze:  # some sub-networks only (a whole frozen trunk goes to head.train_head instead)
-        freeze(model, tc.freeze)
-    optimizer = make_optimizer(model, tc)
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        step, images, filtered = state["step"], state["images"], state["filtered"]
-        mean_ab = state["mean_ab"].double()
-        _set_rng_state(state["rng"])
-        history = [r for r in read_metrics(run_dir) if r["step"] is not None and r["step"] <= step]
-        log(f"resumed from checkpoint at step {step}")
-    mean_ab = mean_ab.to(ctx.device)
-    if ctx.world > 1:
-        import ray.train.torch
-
-        model = ray.train.torch.prepare_model(model, move_to_device=False)
-    forward = torch.compile(model) if tc.compile else model
-
-    per_worker = tc.batch_size // ctx.world
-    resident = use_resident_data(cfg, ctx.device, under_ray=shard is not None)
-    if resident:
-        stream = _resident_batches(cfg, ctx, per_worker, tc.seed + step, log)
-    elif shard is not None:
-        def batches():
-            while True:  # epochs; each pass re-reads and re-augments the shard
-                yield from shard.iter_batches(batch_size=per_worker, batch_format="numpy", drop_last=True)
-        stream = _streamed_batches(batches(), ctx.device, ctx.world)
-    else:
-        stream = _streamed_batches(_local_batches(cfg, per_worker, tc.seed + step), ctx.device, ctx.world)
-    val = _val_batches(cfg) if ctx.rank == 0 else []
-
-    def state_dict():
-        return {
-            "step": step, "images": images, "filtered": filtered, "mean_ab": mean_ab.cpu(),
-            "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-            "config": cfg.to_dict(), "categories": loop_config["categories"], "rng": _rng_state(),
-        }
-
-    t0, acc, t_log, img_log = time.time(), [], time.time(), 0
-    deadline = t0 + tc.max_minutes * 60 if tc.max_minutes > 0 else float("inf")
-    stop_at = tc.steps
-    bar = _progress_bar(step, tc.steps) if ctx.rank == 0 and shard is None else None
-    while step < stop_at:
-        b, dropped = next(stream)
-        filtered += dropped
-        if b is None:
-            continue
-        acc.append(train_step(forward, optimizer, b, tc.alpha, ctx.device, tc.bf16, tc.loss, tc.colourfulness_weight,
-                              tuple(tc.freeze)))
-        step += 1
-        n = len(b["label"])
-        images += n * ctx.world
-        img_log += n * ctx.world
-        mean_ab += b["ab"].double().mean(dim=(0, 2, 3))
-        if stop_at == tc.steps and (ctx.world == 1 or step % tc.log_every == 0) and _out_of_time(deadline, ctx):
-            stop_at = step  # out of time: finish this step as the last one (logged, evaluated, saved)
-        row = None
-        if step % tc.log_every == 0 or step == stop_at:
-            row = as_floats(acc)  # the one host sync per log_every steps
-            now = time.time()
-            row["images_per_s"] = img_log / max(now - t_log, 1e-9)
-            t_log, img_log, acc = now, 0, []
-        if ctx.rank == 0 and val and (step % tc.eval_every == 0 or step == stop_at):
-            # the bare module: DDP's forward broadcasts buffers, a collective the other ranks never join
-            row = (row or {}) | validate(_unwrap(model), val, ctx.device)
-        if row is not None and ctx.rank == 0:
-            row |= {"step": step, "images": images, "filtered": filtered, "seconds": round(time.time() - t0, 1)}
-            history.append(row)
-            write_metrics(run_dir, history)
-            shown = ", ".join(f"{k} {row[k]:.4g}" for k in ("loss", "colour_loss", "class_loss", "val_ab_mse", "val_psnr", "images_per_s") if k in row)
-            if bar is None:
-                print(f"step {step}/{stop_at}  {shown}", flush=True)
-            else:
-                bar.console.print(f"step {step}/{stop_at}  {shown}", highlight=False)
-        if bar is not None and row is not None:
-            bar.update(bar.tasks[0].id, completed=step, total=stop_at, info=f"loss {row.get('loss', float('nan')):.4g}")
-        if ctx.rank == 0 and (step % tc.checkpoint_every == 0 or step == stop_at):
-            save_checkpoint(run_dir, state_dict(), tc.keep_checkpoints)
-        if shard is not None:
+    def _place(self):
+        """This worker's rank, device and data shard (none outside Ray Train)."""
+        ctx, shard = Context(), None
+        try:
             import ray.train
 
-            ray.train.report({"step": step, **(row or {})})
-    if bar is not None:
-        bar.stop()
+            tctx = ray.train.get_context()
+            ctx = Context(tctx.get_world_rank(), tctx.get_world_size())
+            shard = ray.train.get_dataset_shard("train")
+        except Exception:  # not inside Ray Train
+            pass
+        if torch.cuda.is_available() and self.tc.use_gpu:
+            ctx.device = torch.device("cuda", torch.cuda.current_device())
+            torch.backends.cudnn.benchmark = True  # training shapes are fixed: let cuDNN pick its fastest kernels
+        if self.loop_config.get("threads"):
+            torch.set_num_threads(self.loop_config["threads"])
+        return ctx, shard
+
+    def _build(self):
+        """The model and optimizer, from the last checkpoint when resuming, else from --init."""
+        tc, ctx = self.tc, self.ctx
+        torch.manual_seed(tc.seed + ctx.rank)
+        random.seed(tc.seed + ctx.rank)
+        model = ColorizationModel(self.cfg.model)
+        state = None
+        if self.loop_config.get("resume"):
+            ckpts = list_checkpoints(self.run_dir)
+            if ckpts:
+                state = load_checkpoint(ckpts[-1][1])
+                model.load_state_dict(state["model"])
+        if state is None and self.loop_config.get("init"):
+            self.log(init_from_weights(model, self.loop_config["init"]))
+        if ctx.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        model = model.to(ctx.device)
+        if tc.freeze:  # some sub-networks only (a whole frozen trunk goes to head.train_head instead)
+            freeze(model, tc.freeze)
+        optimizer = make_optimizer(model, tc)
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            self.step, self.images, self.filtered = state["step"], state["images"], state["filtered"]
+            self.mean_ab = state["mean_ab"].double()
+            _set_rng_state(state["rng"])
+            self.history = [r for r in read_metrics(self.run_dir) if r["step"] is not None and r["step"] <= self.step]
+            self.log(f"resumed from checkpoint at step {self.step}")
+        self.mean_ab = self.mean_ab.to(ctx.device)
+        if ctx.world > 1:
+            import ray.train.torch
+
+            model = ray.train.torch.prepare_model(model, move_to_device=False)
+        return model, (torch.compile(model) if tc.compile else model), optimizer
+
+    def _batches(self):
+        """Resident on the device when it fits, else Ray's shard, else read here."""
+        cfg, ctx, tc = self.cfg, self.ctx, self.tc
+        per_worker = tc.batch_size // ctx.world
+        if use_resident_data(cfg, ctx.device, under_ray=self.shard is not None):
+            return _resident_batches(cfg, ctx, per_worker, tc.seed + self.step, self.log)
+        if self.shard is not None:
+            shard = self.shard
+
+            def batches():
+                while True:  # epochs; each pass re-reads and re-augments the shard
+                    yield from shard.iter_batches(batch_size=per_worker, batch_format="numpy", drop_last=True)
+            return _streamed_batches(batches(), ctx.device, ctx.world)
+        return _streamed_batches(_local_batches(cfg, per_worker, tc.seed + self.step), ctx.device, ctx.world)
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step, "images": self.images, "filtered": self.filtered, "mean_ab": self.mean_ab.cpu(),
+            "model": _unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+            "config": self.cfg.to_dict(), "categories": self.loop_config["categories"], "rng": _rng_state(),
+        }
+
+    def run(self) -> None:
+        tc, ctx = self.tc, self.ctx
+        t0, acc, t_log, img_log = time.time(), [], time.time(), 0
+        deadline = t0 + tc.max_minutes * 60 if tc.max_minutes > 0 else float("inf")
+        stop_at = tc.steps
+        bar = _progress_bar(self.step, tc.steps) if ctx.rank == 0 and self.shard is None else None
+        while self.step < stop_at:
+            b, dropped = next(self.stream)
+            self.filtered += dropped
+            if b is None:
+                continue
+            acc.append(train_step(self.forward, self.optimizer, b, tc.alpha, ctx.device, tc.bf16, tc.loss,
+                                  tc.colourfulness_weight, tuple(tc.freeze)))
+            self.step += 1
+            n = len(b["label"])
+            self.images += n * ctx.world
+            img_log += n * ctx.world
+            self.mean_ab += b["ab"].double().mean(dim=(0, 2, 3))
+            if stop_at == tc.steps and (ctx.world == 1 or self.step % tc.log_every == 0) and _out_of_time(deadline, ctx):
+                stop_at = self.step  # out of time: finish this step as the last one (logged, evaluated, saved)
+            row = None
+            if self.step % tc.log_every == 0 or self.step == stop_at:
+                row = as_floats(acc)  # the one host sync per log_every steps
+                now = time.time()
+                row["images_per_s"] = img_log / max(now - t_log, 1e-9)
+                t_log, img_log, acc = now, 0, []
+            if ctx.rank == 0 and self.val and (self.step % tc.eval_every == 0 or self.step == stop_at):
+                # the bare module: DDP's forward broadcasts buffers, a collective the other ranks never join
+                row = (row or {}) | validate(_unwrap(self.model), self.val, ctx.device)
+            if row is not None and ctx.rank == 0:
+                self._record(row, t0, stop_at, bar)
+            if ctx.rank == 0 and (self.step % tc.checkpoint_every == 0 or self.step == stop_at):
+                save_checkpoint(self.run_dir, self.state_dict(), tc.keep_checkpoints)
+            if self.shard is not None:
+                import ray.train
+
+                ray.train.report({"step": self.step, **(row or {})})
+        if bar is not None:
+            bar.stop()
+
+    def _record(self, row: dict, t0: float, stop_at: int, bar) -> None:
+        """metrics.csv, and a line on the console."""
+        row |= {"step": self.step, "images": self.images, "filtered": self.filtered, "seconds": round(time.time() - t0, 1)}
+        self.history.append(row)
+        write_metrics(self.run_dir, self.history)
+        keys = ("loss", "colour_loss", "class_loss", "val_ab_mse", "val_psnr", "images_per_s")
+        shown = ", ".join(f"{k} {row[k]:.4g}" for k in keys if k in row)
+        if bar is None:
+            print(f"step {self.step}/{stop_at}  {shown}", flush=True)
+        else:
+            bar.console.print(f"step {self.step}/{stop_at}  {shown}", highlight=False)
+            bar.update(bar.tasks[0].id, completed=self.step, total=stop_at, info=f"loss {row.get('loss', float('nan')):.4g}")
 
 
 def _out_of_time(deadline: float, ctx: "Context") -> bool:
