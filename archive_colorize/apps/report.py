@@ -12,10 +12,12 @@ import html
 import io
 import json
 import math
+import string
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -159,6 +161,11 @@ def _manifest_base_dir(url: str, storage_options: dict) -> str:
         return url.rsplit("/", 1)[0] if "/" in url else "."
 
 
+# The page's frame and style; what fills it is made below. string.Template: the CSS's braces
+# need no escaping, and a missing field is an error, not a blank.
+TEMPLATE = string.Template((Path(__file__).parent / "templates" / "report.html").read_text(encoding="utf-8"))
+
+
 def write_report(o: ReportOptions) -> dict:
     if o.sample < 0:
         raise ColorizeError("--sample must be >= 0")
@@ -209,33 +216,16 @@ def write_report(o: ReportOptions) -> dict:
                         for r in failed[:MAX_FAILED_LISTED])
     more = f"<p>… and {len(failed) - MAX_FAILED_LISTED} more in results.parquet</p>" if len(failed) > MAX_FAILED_LISTED else ""
     weights = run.get("weights", {})
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>archive-colorize report: {_esc(o.out)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; background: #fafaf7; }}
-.summary {{ display: flex; gap: 1.5rem; flex-wrap: wrap; }} .summary div {{ background: #fff; padding: .6rem 1rem; border: 1px solid #ddd; }}
-.summary b {{ font-size: 1.6rem; display: block; }} .charts {{ display: flex; gap: 2rem; flex-wrap: wrap; }}
-.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(500px, 1fr)); gap: 1rem; }}
-.card {{ background: #fff; border: 1px solid #ddd; padding: .5rem; }} .card.flagged {{ border: 2px solid #c0392b; }}
-.pair {{ display: flex; gap: 4px; }} .pair img {{ width: 240px; height: auto; }} h3 {{ font-size: .9rem; margin: .3rem 0; word-break: break-all; }}
-.flag {{ background: #c0392b; color: #fff; font-size: .75rem; padding: 1px 6px; margin-right: 4px; }}
-.missing {{ width: 240px; height: 160px; background: #eee; display: flex; align-items: center; justify-content: center; }}
-ol {{ margin: .2rem 0 .2rem 1.2rem; font-size: .85rem; }} .meta {{ color: #666; font-size: .8rem; margin: 0; }}
-table {{ border-collapse: collapse; font-size: .85rem; }} td, th {{ border: 1px solid #ddd; padding: 3px 6px; text-align: left; }}
-</style></head><body>
-<h1>Colorization report</h1>
-<p>{_esc(o.out)} · manifest {_esc(base)} · weights {_esc((weights.get("sha256") or "")[:12])} · written {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}</p>
-<p>{gain_line}</p>
-<p>The colour in every image was added by a trained model. For IIIF viewers (Mirador, Universal Viewer), each colorized scan beside its original: <a href="{_esc(o.out.rstrip("/") + "/iiif/manifest.json")}">IIIF manifest</a>.</p>
-<section class="summary"><div><b>{len(rows)}</b>rows</div><div><b>{len(done)}</b>done</div><div><b>{len(failed)}</b>failed</div>
-<div><b>{len(flagged)}</b>flagged</div><div><b>{len(shown)}</b>pairs shown</div></section>
-<section class="charts">{_bar_chart(classes, "Top scene class (done rows)", True)}{_bar_chart(bins, "Mean a*b* chroma (colourfulness)", False)}</section>
-<h2>Before and after</h2>
-<p>Flagged: top scene probability below {o.low_confidence:.0%}, or mean chroma below {o.near_grey}. Flagged rows come first.</p>
-<section class="grid">{"".join(cards) or "<p>No done rows.</p>"}</section>
-<h2 id="failed">Failed rows ({len(failed)})</h2>
-{"<table><tr><th>id</th><th>uri</th><th>reason</th></tr>" + fail_rows + "</table>" + more if failed else "<p>None.</p>"}
-</body></html>
-"""
+    fields = {
+        "out": _esc(o.out), "manifest": _esc(base), "weights": _esc((weights.get("sha256") or "")[:12]),
+        "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "gain_line": gain_line,
+        "iiif": _esc(o.out.rstrip("/") + "/iiif/manifest.json"), "rows": len(rows), "done": len(done),
+        "failed": len(failed), "flagged": len(flagged), "shown": len(shown),
+        "charts": _bar_chart(classes, "Top scene class (done rows)", True) + _bar_chart(bins, "Mean a*b* chroma (colourfulness)", False),
+        "low_confidence": f"{o.low_confidence:.0%}", "near_grey": o.near_grey, "cards": "".join(cards) or "<p>No done rows.</p>",
+        "failed_table": ("<table><tr><th>id</th><th>uri</th><th>reason</th></tr>" + fail_rows + "</table>" + more
+                         if failed else "<p>None.</p>"),
+    }
+    page = TEMPLATE.substitute(fields)  # every value above is escaped or ours
     atomic_write_bytes(o.html, page.encode("utf-8"))
     return {"total": len(rows), "done": len(done), "failed": len(failed), "flagged": len(flagged), "shown": len(shown)}
