@@ -44,4 +44,6 @@ def one_line(e: BaseException, limit: int = 500) -> str:
 
 
 # what to do when the output location refuses a write
-RESUME_HINT = "free space or fix permissions there, then run the same command again: it resumes where it stopped"
+RESUME_HINT = (
+    "free space or fix permissions there, then run the same command again: it resumes where it stopped"
+)

@@ -53,16 +53,33 @@ def main():
         return torch.einsum("sh,chw,wx->csx", rows, ab, cols)
 
     def lerps(y0=H // 2):
-        w = rw[y0:y0 + ROWS, None]
-        return [torch.lerp(ab_cols[c, r0[y0:y0 + ROWS]], ab_cols[c, r1[y0:y0 + ROWS]], w) for c in (0, 1)]
+        w = rw[y0 : y0 + ROWS, None]
+        return [torch.lerp(ab_cols[c, r0[y0 : y0 + ROWS]], ab_cols[c, r1[y0 : y0 + ROWS]], w) for c in (0, 1)]
 
     cases = [
-        ("sRGB curve, 3 planes", "torch.where", lambda: linear_to_srgb_before(lin), "max/min pieces", lambda: linear_to_srgb_(lin.clone())),
+        (
+            "sRGB curve, 3 planes",
+            "torch.where",
+            lambda: linear_to_srgb_before(lin),
+            "max/min pieces",
+            lambda: linear_to_srgb_(lin.clone()),
+        ),
         ("CIE f^-1, 1 plane", "torch.where", lambda: _f_inv(x), "max/min pieces", lambda: _f_inv_planar(x)),
-        ("x^(1/2.4), 3 planes", "torch.pow", lambda: knee.pow(1 / 2.4), "NumPy powf", lambda: _pow_(knee.clone(), 1 / 2.4)),
+        (
+            "x^(1/2.4), 3 planes",
+            "torch.pow",
+            lambda: knee.pow(1 / 2.4),
+            "NumPy powf",
+            lambda: _pow_(knee.clone(), 1 / 2.4),
+        ),
         ("chroma upsampling, 2 planes", "dense matrices", dense, "two-tap lerps", lerps),
-        ("L*a*b* -> linear, 3 planes", "before", lambda: _lab_to_linear_before(torch.stack([L, A, B])[None]),
-         "planes", lambda: lab_to_linear_planes(L, A, B)),
+        (
+            "L*a*b* -> linear, 3 planes",
+            "before",
+            lambda: _lab_to_linear_before(torch.stack([L, A, B])[None]),
+            "planes",
+            lambda: lab_to_linear_planes(L, A, B),
+        ),
     ]
     clone = lambda: lin.clone()  # noqa: E731 - subtracted from the rows that clone their input
     times: dict = {}
@@ -77,12 +94,33 @@ def main():
     med = {k: statistics.median(v) for k, v in times.items()}
     rows = []
     for name, old, _, new, _ in cases:
-        t_new = med[(name, new)] - (med[(name, "clone")] if "clone" in new or name.startswith(("sRGB", "x^")) else 0)
-        rows.append({"what": name, "old": old, "old_s": med[(name, old)], "new": new, "new_s": t_new,
-                     "speedup": med[(name, old)] / t_new})
+        t_new = med[(name, new)] - (
+            med[(name, "clone")] if "clone" in new or name.startswith(("sRGB", "x^")) else 0
+        )
+        rows.append(
+            {
+                "what": name,
+                "old": old,
+                "old_s": med[(name, old)],
+                "new": new,
+                "new_s": t_new,
+                "speedup": med[(name, old)] / t_new,
+            }
+        )
     print(f"{a.megapixels:g} MP ({strips} strips of {ROWS}x{W}), one torch thread, median of {a.rounds}:\n")
-    print(table(rows, [("what", "what", "s"), ("old", "old", "s"), ("old_s", "old s", ".3f"), ("new", "new", "s"),
-                       ("new_s", "new s", ".3f"), ("speedup", "old / new", ".1f")]))
+    print(
+        table(
+            rows,
+            [
+                ("what", "what", "s"),
+                ("old", "old", "s"),
+                ("old_s", "old s", ".3f"),
+                ("new", "new", "s"),
+                ("new_s", "new s", ".3f"),
+                ("speedup", "old / new", ".1f"),
+            ],
+        )
+    )
     print(f"\nwrote {write('colour', {'machine': machine(), 'megapixels': a.megapixels, 'rows': rows})}")
 
 

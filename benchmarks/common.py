@@ -75,14 +75,28 @@ def full_width_model(num_classes: int = 365, width: float = 1.0):
 def machine() -> dict:
     flags = ""
     try:
-        flags = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags"))
+        flags = next(
+            line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
+        )
     except (OSError, StopIteration):
         pass
     isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f" {f}" in flags]
-    model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                  if l.startswith("model name")), platform.processor())
-    return {"cpu": model, "cpus": os.cpu_count(), "isa": isa, "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "isa": isa,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
 
 
 def table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
@@ -90,7 +104,9 @@ def table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
     head = " | ".join(h for _, h, _ in cols)
     lines = [f"| {head} |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in rows:
-        lines.append("| " + " | ".join(format(r[k], f) if r.get(k) is not None else "-" for k, _, f in cols) + " |")
+        lines.append(
+            "| " + " | ".join(format(r[k], f) if r.get(k) is not None else "-" for k, _, f in cols) + " |"
+        )
     return "\n".join(lines)
 
 

@@ -63,9 +63,11 @@ def scans(n: int, h: int = 512, w: int = 384) -> list[tuple[torch.Tensor, None]]
     for i in range(n):
         b = base[i % len(base)]
         y, x = (i * 7) % max(1, b.shape[0] - h + 1), (i * 13) % max(1, b.shape[1] - w + 1)
-        crop = b[y:y + h, x:x + w]
+        crop = b[y : y + h, x : x + w]
         if crop.shape != (h, w):
-            crop = torch.nn.functional.interpolate(b[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+            crop = torch.nn.functional.interpolate(
+                b[None, None], size=(h, w), mode="bilinear", align_corners=False
+            )[0, 0]
         out.append((crop.contiguous()[None, None], None))
     return out
 
@@ -74,8 +76,13 @@ def engine_for(dev, precision: str, batch: int, compile_mode: str | None = None)
     from archive_colorize.model.engine import Engine
     from archive_colorize.model.weights import load_weights
 
-    e = Engine(load_weights(None), device=dev.type, working_size=512,
-               precision="fp32" if precision == "tf32" else precision, batch=batch)
+    e = Engine(
+        load_weights(None),
+        device=dev.type,
+        working_size=512,
+        precision="fp32" if precision == "tf32" else precision,
+        batch=batch,
+    )
     if dev.type == "cuda":
         torch.backends.cudnn.allow_tf32 = precision == "tf32"
         torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
@@ -93,9 +100,18 @@ def model_section(dev, batches, precisions, quick):
         for b in batches:
             e = engine_for(dev, prec, b)
             chunk = items[: 2 * b]  # two full forwards per call, as a steady actor sees
-            t = timed(lambda: e.predict_batch(chunk), dev, repeats=2 if quick else 5, warmup=1 if quick else 2)
-            rows.append({"precision": prec, "batch": b, "compile": "-", "images_per_s": len(chunk) / t,
-                         "s_per_image": t / len(chunk)})
+            t = timed(
+                lambda: e.predict_batch(chunk), dev, repeats=2 if quick else 5, warmup=1 if quick else 2
+            )
+            rows.append(
+                {
+                    "precision": prec,
+                    "batch": b,
+                    "compile": "-",
+                    "images_per_s": len(chunk) / t,
+                    "s_per_image": t / len(chunk),
+                }
+            )
             print(f"model 512x384 {prec:>4} batch {b:>2}: {len(chunk) / t:8.1f} images/s", flush=True)
     # batch independence: one scan among different neighbours, at different positions
     checks = []
@@ -103,7 +119,11 @@ def model_section(dev, batches, precisions, quick):
         b = max(2, min(8, max(batches)))
         e = engine_for(dev, prec, b)
         scan, others = items[0], items[1:]
-        runs = [[scan] + others[: b - 1], others[b: 2 * b - 1] + [scan], others[:3] + [scan] + others[3: b + 2]]
+        runs = [
+            [scan] + others[: b - 1],
+            others[b : 2 * b - 1] + [scan],
+            others[:3] + [scan] + others[3 : b + 2],
+        ]
         outs = []
         for r in runs:
             preds = e.predict_batch(r)
@@ -131,10 +151,21 @@ def compile_section(dev, precisions, modes, batches, quick):
                     e.predict_batch(chunk)  # the compilation itself
                     first = time.perf_counter() - t0
                     t = timed(lambda: e.predict_batch(chunk), dev, repeats=2 if quick else 5, warmup=1)
-                    rows.append({"precision": prec, "batch": b, "compile": mode, "images_per_s": len(chunk) / t,
-                                 "s_per_image": t / len(chunk), "first_call_s": first})
-                    print(f"model 512x384 {prec:>4} batch {b:>2} compile {mode}: {len(chunk) / t:8.1f} images/s "
-                          f"(first call {first:.0f} s)", flush=True)
+                    rows.append(
+                        {
+                            "precision": prec,
+                            "batch": b,
+                            "compile": mode,
+                            "images_per_s": len(chunk) / t,
+                            "s_per_image": t / len(chunk),
+                            "first_call_s": first,
+                        }
+                    )
+                    print(
+                        f"model 512x384 {prec:>4} batch {b:>2} compile {mode}: {len(chunk) / t:8.1f} images/s "
+                        f"(first call {first:.0f} s)",
+                        flush=True,
+                    )
                 except Exception as exc:  # noqa: BLE001 - a compiler failure is a finding, not a crash
                     msg = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
                     rows.append({"precision": prec, "batch": b, "compile": mode, "error": msg})
@@ -157,17 +188,33 @@ def recombine_section(dev, sizes, quick):
 
         d = decode_image((ROOT / "manifests" / "sample" / "astronaut.jpg").read_bytes())
         ab = Engine(load_weights(None), device="cpu").predict(d.lightness).ab
-        L = torch.nn.functional.interpolate(d.lightness[None, None], size=(H, W), mode="bilinear", align_corners=False)[0, 0]
+        L = torch.nn.functional.interpolate(
+            d.lightness[None, None], size=(H, W), mode="bilinear", align_corners=False
+        )[0, 0]
         L = (L + torch.randn(H, W, generator=g) * 0.5).clamp(0, 100)
         cpu = recombine(L, ab, bits)
-        t_cpu = timed(lambda: recombine(L, ab, bits), torch.device("cpu"), repeats=1 if quick else 3, warmup=0)
+        t_cpu = timed(
+            lambda: recombine(L, ab, bits), torch.device("cpu"), repeats=1 if quick else 3, warmup=0
+        )
         on = recombine(L, ab, bits, device=dev)
         t_dev = timed(lambda: recombine(L, ab, bits, device=dev), dev, repeats=1 if quick else 5, warmup=1)
         diff = np.abs(on.astype(np.int64) - cpu.astype(np.int64))
-        rows.append({"megapixels": H * W / 1e6, "bits": bits, "device_s": t_dev, "cpu_s": t_cpu, "speedup": t_cpu / t_dev,
-                     "max_code_diff": int(diff.max()), "share_differing": float((diff > 0).mean())})
-        print(f"recombine {H * W / 1e6:.0f} MP {bits}-bit: {dev.type} {t_dev:.3f} s, cpu {t_cpu:.3f} s, "
-              f"max difference {int(diff.max())} code value(s), {float((diff > 0).mean()):.2e} of values differ", flush=True)
+        rows.append(
+            {
+                "megapixels": H * W / 1e6,
+                "bits": bits,
+                "device_s": t_dev,
+                "cpu_s": t_cpu,
+                "speedup": t_cpu / t_dev,
+                "max_code_diff": int(diff.max()),
+                "share_differing": float((diff > 0).mean()),
+            }
+        )
+        print(
+            f"recombine {H * W / 1e6:.0f} MP {bits}-bit: {dev.type} {t_dev:.3f} s, cpu {t_cpu:.3f} s, "
+            f"max difference {int(diff.max())} code value(s), {float((diff > 0).mean()):.2e} of values differ",
+            flush=True,
+        )
     return rows
 
 
@@ -182,12 +229,14 @@ def train_section(dev):
     ab = torch.rand(b, 2, 112, 112, device=dev)
     y = torch.randint(0, 205, (b,), device=dev)
     for prec, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+
         def step():
             with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 loss = joint_loss(train_model, L, ab, y, alpha=1 / 300)[0]  # the paper's alpha
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+
         t = timed(step, dev, repeats=10, warmup=3)
         rows.append({"precision": prec, "batch": b, "steps_per_s": 1 / t, "images_per_s": b / t})
         print(f"train 224² batch {b} {prec}: {1 / t:.2f} steps/s = {b / t:.0f} images/s", flush=True)
@@ -207,9 +256,17 @@ def main():
     a = ap.parse_args()
     dev = torch.device(a.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("no CUDA GPU here: run this on the GPU machine, or give --device cpu --quick for a smoke run")
-    result = {"machine": {**machine(), "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
-                          "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if dev.type == "cuda" else None}}
+        sys.exit(
+            "no CUDA GPU here: run this on the GPU machine, or give --device cpu --quick for a smoke run"
+        )
+    result = {
+        "machine": {
+            **machine(),
+            "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if dev.type == "cuda" else None,
+        }
+    }
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -220,27 +277,50 @@ def main():
         rows, checks = model_section(dev, a.batches, a.precisions, a.quick)
         result["model"], result["batch_independence"] = rows, checks
         save()
-        print(table(rows, [("precision", "precision", "s"), ("batch", "batch", "d"), ("images_per_s", "images/s", ".1f")]))
+        print(
+            table(
+                rows,
+                [
+                    ("precision", "precision", "s"),
+                    ("batch", "batch", "d"),
+                    ("images_per_s", "images/s", ".1f"),
+                ],
+            )
+        )
     if "recombine" in a.sections:
         sizes = [(1, 8), (1, 16)] if a.quick else [(6, 8), (24, 8), (100, 8), (100, 16)]
         result["recombine"] = recombine_section(dev, sizes, a.quick)
         save()
-        print(table(result["recombine"], [("megapixels", "MP", ".0f"), ("bits", "bits", "d"), ("device_s", "device s", ".3f"),
-                                          ("cpu_s", "CPU s", ".3f"), ("speedup", "CPU / device", ".1f"),
-                                          ("max_code_diff", "max difference (code values)", "d"),
-                                          ("share_differing", "share of values differing", ".2e")]))
+        print(
+            table(
+                result["recombine"],
+                [
+                    ("megapixels", "MP", ".0f"),
+                    ("bits", "bits", "d"),
+                    ("device_s", "device s", ".3f"),
+                    ("cpu_s", "CPU s", ".3f"),
+                    ("speedup", "CPU / device", ".1f"),
+                    ("max_code_diff", "max difference (code values)", "d"),
+                    ("share_differing", "share of values differing", ".2e"),
+                ],
+            )
+        )
     if "train" in a.sections:
         result["train"] = train_section(dev)
         save()
     if a.compile:
-        result["compiled"] = compile_section(dev, a.precisions, ["default", "reduce-overhead"], a.compile_batches, a.quick)
+        result["compiled"] = compile_section(
+            dev, a.precisions, ["default", "reduce-overhead"], a.compile_batches, a.quick
+        )
         save()
     print(f"wrote {out}")
     bad = [c for c in result.get("batch_independence", []) if not c["identical"]]
     over = [r for r in result.get("recombine", []) if r["max_code_diff"] > 1]
     if bad or over:
-        sys.exit(f"contract broken: {len(bad)} batch-independence check(s) differ, "
-                 f"{len(over)} recombination(s) more than 1 code value from the CPU")
+        sys.exit(
+            f"contract broken: {len(bad)} batch-independence check(s) differ, "
+            f"{len(over)} recombination(s) more than 1 code value from the CPU"
+        )
 
 
 if __name__ == "__main__":

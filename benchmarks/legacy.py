@@ -60,7 +60,9 @@ def lab_to_rgb_keep_lightness_before(lab: torch.Tensor, steps: int = 10) -> torc
     return linear_to_srgb_before(lin)
 
 
-def recombine_before(lightness: torch.Tensor, ab: torch.Tensor, bit_depth: int = 8, strip_rows: int = STRIP_ROWS) -> np.ndarray:
+def recombine_before(
+    lightness: torch.Tensor, ab: torch.Tensor, bit_depth: int = 8, strip_rows: int = STRIP_ROWS
+) -> np.ndarray:
     """Sequential strips, torch's own threads inside each operation."""
     H, W = lightness.shape
     ab = ab.float().cpu()
@@ -78,7 +80,9 @@ def recombine_before(lightness: torch.Tensor, ab: torch.Tensor, bit_depth: int =
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    return (
+        struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    )
 
 
 def encode_png_before(rgb: np.ndarray, exif: Image.Exif, xmp: bytes | None) -> bytes:
@@ -89,10 +93,19 @@ def encode_png_before(rgb: np.ndarray, exif: Image.Exif, xmp: bytes | None) -> b
     if rgb.dtype == np.uint16:
         ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
         png = buf.tobytes()
-        extra = b"".join(_chunk(k, v) for k, v in ((b"eXIf", exif.tobytes()[6:]), (b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp if xmp else None)) if v)
+        extra = b"".join(
+            _chunk(k, v)
+            for k, v in (
+                (b"eXIf", exif.tobytes()[6:]),
+                (b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp if xmp else None),
+            )
+            if v
+        )
         return png[:33] + extra + png[33:]
     out = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb), "RGB").save(out, format="PNG", exif=exif.tobytes(), compress_level=3)
+    Image.fromarray(np.ascontiguousarray(rgb), "RGB").save(
+        out, format="PNG", exif=exif.tobytes(), compress_level=3
+    )
     return out.getvalue()
 
 
@@ -103,7 +116,7 @@ def lut_rows_before(arr: np.ndarray, lut: torch.Tensor) -> torch.Tensor:
     """images._lut_rows before the int32, threaded strips: int64 indices, one thread."""
     out = torch.empty(arr.shape[:2], dtype=torch.float32)
     for y in range(0, arr.shape[0], DECODE_ROWS):
-        out[y:y + DECODE_ROWS] = lut[torch.from_numpy(arr[y:y + DECODE_ROWS].astype(np.int64))]
+        out[y : y + DECODE_ROWS] = lut[torch.from_numpy(arr[y : y + DECODE_ROWS].astype(np.int64))]
     return out
 
 
@@ -113,8 +126,8 @@ def luminance_rows_before(rgb: np.ndarray) -> torch.Tensor:
 
     out = torch.empty(rgb.shape[:2], dtype=torch.float32)
     for y in range(0, rgb.shape[0], DECODE_ROWS):
-        strip = _LIN8[torch.from_numpy(rgb[y:y + DECODE_ROWS].astype(np.int64))]
-        out[y:y + DECODE_ROWS] = luminance_to_lightness((strip * _Y_WEIGHTS).sum(-1))
+        strip = _LIN8[torch.from_numpy(rgb[y : y + DECODE_ROWS].astype(np.int64))]
+        out[y : y + DECODE_ROWS] = luminance_to_lightness((strip * _Y_WEIGHTS).sum(-1))
     return out
 
 

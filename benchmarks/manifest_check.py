@@ -56,12 +56,16 @@ def make(rows: int, folder: Path) -> Path:
     for p in range(parts):
         n = np.arange(p * per, (p + 1) * per, dtype=np.int64)
         num = pa.array(n).cast(pa.string())
-        t = pa.table({
-            "id": pc.binary_join_element_wise("NARA-", num, ""),
-            "uri": pc.binary_join_element_wise("s3://archive/scans/box-", pa.array(n // 1000).cast(pa.string()), "/", num, ".tif", ""),
-            "record_group": pa.array(n % 500, pa.int32()),
-            "title": pc.binary_join_element_wise("Photograph ", num, ""),
-        })
+        t = pa.table(
+            {
+                "id": pc.binary_join_element_wise("NARA-", num, ""),
+                "uri": pc.binary_join_element_wise(
+                    "s3://archive/scans/box-", pa.array(n // 1000).cast(pa.string()), "/", num, ".tif", ""
+                ),
+                "record_group": pa.array(n % 500, pa.int32()),
+                "title": pc.binary_join_element_wise("Photograph ", num, ""),
+            }
+        )
         if parts > 1:
             target.mkdir(exist_ok=True)
             pq.write_table(t, target / f"part-{p:05d}.parquet", row_group_size=1 << 20)
@@ -71,7 +75,12 @@ def make(rows: int, folder: Path) -> Path:
 
 
 def measure(kind: str, path: Path) -> dict:
-    r = subprocess.run([sys.executable, "-c", CHILD, kind, str(path), str(Path(__file__).parent)], capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, kind, str(path), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(r.stdout)
 
 
@@ -90,20 +99,45 @@ def main():
                     runs[kind].append(measure(kind, path))
             for kind, rs in runs.items():
                 assert all(r["rows"] == n for r in rs)
-                rec = {"rows": n, "check": kind, "seconds_median": statistics.median(r["s"] for r in rs),
-                       "seconds_all": [round(r["s"], 3) for r in rs],
-                       "peak_mb_median": statistics.median(r["peak_mb"] for r in rs),
-                       "above_imports_mb": statistics.median(r["above_imports_mb"] for r in rs)}
+                rec = {
+                    "rows": n,
+                    "check": kind,
+                    "seconds_median": statistics.median(r["s"] for r in rs),
+                    "seconds_all": [round(r["s"], 3) for r in rs],
+                    "peak_mb_median": statistics.median(r["peak_mb"] for r in rs),
+                    "above_imports_mb": statistics.median(r["above_imports_mb"] for r in rs),
+                }
                 results.append(rec)
-            s, h = (next(r for r in results if r["rows"] == n and r["check"] == k) for k in ("streaming", "hold_columns"))
-            rows_out.append({"rows": n, "s": s["seconds_median"], "s_mb": s["above_imports_mb"], "h": h["seconds_median"],
-                             "h_mb": h["above_imports_mb"], "t_ratio": s["seconds_median"] / h["seconds_median"],
-                             "m_ratio": s["above_imports_mb"] / h["above_imports_mb"]})
-    print(table(rows_out, [("rows", "rows", ","), ("s", "streaming check s", ".1f"), ("s_mb", "MB above imports", ".0f"),
-                           ("h", "hold-columns s", ".1f"), ("h_mb", "MB above imports", ".0f"),
-                           ("t_ratio", "time ratio", ".2f"), ("m_ratio", "memory ratio", ".2f")]))
-    write("manifest_check", {"machine": machine(), "repeats": args.repeats,
-                                  "results": results})
+            s, h = (
+                next(r for r in results if r["rows"] == n and r["check"] == k)
+                for k in ("streaming", "hold_columns")
+            )
+            rows_out.append(
+                {
+                    "rows": n,
+                    "s": s["seconds_median"],
+                    "s_mb": s["above_imports_mb"],
+                    "h": h["seconds_median"],
+                    "h_mb": h["above_imports_mb"],
+                    "t_ratio": s["seconds_median"] / h["seconds_median"],
+                    "m_ratio": s["above_imports_mb"] / h["above_imports_mb"],
+                }
+            )
+    print(
+        table(
+            rows_out,
+            [
+                ("rows", "rows", ","),
+                ("s", "streaming check s", ".1f"),
+                ("s_mb", "MB above imports", ".0f"),
+                ("h", "hold-columns s", ".1f"),
+                ("h_mb", "MB above imports", ".0f"),
+                ("t_ratio", "time ratio", ".2f"),
+                ("m_ratio", "memory ratio", ".2f"),
+            ],
+        )
+    )
+    write("manifest_check", {"machine": machine(), "repeats": args.repeats, "results": results})
 
 
 if __name__ == "__main__":

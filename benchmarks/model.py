@@ -28,8 +28,14 @@ from archive_colorize.model.weights import Weights  # noqa: E402
 def engine_for(model, precision: str) -> Engine:
     from archive_colorize.imaging.lab import AB_NORM
 
-    w = Weights(model=model, config=model.config, categories=[f"c{i}" for i in range(model.config.num_classes)],
-                metadata={"lab": {"ab_norm": AB_NORM}}, path="(benchmark)", file_sha256="0" * 64)
+    w = Weights(
+        model=model,
+        config=model.config,
+        categories=[f"c{i}" for i in range(model.config.num_classes)],
+        metadata={"lab": {"ab_norm": AB_NORM}},
+        path="(benchmark)",
+        file_sha256="0" * 64,
+    )
     return Engine(w, device="cpu", working_size=10_000, precision=precision)
 
 
@@ -54,7 +60,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[224, 512, 1024, 2048])
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--random", action="store_true", help="a seeded random full-width model instead of the shipped weights")
+    ap.add_argument(
+        "--random",
+        action="store_true",
+        help="a seeded random full-width model instead of the shipped weights",
+    )
     ap.add_argument("--width", type=float, default=1.0, help="with --random")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
     ap.add_argument("--batch-global", type=int, default=8, help="images in the batched-global-branch trial")
@@ -67,9 +77,15 @@ def main():
         from archive_colorize.model.weights import load_weights
 
         shipped = load_weights(None)
-        model, source = shipped.model, f"shipped weights {shipped.file_sha256[:12]} ({shipped.metadata.get('storage')})"
-    variants = {"naive fp32": NaiveColorizer(model), "engine fp32": engine_for(model, "fp32"),
-                "engine int8 (opt-in)": engine_for(model, "int8")}
+        model, source = (
+            shipped.model,
+            f"shipped weights {shipped.file_sha256[:12]} ({shipped.metadata.get('storage')})",
+        )
+    variants = {
+        "naive fp32": NaiveColorizer(model),
+        "engine fp32": engine_for(model, "fp32"),
+        "engine int8 (opt-in)": engine_for(model, "int8"),
+    }
     if "avx512_bf16" in machine()["isa"] or "amx_tile" in machine()["isa"]:
         variants["engine bf16 (opt-in)"] = engine_for(model, "bf16")
     if a.nchw:
@@ -109,39 +125,81 @@ def main():
     peak = max(peaks)
     rows = []
     for size in a.sizes:
-        base = statistics.median(times[size, "naive fp32"])
-        fp32 = statistics.median(times[size, "engine fp32"])
         for name in variants:
             ts = times[size, name]
             t = statistics.median(ts)
-            rows.append({"size": size, "variant": name, "s_per_image": t, "s_min": min(ts), "s_max": max(ts),
-                         "images_per_s": 1 / t, "gflop": gflop[size], "gflops": gflop[size] / t,
-                         "of_matmul_peak": gflop[size] / t / peak if "fp32" in name else None,  # int8/bf16: other arithmetic "speedup": base / t, "vs_engine_fp32": fp32 / t,
-                         "peak_rss_mb": mem[size, name], "times": ts})
+            rows.append(
+                {
+                    "size": size,
+                    "variant": name,
+                    "s_per_image": t,
+                    "s_min": min(ts),
+                    "s_max": max(ts),
+                    "images_per_s": 1 / t,
+                    "gflop": gflop[size],
+                    "gflops": gflop[size] / t,
+                    "of_matmul_peak": gflop[size] / t / peak
+                    if "fp32" in name
+                    else None,  # int8/bf16: other arithmetic "speedup": base / t, "vs_engine_fp32": fp32 / t,
+                    "peak_rss_mb": mem[size, name],
+                    "times": ts,
+                }
+            )
 
     # batching across images: the 224x224 global branch of 8 images, one forward vs eight
     e = variants["engine fp32"]
     g = torch.rand(a.batch_global, 1, 224, 224).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        one_by_one, _ = median_time(lambda: [e.model.global_path(g[i:i + 1]) for i in range(len(g))], a.rounds)
+        one_by_one, _ = median_time(
+            lambda: [e.model.global_path(g[i : i + 1]) for i in range(len(g))], a.rounds
+        )
         batched, _ = median_time(lambda: e.model.global_path(g), a.rounds)
-        diff = max((e.model.global_path(g)[0][i] - e.model.global_path(g[i:i + 1])[0][0]).abs().max().item()
-                   for i in range(len(g)))
-    batching = {"images": a.batch_global, "one_by_one_s": one_by_one, "batched_s": batched,
-                "speedup": one_by_one / batched, "max_abs_diff": diff}
-    print(f"global branch x{a.batch_global}: one by one {one_by_one:.3f} s, batched {batched:.3f} s "
-          f"(x{one_by_one / batched:.2f}), max |diff| {diff:.2e}")
+        diff = max(
+            (e.model.global_path(g)[0][i] - e.model.global_path(g[i : i + 1])[0][0]).abs().max().item()
+            for i in range(len(g))
+        )
+    batching = {
+        "images": a.batch_global,
+        "one_by_one_s": one_by_one,
+        "batched_s": batched,
+        "speedup": one_by_one / batched,
+        "max_abs_diff": diff,
+    }
+    print(
+        f"global branch x{a.batch_global}: one by one {one_by_one:.3f} s, batched {batched:.3f} s "
+        f"(x{one_by_one / batched:.2f}), max |diff| {diff:.2e}"
+    )
 
-    cols = [("size", "size", "d"), ("variant", "variant", "s"), ("s_per_image", "s/image", ".3f"),
-            ("s_min", "min", ".3f"), ("s_max", "max", ".3f"), ("gflops", "GFLOP/s", ".1f"),
-            ("of_matmul_peak", "of sgemm peak", ".0%"), ("speedup", "vs naive", ".2f"),
-            ("vs_engine_fp32", "vs engine fp32", ".2f"), ("peak_rss_mb", "peak RSS MB", ".0f")]
+    cols = [
+        ("size", "size", "d"),
+        ("variant", "variant", "s"),
+        ("s_per_image", "s/image", ".3f"),
+        ("s_min", "min", ".3f"),
+        ("s_max", "max", ".3f"),
+        ("gflops", "GFLOP/s", ".1f"),
+        ("of_matmul_peak", "of sgemm peak", ".0%"),
+        ("speedup", "vs naive", ".2f"),
+        ("vs_engine_fp32", "vs engine fp32", ".2f"),
+        ("peak_rss_mb", "peak RSS MB", ".0f"),
+    ]
     print(f"\nmodel: {source}")
-    print(f"fp32 sgemm (4096², {torch.get_num_threads()} threads), best of each round: "
-          f"{', '.join(f'{p:.1f}' for p in peaks)} GFLOP/s; peak {peak:.1f}\n")
+    print(
+        f"fp32 sgemm (4096², {torch.get_num_threads()} threads), best of each round: "
+        f"{', '.join(f'{p:.1f}' for p in peaks)} GFLOP/s; peak {peak:.1f}\n"
+    )
     print(table(rows, cols))
-    path = write(a.out, {"machine": machine(), "model": source, "rounds": a.rounds, "sgemm_gflops_by_round": peaks,
-                         "matmul_peak_gflops": peak, "rows": rows, "global_batching": batching})
+    path = write(
+        a.out,
+        {
+            "machine": machine(),
+            "model": source,
+            "rounds": a.rounds,
+            "sgemm_gflops_by_round": peaks,
+            "matmul_peak_gflops": peak,
+            "rows": rows,
+            "global_batching": batching,
+        },
+    )
     print(f"\nwrote {path}")
 
 

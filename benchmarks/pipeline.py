@@ -75,14 +75,29 @@ def engine_loop(manifest: Path, working_size: int, out: Path) -> float:
     for u in uris:
         d = decode_image((manifest.parent / u).read_bytes())
         pred = engine.predict(d.lightness)
-        atomic_write_bytes(str(out / (Path(u).stem + ".png")), render(d, pred.ab, "png", Provenance(w.file_sha256)))
+        atomic_write_bytes(
+            str(out / (Path(u).stem + ".png")), render(d, pred.ab, "png", Provenance(w.file_sha256))
+        )
     return time.perf_counter() - t0
 
 
 def cli_run(manifest: Path, out: Path, working_size: int, limit: int | None, *extra: str) -> float:
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "archive_colorize.apps.cli", "run", str(manifest), "--out", str(out),
-           "--working-size", str(working_size)] + (["--limit", str(limit)] if limit else []) + list(extra)
+    cmd = (
+        [
+            sys.executable,
+            "-m",
+            "archive_colorize.apps.cli",
+            "run",
+            str(manifest),
+            "--out",
+            str(out),
+            "--working-size",
+            str(working_size),
+        ]
+        + (["--limit", str(limit)] if limit else [])
+        + list(extra)
+    )
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if r.returncode != 0:
@@ -95,7 +110,9 @@ def main():
     ap.add_argument("--images", type=int, default=240)
     ap.add_argument("--working-size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3, help="runs of each measurement; medians are reported")
-    ap.add_argument("--size", default="640x480", help="WxH of each image (crops, resized up where the scan is smaller)")
+    ap.add_argument(
+        "--size", default="640x480", help="WxH of each image (crops, resized up where the scan is smaller)"
+    )
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
     manifest = make_images(work / "in", a.images, tuple(int(v) for v in a.size.split("x")))
@@ -106,29 +123,83 @@ def main():
         runs["small"].append(cli_run(manifest, work / "run-small", a.working_size, 8))
         runs["full"].append(cli_run(manifest, work / "run-full", a.working_size, None))
         # the GPU layout on these CPUs: decoded once, colour made in the model actor
-        runs["actor"].append(cli_run(manifest, work / "run-actor", a.working_size, None, "--recombine-on", "actor"))
+        runs["actor"].append(
+            cli_run(manifest, work / "run-actor", a.working_size, None, "--recombine-on", "actor")
+        )
         # the default before issue 13: one torch thread per CPU the actor reserved
-        runs["one_thread"].append(cli_run(manifest, work / "run-1t", a.working_size, None, "--threads-per-actor", "1"))
-        print(f"round {i + 1}: engine {runs['engine'][-1]:.1f} s, run(8) {runs['small'][-1]:.1f} s, "
-              f"run({n}) {runs['full'][-1]:.1f} s, run({n}, --recombine-on actor) {runs['actor'][-1]:.1f} s, "
-              f"run({n}, --threads-per-actor 1) {runs['one_thread'][-1]:.1f} s", flush=True)
-    t_engine, t_small, t_full, t_actor, t_one = (statistics.median(runs[k]) for k in ("engine", "small", "full", "actor", "one_thread"))
+        runs["one_thread"].append(
+            cli_run(manifest, work / "run-1t", a.working_size, None, "--threads-per-actor", "1")
+        )
+        print(
+            f"round {i + 1}: engine {runs['engine'][-1]:.1f} s, run(8) {runs['small'][-1]:.1f} s, "
+            f"run({n}) {runs['full'][-1]:.1f} s, run({n}, --recombine-on actor) {runs['actor'][-1]:.1f} s, "
+            f"run({n}, --threads-per-actor 1) {runs['one_thread'][-1]:.1f} s",
+            flush=True,
+        )
+    t_engine, t_small, t_full, t_actor, t_one = (
+        statistics.median(runs[k]) for k in ("engine", "small", "full", "actor", "one_thread")
+    )
     rate = (n - 8) / (t_full - t_small)
     startup = t_small - 8 / rate
     print(f"run: {n} images in {t_full:.1f} s; 8 images in {t_small:.1f} s", flush=True)
     rows = [
-        {"what": "engine loop (1 process, 2 threads)", "images": n, "seconds": t_engine, "images_per_s": n / t_engine},
-        {"what": "archive-colorize run, all images", "images": n, "seconds": t_full, "images_per_s": n / t_full},
-        {"what": "archive-colorize run, once started", "images": n - 8, "seconds": t_full - t_small, "images_per_s": rate},
-        {"what": "run --recombine-on actor, all images", "images": n, "seconds": t_actor, "images_per_s": n / t_actor},
-        {"what": "run --threads-per-actor 1, all images", "images": n, "seconds": t_one, "images_per_s": n / t_one},
+        {
+            "what": "engine loop (1 process, 2 threads)",
+            "images": n,
+            "seconds": t_engine,
+            "images_per_s": n / t_engine,
+        },
+        {
+            "what": "archive-colorize run, all images",
+            "images": n,
+            "seconds": t_full,
+            "images_per_s": n / t_full,
+        },
+        {
+            "what": "archive-colorize run, once started",
+            "images": n - 8,
+            "seconds": t_full - t_small,
+            "images_per_s": rate,
+        },
+        {
+            "what": "run --recombine-on actor, all images",
+            "images": n,
+            "seconds": t_actor,
+            "images_per_s": n / t_actor,
+        },
+        {
+            "what": "run --threads-per-actor 1, all images",
+            "images": n,
+            "seconds": t_one,
+            "images_per_s": n / t_one,
+        },
     ]
     print()
-    print(table(rows, [("what", "", "s"), ("images", "images", "d"), ("seconds", "seconds", ".1f"),
-                       ("images_per_s", "images/s", ".2f")]))
+    print(
+        table(
+            rows,
+            [
+                ("what", "", "s"),
+                ("images", "images", "d"),
+                ("seconds", "seconds", ".1f"),
+                ("images_per_s", "images/s", ".2f"),
+            ],
+        )
+    )
     print(f"\nrun once started / engine: {rate / (n / t_engine):.0%}; fixed start-up cost: {startup:.1f} s")
-    path = write("pipeline" if a.size == "640x480" else f"pipeline-{a.size}", {"machine": machine(), "images": n, "size": a.size, "working_size": a.working_size, "rows": rows, "runs": runs,
-                              "run_vs_engine": rate / (n / t_engine), "startup_s": startup})
+    path = write(
+        "pipeline" if a.size == "640x480" else f"pipeline-{a.size}",
+        {
+            "machine": machine(),
+            "images": n,
+            "size": a.size,
+            "working_size": a.working_size,
+            "rows": rows,
+            "runs": runs,
+            "run_vs_engine": rate / (n / t_engine),
+            "startup_s": startup,
+        },
+    )
     print(f"wrote {path}")
     shutil.rmtree(work, ignore_errors=True)
 

@@ -67,13 +67,32 @@ def main():
                 sizes[(lib, level)] = len(blob)
         base = statistics.median(times[("isal", 2)])
         for (lib, level), ts in times.items():
-            rows.append({"image": label, "deflate": lib, "level": level, "seconds": statistics.median(ts),
-                         "mb": sizes[(lib, level)] / 1e6, "vs_shipped": statistics.median(ts) / base,
-                         "size_vs_shipped": sizes[(lib, level)] / sizes[("isal", 2)]})
+            rows.append(
+                {
+                    "image": label,
+                    "deflate": lib,
+                    "level": level,
+                    "seconds": statistics.median(ts),
+                    "mb": sizes[(lib, level)] / 1e6,
+                    "vs_shipped": statistics.median(ts) / base,
+                    "size_vs_shipped": sizes[(lib, level)] / sizes[("isal", 2)],
+                }
+            )
         print(f"{label}: done", flush=True)
-    print(table(rows, [("image", "image", "s"), ("deflate", "deflate", "s"), ("level", "level", "d"),
-                       ("seconds", "seconds", ".3f"), ("mb", "MB", ".1f"), ("vs_shipped", "time / isal 2", ".2f"),
-                       ("size_vs_shipped", "size / isal 2", ".3f")]))
+    print(
+        table(
+            rows,
+            [
+                ("image", "image", "s"),
+                ("deflate", "deflate", "s"),
+                ("level", "level", "d"),
+                ("seconds", "seconds", ".3f"),
+                ("mb", "MB", ".1f"),
+                ("vs_shipped", "time / isal 2", ".2f"),
+                ("size_vs_shipped", "size / isal 2", ".3f"),
+            ],
+        )
+    )
     print(f"\nwrote {write('png', {'machine': machine(), 'rows': rows})}")
 
 

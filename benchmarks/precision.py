@@ -33,8 +33,12 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(2)
     w = load_weights(None)
-    precisions = ["int8"] + (["bf16"] if "avx512_bf16" in machine()["isa"] or "amx_tile" in machine()["isa"] else [])
-    engines = {p: Engine(w, device="cpu", working_size=a.working_size, precision=p) for p in ["fp32", *precisions]}
+    precisions = ["int8"] + (
+        ["bf16"] if "avx512_bf16" in machine()["isa"] or "amx_tile" in machine()["isa"] else []
+    )
+    engines = {
+        p: Engine(w, device="cpu", working_size=a.working_size, precision=p) for p in ["fp32", *precisions]
+    }
     files = sorted((SHARED / "data" / "historical").glob("*.jpg"))[: a.images]
     rows = []
     for f in files:
@@ -44,24 +48,53 @@ def main():
         for p in precisions:
             mse = float(((recombine(d.lightness, preds[p].ab).astype(np.float64) - ref) ** 2).mean())
             err = (preds[p].ab - preds["fp32"].ab).norm(dim=0).flatten()
-            rows.append({"image": f.name, "precision": p, "dab_mean": float(err.mean()),
-                         "dab_p99": float(torch.quantile(err, 0.99)), "dab_max": float(err.max()),
-                         "psnr_db": 10 * np.log10(255**2 / max(mse, 1e-12)),
-                         "same_top1": bool(preds[p].probs.argmax() == preds["fp32"].probs.argmax())})
-    print(table(rows, [("image", "image", "s"), ("precision", "precision", "s"), ("dab_mean", "mean |Δa*b*|", ".3f"),
-                       ("dab_p99", "p99", ".2f"), ("dab_max", "max", ".2f"), ("psnr_db", "RGB PSNR dB", ".1f"),
-                       ("same_top1", "same top-1", "")]))
+            rows.append(
+                {
+                    "image": f.name,
+                    "precision": p,
+                    "dab_mean": float(err.mean()),
+                    "dab_p99": float(torch.quantile(err, 0.99)),
+                    "dab_max": float(err.max()),
+                    "psnr_db": 10 * np.log10(255**2 / max(mse, 1e-12)),
+                    "same_top1": bool(preds[p].probs.argmax() == preds["fp32"].probs.argmax()),
+                }
+            )
+    print(
+        table(
+            rows,
+            [
+                ("image", "image", "s"),
+                ("precision", "precision", "s"),
+                ("dab_mean", "mean |Δa*b*|", ".3f"),
+                ("dab_p99", "p99", ".2f"),
+                ("dab_max", "max", ".2f"),
+                ("psnr_db", "RGB PSNR dB", ".1f"),
+                ("same_top1", "same top-1", ""),
+            ],
+        )
+    )
 
     def over(p, key, fn):
         return fn(r[key] for r in rows if r["precision"] == p)
 
-    summary = {p: {"dab_mean_median": over(p, "dab_mean", statistics.median), "dab_mean_max": over(p, "dab_mean", max),
-                   "dab_p99_median": over(p, "dab_p99", statistics.median), "dab_p99_max": over(p, "dab_p99", max),
-                   "dab_max": over(p, "dab_max", max), "psnr_db_min": over(p, "psnr_db", min),
-                   "psnr_db_max": over(p, "psnr_db", max), "same_top1": over(p, "same_top1", sum),
-                   "images": over(p, "same_top1", lambda v: len(list(v)))} for p in precisions}
+    summary = {
+        p: {
+            "dab_mean_median": over(p, "dab_mean", statistics.median),
+            "dab_mean_max": over(p, "dab_mean", max),
+            "dab_p99_median": over(p, "dab_p99", statistics.median),
+            "dab_p99_max": over(p, "dab_p99", max),
+            "dab_max": over(p, "dab_max", max),
+            "psnr_db_min": over(p, "psnr_db", min),
+            "psnr_db_max": over(p, "psnr_db", max),
+            "same_top1": over(p, "same_top1", sum),
+            "images": over(p, "same_top1", lambda v: len(list(v))),
+        }
+        for p in precisions
+    }
     print(summary)
-    print(f"wrote {write('precision', {'machine': machine(), 'working_size': a.working_size, 'rows': rows, 'summary': summary})}")
+    print(
+        f"wrote {write('precision', {'machine': machine(), 'working_size': a.working_size, 'rows': rows, 'summary': summary})}"
+    )
 
 
 if __name__ == "__main__":

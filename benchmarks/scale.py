@@ -34,7 +34,13 @@ def tiny_model(path: Path) -> None:
     cats = load_categories(ROOT / "archive_colorize" / "categories" / "places365.txt")
     model = ColorizationModel(ModelConfig(num_classes=len(cats), width=0.125)).eval()
     model.colorization.output.weight.data *= 8
-    save_weights(model, path, cats, recipe={"note": "seeded random, for the scale benchmark"}, data={"description": "none"})
+    save_weights(
+        model,
+        path,
+        cats,
+        recipe={"note": "seeded random, for the scale benchmark"},
+        data={"description": "none"},
+    )
 
 
 def rss_mb(pid: int) -> float | None:
@@ -64,13 +70,32 @@ def main():
         im.crop((x, y, x + 16, y + 16)).save(work / "scans" / name)
         names.append(f"scans/{name}")
     manifest = work / "manifest.parquet"
-    pq.write_table(pa.table({"id": [f"row-{i:07d}" for i in range(a.rows)],
-                             "uri": [names[i % 64] for i in range(a.rows)]}), manifest)
+    pq.write_table(
+        pa.table(
+            {"id": [f"row-{i:07d}" for i in range(a.rows)], "uri": [names[i % 64] for i in range(a.rows)]}
+        ),
+        manifest,
+    )
     weights = work / "tiny.safetensors"
     tiny_model(weights)
     out = work / "out"
-    cmd = [sys.executable, "-m", "archive_colorize.apps.cli", "run", str(manifest), "--out", str(out), "--weights", str(weights),
-           "--working-size", "16", "--batch-size", str(a.batch_size), "--format", "jpeg"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "archive_colorize.apps.cli",
+        "run",
+        str(manifest),
+        "--out",
+        str(out),
+        "--weights",
+        str(weights),
+        "--working-size",
+        "16",
+        "--batch-size",
+        str(a.batch_size),
+        "--format",
+        "jpeg",
+    ]
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     samples = []  # (seconds, driver RSS MB, progress files)
@@ -90,7 +115,10 @@ def main():
     q = max(1, len(streaming) // 4)
     first, last = streaming[:q], streaming[-q:]
     result = {
-        "rows": a.rows, "done": done, "batch_size": a.batch_size, "wall_s": round(wall, 1),
+        "rows": a.rows,
+        "done": done,
+        "batch_size": a.batch_size,
+        "wall_s": round(wall, 1),
         "rows_per_s": round(a.rows / wall, 1),
         "driver_rss_mb": {
             "first_quarter_median": statistics.median(s[1] for s in first),
@@ -102,9 +130,13 @@ def main():
         "machine": f"{os.cpu_count()} CPUs, {os.uname().machine}",
     }
     d = result["driver_rss_mb"]
-    print(f"{'rows':>8} {'done':>8} {'wall s':>8} {'rows/s':>8} {'RSS 1st q MB':>13} {'RSS last q MB':>14} {'RSS max MB':>11}")
-    print(f"{a.rows:>8} {done:>8} {wall:>8.0f} {result['rows_per_s']:>8} {d['first_quarter_median']:>13} "
-          f"{d['last_quarter_median']:>14} {d['max']:>11}")
+    print(
+        f"{'rows':>8} {'done':>8} {'wall s':>8} {'rows/s':>8} {'RSS 1st q MB':>13} {'RSS last q MB':>14} {'RSS max MB':>11}"
+    )
+    print(
+        f"{a.rows:>8} {done:>8} {wall:>8.0f} {result['rows_per_s']:>8} {d['first_quarter_median']:>13} "
+        f"{d['last_quarter_median']:>14} {d['max']:>11}"
+    )
     dest = ROOT / "benchmarks" / "results" / "scale.json"
     dest.parent.mkdir(exist_ok=True)
     dest.write_text(json.dumps(result, indent=1) + "\n")

@@ -107,14 +107,31 @@ def one(path: Path, working_size: int, repeats: int, code: str = "now") -> dict:
     def write_out():
         atomic_write_bytes(str(out), state["blob"])
 
-    for name, fn in (("read", read), ("decode", decode), ("working copy", work), ("predict", predict),
-                     ("read again", read), ("decode again", decode), ("recombine", combine), ("encode", encode), ("write", write_out)):
+    for name, fn in (
+        ("read", read),
+        ("decode", decode),
+        ("working copy", work),
+        ("predict", predict),
+        ("read again", read),
+        ("decode again", decode),
+        ("recombine", combine),
+        ("encode", encode),
+        ("write", write_out),
+    ):
         step(name, fn)
     d = state["decoded"]
-    return {"code": code, "file": path.name, "megapixels": d.width * d.height / 1e6, "bit_depth": d.bit_depth,
-            "bytes_in": len(state["data"]), "bytes_out": len(state["blob"]), "start_rss_mb": start_rss,
-            "steps": steps, "total_s": sum(s["seconds"] for s in steps),
-            "peak_rss_mb": max(s["peak_rss_mb"] for s in steps)}
+    return {
+        "code": code,
+        "file": path.name,
+        "megapixels": d.width * d.height / 1e6,
+        "bit_depth": d.bit_depth,
+        "bytes_in": len(state["data"]),
+        "bytes_out": len(state["blob"]),
+        "start_rss_mb": start_rss,
+        "steps": steps,
+        "total_s": sum(s["seconds"] for s in steps),
+        "peak_rss_mb": max(s["peak_rss_mb"] for s in steps),
+    }
 
 
 def main():
@@ -124,7 +141,9 @@ def main():
     ap.add_argument("--working-size", type=int, default=512)
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--code", default="now", help=argparse.SUPPRESS)
-    ap.add_argument("--compare", action="store_true", help="also run the code of before the parallel strips, interleaved")
+    ap.add_argument(
+        "--compare", action="store_true", help="also run the code of before the parallel strips, interleaved"
+    )
     a = ap.parse_args()
     if a.one:
         print(json.dumps(one(Path(a.one), a.working_size, a.repeats, a.code)))
@@ -135,33 +154,84 @@ def main():
     before = []
     for mpx in a.sizes:
         path = make_input(mpx, folder)
-        for code in (("now", "before") if a.compare else ("now",)):
-            r = subprocess.run([sys.executable, __file__, "--one", str(path), "--repeats", str(a.repeats),
-                                "--working-size", str(a.working_size), "--code", code], capture_output=True, text=True)
+        for code in ("now", "before") if a.compare else ("now",):
+            r = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    str(path),
+                    "--repeats",
+                    str(a.repeats),
+                    "--working-size",
+                    str(a.working_size),
+                    "--code",
+                    code,
+                ],
+                capture_output=True,
+                text=True,
+            )
             if r.returncode != 0:
                 sys.exit(r.stderr[-3000:])
             res = json.loads(r.stdout.strip().splitlines()[-1])
             (results if code == "now" else before).append(res)
-            print(f"{mpx:>4} MP {res['bit_depth']:>2}-bit ({code}): {res['total_s']:.2f} s, peak RSS {res['peak_rss_mb']:.0f} MB",
-                  flush=True)
+            print(
+                f"{mpx:>4} MP {res['bit_depth']:>2}-bit ({code}): {res['total_s']:.2f} s, peak RSS {res['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
     base = results[0]["total_s"]
     if before:
         print()
-        print(table([{"image": f"{n['megapixels']:.0f} MP {n['bit_depth']}-bit", "before": b["total_s"], "now": n["total_s"],
-                      "ratio": n["total_s"] / b["total_s"], "bytes": n["bytes_out"] / b["bytes_out"]}
-                     for n, b in zip(results, before)],
-                    [("image", "image", "s"), ("before", "before s", ".2f"), ("now", "now s", ".2f"),
-                     ("ratio", "now / before", ".2f"), ("bytes", "PNG size now / before", ".2f")]))
+        print(
+            table(
+                [
+                    {
+                        "image": f"{n['megapixels']:.0f} MP {n['bit_depth']}-bit",
+                        "before": b["total_s"],
+                        "now": n["total_s"],
+                        "ratio": n["total_s"] / b["total_s"],
+                        "bytes": n["bytes_out"] / b["bytes_out"],
+                    }
+                    for n, b in zip(results, before)
+                ],
+                [
+                    ("image", "image", "s"),
+                    ("before", "before s", ".2f"),
+                    ("now", "now s", ".2f"),
+                    ("ratio", "now / before", ".2f"),
+                    ("bytes", "PNG size now / before", ".2f"),
+                ],
+            )
+        )
     rows = []
     for res in results:
         for s in res["steps"]:
             rows.append({"image": f"{res['megapixels']:.0f} MP {res['bit_depth']}-bit", **s})
-        rows.append({"image": f"{res['megapixels']:.0f} MP {res['bit_depth']}-bit", "step": "**total**",
-                     "seconds": res["total_s"], "peak_rss_mb": res["peak_rss_mb"], "x_1mp": res["total_s"] / base})
+        rows.append(
+            {
+                "image": f"{res['megapixels']:.0f} MP {res['bit_depth']}-bit",
+                "step": "**total**",
+                "seconds": res["total_s"],
+                "peak_rss_mb": res["peak_rss_mb"],
+                "x_1mp": res["total_s"] / base,
+            }
+        )
     print()
-    print(table(rows, [("image", "image", "s"), ("step", "step", "s"), ("seconds", "seconds", ".3f"),
-                       ("peak_rss_mb", "peak RSS MB", ".0f"), ("x_1mp", "time vs 1 MP", ".2f")]))
-    print(f"\nwrote {write('scan', {'machine': machine(), 'working_size': a.working_size, 'results': results, 'before': before})}")
+    print(
+        table(
+            rows,
+            [
+                ("image", "image", "s"),
+                ("step", "step", "s"),
+                ("seconds", "seconds", ".3f"),
+                ("peak_rss_mb", "peak RSS MB", ".0f"),
+                ("x_1mp", "time vs 1 MP", ".2f"),
+            ],
+        )
+    )
+    print(
+        f"\nwrote {write('scan', {'machine': machine(), 'working_size': a.working_size, 'results': results, 'before': before})}"
+    )
 
 
 if __name__ == "__main__":

@@ -62,7 +62,9 @@ def main():
     ap.add_argument("--precisions", default="fp32")
     ap.add_argument("--steps", type=int, default=5, help="steps (or batches) per round")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--streaming-steps", type=int, default=0, help="batches per round for the old loader (0 = --steps)")
+    ap.add_argument(
+        "--streaming-steps", type=int, default=0, help="batches per round for the old loader (0 = --steps)"
+    )
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data/miniplaces/train-00.parquet"))
     ap.add_argument("--limit", type=int, default=2048, help="images made resident")
     ap.add_argument("--compile", action="store_true")
@@ -73,10 +75,19 @@ def main():
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    cfg = load_config(None, [f"data.train={a.data}", f"train.batch_size={a.batch}", f"data.train_limit={a.limit}"])
-    result = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else a.device, "batch": a.batch,
-              "width": a.width, "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "steps_per_round": a.steps, "rounds": a.rounds, "images_per_s": {}}
+    cfg = load_config(
+        None, [f"data.train={a.data}", f"train.batch_size={a.batch}", f"data.train_limit={a.limit}"]
+    )
+    result = {
+        "device": torch.cuda.get_device_name() if dev.type == "cuda" else a.device,
+        "batch": a.batch,
+        "width": a.width,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "steps_per_round": a.steps,
+        "rounds": a.rounds,
+        "images_per_s": {},
+    }
     ips = result["images_per_s"]
 
     t = time.perf_counter()
@@ -137,7 +148,7 @@ def main():
         if dev.type == "cuda":
             result[f"peak_gib_{name}"] = torch.cuda.max_memory_allocated() / 2**30
             torch.cuda.reset_peak_memory_stats()
-        del model, opt, fwd
+        del model
 
     for k, v in ips.items():
         print(f"{k:>16}: {v:9.1f} images/s")

@@ -66,8 +66,13 @@ def main():
             return im.colourspace("lab")[0]
 
         def vips_colour(L):
-            a_b = pyvips.Image.new_from_memory(np.ascontiguousarray(ab.permute(1, 2, 0).numpy()).tobytes(),
-                                               ab.shape[2], ab.shape[1], 2, "float")
+            a_b = pyvips.Image.new_from_memory(
+                np.ascontiguousarray(ab.permute(1, 2, 0).numpy()).tobytes(),
+                ab.shape[2],
+                ab.shape[1],
+                2,
+                "float",
+            )
             a_b = a_b.resize(W / ab.shape[2], vscale=H / ab.shape[1], kernel="linear")
             lab = L.bandjoin(a_b.crop(0, 0, W, H)).copy(interpretation="lab")
             return lab.colourspace("rgb16" if bits == 16 else "srgb")
@@ -100,14 +105,48 @@ def main():
         for step in cases:
             o = statistics.median(times[(step, "ours")]) if (step, "ours") in times else ours_total
             v = statistics.median(times[(step, "vips")])
-            rows.append({"image": label, "step": step if step != "streamed" else "streamed (ours: the 3 steps)",
-                         "ours_s": o, "vips_s": v, "ratio": v / o})
-        rows.append({"image": label, "step": f"vips colour vs ours: max {int(diff.max())}, mean {diff.mean():.2f} code values",
-                     "ours_s": None, "vips_s": None, "ratio": None})
+            rows.append(
+                {
+                    "image": label,
+                    "step": step if step != "streamed" else "streamed (ours: the 3 steps)",
+                    "ours_s": o,
+                    "vips_s": v,
+                    "ratio": v / o,
+                }
+            )
+        rows.append(
+            {
+                "image": label,
+                "step": f"vips colour vs ours: max {int(diff.max())}, mean {diff.mean():.2f} code values",
+                "ours_s": None,
+                "vips_s": None,
+                "ratio": None,
+            }
+        )
         print(f"{label}: done", flush=True)
-    print(table(rows, [("image", "image", "s"), ("step", "step", "s"), ("ours_s", "ours s", ".3f"),
-                       ("vips_s", "vips s", ".3f"), ("ratio", "vips / ours", ".2f")]))
-    print(f"\nwrote {write('vips', {'machine': machine(), 'libvips': '.'.join(str(pyvips.version(i)) for i in range(3)), 'rows': rows})}")
+    print(
+        table(
+            rows,
+            [
+                ("image", "image", "s"),
+                ("step", "step", "s"),
+                ("ours_s", "ours s", ".3f"),
+                ("vips_s", "vips s", ".3f"),
+                ("ratio", "vips / ours", ".2f"),
+            ],
+        )
+    )
+    print(
+        "\nwrote "
+        + write(
+            "vips",
+            {
+                "machine": machine(),
+                "libvips": ".".join(str(pyvips.version(i)) for i in range(3)),
+                "rows": rows,
+            },
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -55,8 +55,12 @@ def main():
         print(f"{s:>12} {r['seconds']:>8.3f} {r['mean_abs_dab']:>14.2f} {r['chroma']:>12.2f}")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "working_size.json").write_text(json.dumps({"images": len(files), "weights_sha256": w.file_sha256,
-                                                       "threads": a.threads, "rows": rows}, indent=2))
+    (out / "working_size.json").write_text(
+        json.dumps(
+            {"images": len(files), "weights_sha256": w.file_sha256, "threads": a.threads, "rows": rows},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

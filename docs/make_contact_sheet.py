@@ -25,8 +25,11 @@ THUMB = 256
 
 def engine_for(variant: str) -> tuple[str, Engine]:
     path, _, gain = variant.partition("@")
-    eng = Engine(load_weights(None if path == "default" else path), device="cpu",
-                 chroma_gain=float(gain) if gain else None)
+    eng = Engine(
+        load_weights(None if path == "default" else path),
+        device="cpu",
+        chroma_gain=float(gain) if gain else None,
+    )
     return f"{Path(path).stem} x{eng.chroma_gain:g}", eng
 
 
@@ -34,11 +37,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("folder")
     ap.add_argument("out")
-    ap.add_argument("--variant", action="append", help="WEIGHTS[@GAIN], repeatable (default: the shipped weights)")
-    ap.add_argument("--columns", type=int, default=0, help="cells per row (default: 3 for one variant, else 1)")
+    ap.add_argument(
+        "--variant", action="append", help="WEIGHTS[@GAIN], repeatable (default: the shipped weights)"
+    )
+    ap.add_argument(
+        "--columns", type=int, default=0, help="cells per row (default: 3 for one variant, else 1)"
+    )
     a = ap.parse_args()
     variants = [engine_for(v) for v in (a.variant or ["default"])]
-    files = sorted(p for p in Path(a.folder).iterdir() if p.suffix.lower() in (".jpg", ".png", ".tif", ".tiff"))
+    files = sorted(
+        p for p in Path(a.folder).iterdir() if p.suffix.lower() in (".jpg", ".png", ".tif", ".tiff")
+    )
     cells = []
     for f in files:
         d = decode_image(f.read_bytes())

@@ -15,8 +15,20 @@ SAMPLE = HERE / "sample"
 
 # name, loader, title, creator, rights (from scikit-image's own docstrings)
 SOURCES = [
-    ("astronaut", data.astronaut, "Astronaut Eileen Collins", "NASA", "public domain (NASA); no known copyright restrictions"),
-    ("rocket", data.rocket, "Falcon 9 carrying DSCOVR, Cape Canaveral", "SpaceX", "public domain (released by SpaceX)"),
+    (
+        "astronaut",
+        data.astronaut,
+        "Astronaut Eileen Collins",
+        "NASA",
+        "public domain (NASA); no known copyright restrictions",
+    ),
+    (
+        "rocket",
+        data.rocket,
+        "Falcon 9 carrying DSCOVR, Cape Canaveral",
+        "SpaceX",
+        "public domain (released by SpaceX)",
+    ),
     ("coffee", data.coffee, "Coffee cup", "Rachel Michetti", "CC0"),
     ("chelsea", data.chelsea, "Chelsea the cat", "Stefan van der Walt", "CC0"),
     ("coins", data.coins, "Greek coins from Pompeii", "Brooklyn Museum", "no known copyright restrictions"),
@@ -30,14 +42,22 @@ def main():
         arr = load()
         im = Image.fromarray(arr).convert("L")  # archives hold grayscale scans
         if name == "coins":  # one 16-bit scan, as a flatbed at 16 bits/channel would give
-            g16 = (np.asarray(im).astype(np.uint16) * 257)
+            g16 = np.asarray(im).astype(np.uint16) * 257
             fname = f"{name}.png"
             Image.fromarray(g16).save(SAMPLE / fname)
         else:
             fname = f"{name}.jpg"
             im.save(SAMPLE / fname, quality=88)
-        rows.append({"id": name, "uri": f"sample/{fname}", "title": title, "creator": creator, "rights": rights,
-                     "source": f"scikit-image {__import__('skimage').__version__}: skimage.data.{name}()"})
+        rows.append(
+            {
+                "id": name,
+                "uri": f"sample/{fname}",
+                "title": title,
+                "creator": creator,
+                "rights": rights,
+                "source": f"scikit-image {__import__('skimage').__version__}: skimage.data.{name}()",
+            }
+        )
     table = pa.Table.from_pylist(rows)
     pq.write_table(table, HERE / "sample.parquet")
     with open(SAMPLE / "SOURCES.csv", "w") as f:

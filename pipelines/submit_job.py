@@ -20,7 +20,11 @@ def main(address: str, manifest: str, out: str) -> int:
         metadata={"manifest": manifest, "out": out},
     )
     print(f"submitted {job_id}")
-    while (status := client.get_job_status(job_id)) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+    while (status := client.get_job_status(job_id)) not in (
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.STOPPED,
+    ):
         time.sleep(5)
     print(f"{job_id}: {status}")
     print(client.get_job_logs(job_id)[-2000:])

@@ -19,8 +19,10 @@ MINIPLACES = SHARED / "data" / "miniplaces"
 SAMPLE = ROOT / "manifests" / "sample"  # five real grayscale photographs, committed
 
 
-SHARED_REASON = (f"needs the shared test data (public-domain scans, MiniPlaces) at {SHARED}: "
-                 "clone next to ../shared or set ARCHIVE_COLORIZE_SHARED")
+SHARED_REASON = (
+    f"needs the shared test data (public-domain scans, MiniPlaces) at {SHARED}: "
+    "clone next to ../shared or set ARCHIVE_COLORIZE_SHARED"
+)
 
 
 def shared_present() -> bool:
@@ -28,22 +30,35 @@ def shared_present() -> bool:
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "shared: needs ../shared (skipped with one reason without it; an error under CI=true)")
+    config.addinivalue_line(
+        "markers", "shared: needs ../shared (skipped with one reason without it; an error under CI=true)"
+    )
 
 
 # What makes a test slow: a Ray cluster, a moto S3 server, or a process of its own. Tests
 # that use these fixtures (directly or through another fixture) are marked `slow`, so that
 # `pytest -m "not slow"` is the quick loop (CONTRIBUTING.md); the README's command runs all.
 SLOW_FIXTURES = {"ray_cluster", "s3", "s3_server", "clean_run", "jobs_head", "cluster"}
-SLOW_FILES = {"test_jobs.py", "test_c2pa.py", "test_gpu_benchmark.py", "test_default_weights.py", "test_fast.py",
-              "test_train_device.py", "test_manifest_writers.py"}
+SLOW_FILES = {
+    "test_jobs.py",
+    "test_c2pa.py",
+    "test_gpu_benchmark.py",
+    "test_default_weights.py",
+    "test_fast.py",
+    "test_train_device.py",
+    "test_manifest_writers.py",
+}
 
 
 def _mark_slow(items) -> None:
     for item in items:
         path = item.path
-        if (SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or path.name in SLOW_FILES
-                or "reliability" in path.parts or item.get_closest_marker("shared")):
+        if (
+            SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or path.name in SLOW_FILES
+            or "reliability" in path.parts
+            or item.get_closest_marker("shared")
+        ):
             item.add_marker(pytest.mark.slow)
 
 
@@ -57,7 +72,9 @@ def pytest_collection_modifyitems(config, items):
     if not marked:
         return
     if os.environ.get("CI") == "true":
-        raise pytest.UsageError(f"CI=true, but ../shared is missing: {len(marked)} tests {SHARED_REASON.replace('needs', 'need', 1)}")
+        raise pytest.UsageError(
+            f"CI=true, but ../shared is missing: {len(marked)} tests {SHARED_REASON.replace('needs', 'need', 1)}"
+        )
     skip = pytest.mark.skip(reason=SHARED_REASON)
     for item in marked:
         item.add_marker(skip)
@@ -130,8 +147,13 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                 runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore"}})
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="ERROR",
+            runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore"}},
+        )
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -221,7 +243,9 @@ def write_broken_files(folder: Path) -> dict[str, str]:
     """Three real broken inputs: empty, an HTML error page named .jpg, a truncated JPEG."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "empty.jpg").write_bytes(b"")
-    (folder / "error_page.jpg").write_bytes(b"<!DOCTYPE html><html><body>503 Service Unavailable</body></html>")
+    (folder / "error_page.jpg").write_bytes(
+        b"<!DOCTYPE html><html><body>503 Service Unavailable</body></html>"
+    )
     good = sample("astronaut.jpg").read_bytes()
     (folder / "truncated.jpg").write_bytes(good[: len(good) // 3])
     return {
@@ -239,7 +263,9 @@ def historical_files() -> list[Path]:
     return files
 
 
-def make_places_parquet(path: Path, n: int, seed: int = 0, size: int = 64, classes: int = 100, gray_every: int = 8) -> Path:
+def make_places_parquet(
+    path: Path, n: int, seed: int = 0, size: int = 64, classes: int = 100, gray_every: int = 8
+) -> Path:
     """A small Places-style Parquet shard (`image` JPEG bytes, `label`) of synthetic photos:
     smooth colour fields with a brighter blob, every `gray_every`-th one grayscale (which
     the colour filter must remove). Needs nothing from ../shared."""
@@ -268,7 +294,9 @@ def make_places_parquet(path: Path, n: int, seed: int = 0, size: int = 64, class
         blobs.append(buf.getvalue())
         labels.append(int(rng.integers(0, classes)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"image": pa.array(blobs, pa.binary()), "label": pa.array(labels, pa.int16())}), path)
+    pq.write_table(
+        pa.table({"image": pa.array(blobs, pa.binary()), "label": pa.array(labels, pa.int16())}), path
+    )
     return path
 
 

@@ -54,41 +54,135 @@ def _lang(text):
 
 
 def v3_canvas(base, cid, label, body):
-    return {"id": f"{base}/{cid}", "type": "Canvas", "label": _lang(label), "height": 300, "width": 451,
-            "items": [{"id": f"{base}/{cid}/page", "type": "AnnotationPage",
-                       "items": [{"id": f"{base}/{cid}/anno", "type": "Annotation", "motivation": "painting",
-                                  "body": body, "target": f"{base}/{cid}"}]}]}
+    return {
+        "id": f"{base}/{cid}",
+        "type": "Canvas",
+        "label": _lang(label),
+        "height": 300,
+        "width": 451,
+        "items": [
+            {
+                "id": f"{base}/{cid}/page",
+                "type": "AnnotationPage",
+                "items": [
+                    {
+                        "id": f"{base}/{cid}/anno",
+                        "type": "Annotation",
+                        "motivation": "painting",
+                        "body": body,
+                        "target": f"{base}/{cid}",
+                    }
+                ],
+            }
+        ],
+    }
 
 
 def fixtures(base):
-    ctx3, ctx2 = "http://iiif.io/api/presentation/3/context.json", "http://iiif.io/api/presentation/2/context.json"
-    single = {"@context": ctx3, "id": f"{base}/single.json", "type": "Manifest", "label": _lang("Chelsea, a cat, 1936"),
-              "rights": "http://creativecommons.org/publicdomain/mark/1.0/",
-              "requiredStatement": {"label": _lang("Attribution"), "value": _lang("National Archives, RG 83")},
-              "metadata": [{"label": _lang("Photographer"), "value": _lang("Dorothea Lange")}],
-              "items": [v3_canvas(base, "single/canvas/1", "Plate 1",
-                                  {"id": f"{base}/iiif/img/chelsea/full/max/0/default.jpg", "type": "Image", "format": "image/jpeg",
-                                   "service": [{"id": f"{base}/iiif/img/chelsea", "type": "ImageService3", "profile": "level1"}]})]}
-    book = {"@context": ctx3, "id": f"{base}/book.json", "type": "Manifest", "label": _lang("A photo album"),
-            "items": [v3_canvas(base, f"book/p{i}", f"p. {i}", {"id": f"{base}/images/{n}.jpg", "type": "Image"})
-                      for i, n in enumerate(("astronaut", "rocket", "coffee"), 1)]}
-    nested = {"@context": ctx3, "id": f"{base}/nested.json", "type": "Collection", "label": _lang("Albums"),
-              "items": [{"id": f"{base}/book.json", "type": "Manifest"}]}
-    collection = {"@context": ctx3, "id": f"{base}/collection.json", "type": "Collection", "label": _lang("Everything"),
-                  "items": [{"id": f"{base}/single.json", "type": "Manifest"}, {"id": f"{base}/nested.json", "type": "Collection"}]}
-    v2 = {"@context": ctx2, "@id": f"{base}/v2.json", "@type": "sc:Manifest", "label": "Two prints",
-          "license": "https://rightsstatements.org/vocab/NoC-US/1.0/", "attribution": "Library of Congress",
-          "sequences": [{"@type": "sc:Sequence", "canvases": [
-              {"@id": f"{base}/v2/canvas/{n}", "@type": "sc:Canvas", "label": f"Print {n}", "height": 400, "width": 600,
-               "images": [{"@type": "oa:Annotation", "motivation": "sc:painting", "on": f"{base}/v2/canvas/{n}",
-                           "resource": {"@id": f"{base}/iiif/img/{n}/full/full/0/default.jpg", "@type": "dctypes:Image",
-                                        "service": {"@context": "http://iiif.io/api/image/2/context.json",
-                                                    "@id": f"{base}/iiif/img/{n}", "profile": "http://iiif.io/api/image/2/level1.json"}}}]}
-              for n in ("rocket", "coffee")]}]}
+    ctx3, ctx2 = (
+        "http://iiif.io/api/presentation/3/context.json",
+        "http://iiif.io/api/presentation/2/context.json",
+    )
+    single = {
+        "@context": ctx3,
+        "id": f"{base}/single.json",
+        "type": "Manifest",
+        "label": _lang("Chelsea, a cat, 1936"),
+        "rights": "http://creativecommons.org/publicdomain/mark/1.0/",
+        "requiredStatement": {"label": _lang("Attribution"), "value": _lang("National Archives, RG 83")},
+        "metadata": [{"label": _lang("Photographer"), "value": _lang("Dorothea Lange")}],
+        "items": [
+            v3_canvas(
+                base,
+                "single/canvas/1",
+                "Plate 1",
+                {
+                    "id": f"{base}/iiif/img/chelsea/full/max/0/default.jpg",
+                    "type": "Image",
+                    "format": "image/jpeg",
+                    "service": [
+                        {"id": f"{base}/iiif/img/chelsea", "type": "ImageService3", "profile": "level1"}
+                    ],
+                },
+            )
+        ],
+    }
+    book = {
+        "@context": ctx3,
+        "id": f"{base}/book.json",
+        "type": "Manifest",
+        "label": _lang("A photo album"),
+        "items": [
+            v3_canvas(base, f"book/p{i}", f"p. {i}", {"id": f"{base}/images/{n}.jpg", "type": "Image"})
+            for i, n in enumerate(("astronaut", "rocket", "coffee"), 1)
+        ],
+    }
+    nested = {
+        "@context": ctx3,
+        "id": f"{base}/nested.json",
+        "type": "Collection",
+        "label": _lang("Albums"),
+        "items": [{"id": f"{base}/book.json", "type": "Manifest"}],
+    }
+    collection = {
+        "@context": ctx3,
+        "id": f"{base}/collection.json",
+        "type": "Collection",
+        "label": _lang("Everything"),
+        "items": [
+            {"id": f"{base}/single.json", "type": "Manifest"},
+            {"id": f"{base}/nested.json", "type": "Collection"},
+        ],
+    }
+    v2 = {
+        "@context": ctx2,
+        "@id": f"{base}/v2.json",
+        "@type": "sc:Manifest",
+        "label": "Two prints",
+        "license": "https://rightsstatements.org/vocab/NoC-US/1.0/",
+        "attribution": "Library of Congress",
+        "sequences": [
+            {
+                "@type": "sc:Sequence",
+                "canvases": [
+                    {
+                        "@id": f"{base}/v2/canvas/{n}",
+                        "@type": "sc:Canvas",
+                        "label": f"Print {n}",
+                        "height": 400,
+                        "width": 600,
+                        "images": [
+                            {
+                                "@type": "oa:Annotation",
+                                "motivation": "sc:painting",
+                                "on": f"{base}/v2/canvas/{n}",
+                                "resource": {
+                                    "@id": f"{base}/iiif/img/{n}/full/full/0/default.jpg",
+                                    "@type": "dctypes:Image",
+                                    "service": {
+                                        "@context": "http://iiif.io/api/image/2/context.json",
+                                        "@id": f"{base}/iiif/img/{n}",
+                                        "profile": "http://iiif.io/api/image/2/level1.json",
+                                    },
+                                },
+                            }
+                        ],
+                    }
+                    for n in ("rocket", "coffee")
+                ],
+            }
+        ],
+    }
     broken = json.loads(json.dumps(book).replace(f'"id": "{base}/book/p2"', '"label_only": "x"', 1))
     broken["id"] = f"{base}/broken.json"
-    return {"single.json": single, "book.json": book, "nested.json": nested, "collection.json": collection,
-            "v2.json": v2, "broken.json": broken}
+    return {
+        "single.json": single,
+        "book.json": book,
+        "nested.json": nested,
+        "collection.json": collection,
+        "v2.json": v2,
+        "broken.json": broken,
+    }
 
 
 def build(*args):
@@ -103,12 +197,17 @@ def test_single_image_manifest(server, tmp_path):
     [row] = pq.read_table(out).to_pylist()
     assert row["uri"] == f"{server}/iiif/img/chelsea/full/max/0/default.jpg"
     assert row["id"] == "single_canvas_1" and row["title"] == "Plate 1"
-    assert (row["iiif_manifest"], row["iiif_canvas"]) == (f"{server}/single.json", f"{server}/single/canvas/1")
+    assert (row["iiif_manifest"], row["iiif_canvas"]) == (
+        f"{server}/single.json",
+        f"{server}/single/canvas/1",
+    )
     assert row["rights"] == "http://creativecommons.org/publicdomain/mark/1.0/"
     assert row["required_statement"] == "National Archives, RG 83"
     assert json.loads(row["metadata"]) == [{"label": "Photographer", "value": "Dorothea Lange"}]
     code, _ = build(f"{server}/single.json", "--out", out, "--max-size", "1024")
-    assert pq.read_table(out).column("uri").to_pylist() == [f"{server}/iiif/img/chelsea/full/!1024,1024/0/default.jpg"]
+    assert pq.read_table(out).column("uri").to_pylist() == [
+        f"{server}/iiif/img/chelsea/full/!1024,1024/0/default.jpg"
+    ]
 
 
 def test_book_collection_and_v21(server):
@@ -119,13 +218,17 @@ def test_book_collection_and_v21(server):
     everything = iiif_rows(f"{server}/collection.json")  # a collection holding a manifest and a collection
     assert sorted(r["id"] for r in everything) == ["book_p1", "book_p2", "book_p3", "single_canvas_1"]
     v2 = iiif_rows(f"{server}/v2.json")
-    assert [r["uri"] for r in v2] == [f"{server}/iiif/img/{n}/full/max/0/default.jpg" for n in ("rocket", "coffee")]
+    assert [r["uri"] for r in v2] == [
+        f"{server}/iiif/img/{n}/full/max/0/default.jpg" for n in ("rocket", "coffee")
+    ]
     assert v2[0]["title"] == "Print rocket" and v2[0]["rights"].startswith("https://rightsstatements.org/")
     assert v2[0]["required_statement"] == "Library of Congress"
 
 
 def test_malformed_manifest_names_the_json_path(server, tmp_path):
-    with pytest.raises(ManifestError, match=r"^IIIF http://127\.0\.0\.1:\d+/broken\.json: \$\.items\[1\]\.id: missing$"):
+    with pytest.raises(
+        ManifestError, match=r"^IIIF http://127\.0\.0\.1:\d+/broken\.json: \$\.items\[1\]\.id: missing$"
+    ):
         iiif_rows(f"{server}/broken.json")
     code, line = build(f"{server}/nothing-here.json", "--out", tmp_path / "m.parquet")
     assert code == 1 and line.startswith("Error: ")
@@ -144,53 +247,119 @@ def test_run_on_a_iiif_collection(server, ray_cluster, weights_path, tmp_path):
 
     doc = json.loads((tmp_path / "m-out" / "iiif" / "manifest.json").read_text())
     Manifest(**doc)  # valid IIIF Presentation 3
-    assert doc["id"] == (tmp_path / "m-out").resolve().as_uri() + "/iiif/manifest.json" and len(doc["items"]) == 4
+    assert (
+        doc["id"] == (tmp_path / "m-out").resolve().as_uri() + "/iiif/manifest.json"
+        and len(doc["items"]) == 4
+    )
     by_label = {c["label"]["none"][0]: c for c in doc["items"]}
     canvas = by_label["Plate 1"]
     body = canvas["items"][0]["items"][0]["body"]
     assert body["type"] == "Choice" and [b["label"]["en"][0] for b in body["items"]] == [
-        "Colorized by a trained model (archive-colorize)", "Original scan"]
+        "Colorized by a trained model (archive-colorize)",
+        "Original scan",
+    ]
     assert body["items"][0]["id"].endswith("/m-out/images/single_canvas_1.png")
     assert body["items"][1]["id"] == f"{server}/iiif/img/chelsea/full/max/0/default.jpg"
     assert canvas["partOf"] == [{"id": f"{server}/single.json", "type": "Manifest"}]
     assert canvas["seeAlso"][0]["id"] == f"{server}/single/canvas/1"
     assert (canvas["width"], canvas["height"]) == (451, 300)
-    s2 = run(RunOptions(manifest=str(out), weights=str(weights_path), working_size=64, iiif_base="https://archive.example/run1"))
+    s2 = run(
+        RunOptions(
+            manifest=str(out),
+            weights=str(weights_path),
+            working_size=64,
+            iiif_base="https://archive.example/run1",
+        )
+    )
     assert s2.processed_now == 0  # nothing to redo; the IIIF manifest is rewritten with the published ids
     doc = json.loads((tmp_path / "m-out" / "iiif" / "manifest.json").read_text())
     Manifest(**doc)
     assert doc["id"] == "https://archive.example/run1/iiif/manifest.json"
-    assert doc["items"][0]["items"][0]["items"][0]["body"]["items"][0]["id"].startswith("https://archive.example/run1/images/")
+    assert doc["items"][0]["items"][0]["items"][0]["body"]["items"][0]["id"].startswith(
+        "https://archive.example/run1/images/"
+    )
 
 
 def test_iiif_with_images_on_s3(s3, s3_server, ray_cluster, weights_path, tmp_path):
     s3.mkdir("iiif-s3")
     s3.pipe("iiif-s3/scans/rocket.jpg", sample("rocket.jpg").read_bytes())
-    doc = {"@context": "http://iiif.io/api/presentation/3/context.json", "id": "https://archive.example/m/1", "type": "Manifest",
-           "label": _lang("On S3"), "items": [v3_canvas("https://archive.example", "m/1/c1", "c1",
-                                                          {"id": "s3://iiif-s3/scans/rocket.jpg", "type": "Image"})]}
+    doc = {
+        "@context": "http://iiif.io/api/presentation/3/context.json",
+        "id": "https://archive.example/m/1",
+        "type": "Manifest",
+        "label": _lang("On S3"),
+        "items": [
+            v3_canvas(
+                "https://archive.example",
+                "m/1/c1",
+                "c1",
+                {"id": "s3://iiif-s3/scans/rocket.jpg", "type": "Image"},
+            )
+        ],
+    }
     s3.pipe("iiif-s3/manifest.json", json.dumps(doc).encode())
     out = tmp_path / "m.parquet"
-    r = runner.invoke(app, ["manifest", "build", "s3://iiif-s3/manifest.json", "--out", str(out),
-                            "--storage-options", json.dumps(s3_server)])
+    r = runner.invoke(
+        app,
+        [
+            "manifest",
+            "build",
+            "s3://iiif-s3/manifest.json",
+            "--out",
+            str(out),
+            "--storage-options",
+            json.dumps(s3_server),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert pq.read_table(out).column("uri").to_pylist() == ["s3://iiif-s3/scans/rocket.jpg"]
-    s = run(RunOptions(manifest=str(out), weights=str(weights_path), working_size=64, storage_options=s3_server))
+    s = run(
+        RunOptions(manifest=str(out), weights=str(weights_path), working_size=64, storage_options=s3_server)
+    )
     assert (s.done, s.failed) == (1, 0)
 
 
 NARA = [
     # a description whose use is unrestricted: two image objects and a PDF
-    {"naId": 535551, "title": "Destitute pea pickers in California", "ancestors": [
-        {"levelOfDescription": "recordGroup", "recordGroupNumber": 83, "title": "Records of the Bureau of Agricultural Economics"}],
-     "accessRestriction": {"status": "Unrestricted"}, "useRestriction": {"status": "Unrestricted"},
-     "digitalObjects": [{"objectType": "Image (JPG)", "objectFilename": "535551_a.jpg", "objectUrl": "https://nara.example/535551_a.jpg"},
-                        {"objectType": "Image (TIFF)", "objectFilename": "535551_b.tif", "objectUrl": "https://nara.example/535551_b.tif"},
-                        {"objectType": "Portable Document File (PDF)", "objectFilename": "535551.pdf", "objectUrl": "https://nara.example/535551.pdf"}]},
+    {
+        "naId": 535551,
+        "title": "Destitute pea pickers in California",
+        "ancestors": [
+            {
+                "levelOfDescription": "recordGroup",
+                "recordGroupNumber": 83,
+                "title": "Records of the Bureau of Agricultural Economics",
+            }
+        ],
+        "accessRestriction": {"status": "Unrestricted"},
+        "useRestriction": {"status": "Unrestricted"},
+        "digitalObjects": [
+            {
+                "objectType": "Image (JPG)",
+                "objectFilename": "535551_a.jpg",
+                "objectUrl": "https://nara.example/535551_a.jpg",
+            },
+            {
+                "objectType": "Image (TIFF)",
+                "objectFilename": "535551_b.tif",
+                "objectUrl": "https://nara.example/535551_b.tif",
+            },
+            {
+                "objectType": "Portable Document File (PDF)",
+                "objectFilename": "535551.pdf",
+                "objectUrl": "https://nara.example/535551.pdf",
+            },
+        ],
+    },
     # restricted use: left out and counted
-    {"naId": 700001, "title": "A restricted photograph", "recordGroupNumber": 208,
-     "accessRestriction": {"status": "Unrestricted"}, "useRestriction": {"status": "Restricted - Possibly"},
-     "digitalObjects": [{"objectType": "Image (JPG)", "objectUrl": "https://nara.example/700001.jpg"}]},
+    {
+        "naId": 700001,
+        "title": "A restricted photograph",
+        "recordGroupNumber": 208,
+        "accessRestriction": {"status": "Unrestricted"},
+        "useRestriction": {"status": "Restricted - Possibly"},
+        "digitalObjects": [{"objectType": "Image (JPG)", "objectUrl": "https://nara.example/700001.jpg"}],
+    },
     # no digital objects at all
     {"naId": 700002, "title": "Described, not digitized", "useRestriction": {"status": "Unrestricted"}},
 ]
@@ -204,11 +373,19 @@ def test_nara_export(tmp_path):
     assert code == 0, line
     assert line.endswith("; 1 restricted image(s) left out (--include-restricted keeps them)")
     rows = pq.read_table(out).to_pylist()
-    assert [(r["id"], r["uri"]) for r in rows] == [("535551-0", "https://nara.example/535551_a.jpg"),
-                                                   ("535551-1", "https://nara.example/535551_b.tif")]
-    assert rows[0]["record_group"] == 83 and rows[0]["naId"] == 535551 and rows[0]["use_restriction"] == "Unrestricted"
+    assert [(r["id"], r["uri"]) for r in rows] == [
+        ("535551-0", "https://nara.example/535551_a.jpg"),
+        ("535551-1", "https://nara.example/535551_b.tif"),
+    ]
+    assert (
+        rows[0]["record_group"] == 83
+        and rows[0]["naId"] == 535551
+        and rows[0]["use_restriction"] == "Unrestricted"
+    )
     code, _ = build("--nara", export, "--out", out, "--include-restricted")
     assert pq.read_table(out).column("id").to_pylist() == ["535551-0", "535551-1", "700001-0"]
     export.write_text('{"title": "no id"}\n')
     code, line = build("--nara", export, "--out", out)
-    assert code == 1 and line.startswith(f"Error: NARA export {export} line 1: not a catalog description (no naId)")
+    assert code == 1 and line.startswith(
+        f"Error: NARA export {export} line 1: not a catalog description (no naId)"
+    )

@@ -17,7 +17,9 @@ from archive_colorize.imaging.provenance import DIGITAL_SOURCE_TYPE
 
 from .conftest import ROOT, sample
 
-c2pa = pytest.importorskip("c2pa", reason="the optional C2PA extra is not installed (pip install 'archive-colorize[c2pa]')")
+c2pa = pytest.importorskip(
+    "c2pa", reason="the optional C2PA extra is not installed (pip install 'archive-colorize[c2pa]')"
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,30 +32,58 @@ def chain(tmp_path_factory):
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     def name(cn):
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "archive-colorize tests")])
+        return x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, cn),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "archive-colorize tests"),
+            ]
+        )
 
     now = datetime.datetime.now(datetime.timezone.utc)
     days = datetime.timedelta(days=1)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(name("Test Root CA")).issuer_name(name("Test Root CA"))
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - days).not_valid_after(now + 30 * days)
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    leaf = (x509.CertificateBuilder().subject_name(name("archive-colorize signer")).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - days).not_valid_after(now + 30 * days)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("Test Root CA"))
+        .issuer_name(name("Test Root CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - days)
+        .not_valid_after(now + 30 * days)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(name("archive-colorize signer"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - days)
+        .not_valid_after(now + 30 * days)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     d = tmp_path_factory.mktemp("c2pa")
-    (d / "chain.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM))
-    (d / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()))
+    (d / "chain.pem").write_bytes(
+        leaf.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM)
+    )
+    (d / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     return d / "chain.pem", d / "key.pem"
 
 
@@ -80,21 +110,50 @@ def check_manifest(m: dict) -> None:
 @pytest.mark.parametrize("fmt,mime", [("jpeg", "image/jpeg"), ("png", "image/png")])
 def test_colorize_signs_each_output(chain, weights_path, tmp_path, fmt, mime):
     out = tmp_path / "out"
-    r = CliRunner().invoke(app, ["colorize", str(sample("chelsea.jpg")), "--out", str(out), "--weights", str(weights_path),
-                                 "--format", fmt, "--working-size", "128", "--c2pa-cert", str(chain[0]), "--c2pa-key", str(chain[1])])
+    r = CliRunner().invoke(
+        app,
+        [
+            "colorize",
+            str(sample("chelsea.jpg")),
+            "--out",
+            str(out),
+            "--weights",
+            str(weights_path),
+            "--format",
+            fmt,
+            "--working-size",
+            "128",
+            "--c2pa-cert",
+            str(chain[0]),
+            "--c2pa-key",
+            str(chain[1]),
+        ],
+    )
     assert r.exit_code == 0, r.output
     data = next(out.iterdir()).read_bytes()
     check_manifest(verify(data, mime))
     assert DIGITAL_SOURCE_TYPE.encode() in data  # the XMP, written before signing, is still there
 
 
-@pytest.mark.parametrize("recombine_on", ["finish", "actor"])  # actor: the scan is read again only as the ingredient
+@pytest.mark.parametrize(
+    "recombine_on", ["finish", "actor"]
+)  # actor: the scan is read again only as the ingredient
 def test_run_signs_each_output(chain, ray_cluster, weights_path, tmp_path, recombine_on):
     from archive_colorize.run.pipeline import RunOptions, run
 
-    s = run(RunOptions(manifest=str(ROOT / "manifests" / "sample.parquet"), out=str(tmp_path / "out"), weights=str(weights_path),
-                       working_size=64, fmt="jpeg", limit=2, c2pa_cert=str(chain[0]), c2pa_key=str(chain[1]),
-                       recombine_on=recombine_on))
+    s = run(
+        RunOptions(
+            manifest=str(ROOT / "manifests" / "sample.parquet"),
+            out=str(tmp_path / "out"),
+            weights=str(weights_path),
+            working_size=64,
+            fmt="jpeg",
+            limit=2,
+            c2pa_cert=str(chain[0]),
+            c2pa_key=str(chain[1]),
+            recombine_on=recombine_on,
+        )
+    )
     assert s.done == 2
     for p in (tmp_path / "out" / "images").iterdir():
         check_manifest(verify(p.read_bytes(), "image/jpeg"))

@@ -33,7 +33,11 @@ COLOUR_PHOTOS = ("astronaut.jpg", "chelsea.jpg", "coffee.jpg")
 
 
 def _block(gain: float) -> dict:
-    return {"gain": gain, "criterion": "mse", "data": {"name": "test", "rows": [0, 3], "images": 3, "sha256": "0" * 64}}
+    return {
+        "gain": gain,
+        "criterion": "mse",
+        "data": {"name": "test", "rows": [0, 3], "images": 3, "sha256": "0" * 64},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +49,9 @@ def calibrated(weights_path, tmp_path_factory):
 
 def _tensor_bytes(path) -> dict:
     with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k).contiguous().view(-1).view(torch.uint8).numpy().tobytes() for k in f.keys()}, f.metadata()
+        return {
+            k: f.get_tensor(k).contiguous().view(-1).view(torch.uint8).numpy().tobytes() for k in f.keys()
+        }, f.metadata()
 
 
 def test_calibration_changes_the_header_only(weights_path, calibrated):
@@ -66,10 +72,15 @@ def _decode_png(blob: bytes) -> np.ndarray:
 def test_gain_one_gives_todays_bytes(weights, calibrated, tmp_path):
     src = sample("chelsea.jpg")
     outs = {}
-    for name, engine in (("plain", Engine(weights, device="cpu", working_size=256)),
-                         ("plain-gain-1", Engine(weights, device="cpu", working_size=256, chroma_gain=1.0)),
-                         ("calibrated-gain-1", Engine(load_weights(calibrated), device="cpu", working_size=256, chroma_gain=1.0)),
-                         ("calibrated", Engine(load_weights(calibrated), device="cpu", working_size=256))):
+    for name, engine in (
+        ("plain", Engine(weights, device="cpu", working_size=256)),
+        ("plain-gain-1", Engine(weights, device="cpu", working_size=256, chroma_gain=1.0)),
+        (
+            "calibrated-gain-1",
+            Engine(load_weights(calibrated), device="cpu", working_size=256, chroma_gain=1.0),
+        ),
+        ("calibrated", Engine(load_weights(calibrated), device="cpu", working_size=256)),
+    ):
         colorize_file(engine, src, tmp_path / f"{name}.png", "png")
         outs[name] = (tmp_path / f"{name}.png").read_bytes()
     assert outs["plain-gain-1"] == outs["plain"]  # the same file, byte for byte
@@ -91,7 +102,9 @@ def test_gain_moves_ab_only_and_keeps_full_resolution_lightness(engine):
         lab = rgb_to_lab(torch.from_numpy(rgb.astype(np.float32) / 65535).permute(2, 0, 1)[None])[0]
         assert (lab[0] - d.lightness).abs().max() < 0.02  # L* of the output is the scan's, at 16 bits
         chroma[gain] = float(lab[1:].norm(dim=0).mean())
-    assert 1.4 < chroma[1.6] / chroma[1.0] < 1.65  # more colour, by about the gain (gamut mapping takes a little)
+    assert (
+        1.4 < chroma[1.6] / chroma[1.0] < 1.65
+    )  # more colour, by about the gain (gamut mapping takes a little)
 
 
 class TruthEngine:
@@ -102,7 +115,9 @@ class TruthEngine:
         self.working_size = 512
         self.truth = {}
         for p in photos:
-            rgb = torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1).float()[None] / 255
+            rgb = (
+                torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1).float()[None] / 255
+            )
             ab = rgb_to_lab(rgb)[:, 1:]
             half = torch.nn.functional.interpolate(ab, scale_factor=0.5, mode="area")[0]
             self.truth[tuple(rgb.shape[-2:])] = half / under
@@ -147,7 +162,9 @@ def test_fit_recovers_a_known_under_confidence(tmp_path):
     budget = cal.fit(h, "mse-budget", budget=0.05)
     assert budget["gain"] > mse["gain"]  # more colour than least squares, at a stated price
     assert budget["at_gain"]["ab_mse_ratio_to_grey"] <= budget["at_1"]["ab_mse_ratio_to_grey"] * 1.05 + 1e-4
-    assert mse["at_1"]["gain"] == 1.0 and [r["gain"] for r in mse["curve"]] == sorted(r["gain"] for r in mse["curve"])
+    assert mse["at_1"]["gain"] == 1.0 and [r["gain"] for r in mse["curve"]] == sorted(
+        r["gain"] for r in mse["curve"]
+    )
     with pytest.raises(ConfigError, match="--criterion must be one of mse, colourfulness, mse-budget"):
         cal.fit(h, "vibes")
 
@@ -155,33 +172,86 @@ def test_fit_recovers_a_known_under_confidence(tmp_path):
 def test_weights_calibrate_cli_writes_the_gain_and_prints_the_curve(weights_path, tmp_path):
     folder = _photo_folder(tmp_path)
     out = tmp_path / "new.safetensors"
-    r = runner.invoke(app, ["weights", "calibrate", str(weights_path), "--data", str(folder), "--criterion", "mse",
-                            "--out", str(out), "--plot", str(tmp_path / "curve.png"), "--working-size", "128"])
+    r = runner.invoke(
+        app,
+        [
+            "weights",
+            "calibrate",
+            str(weights_path),
+            "--data",
+            str(folder),
+            "--criterion",
+            "mse",
+            "--out",
+            str(out),
+            "--plot",
+            str(tmp_path / "curve.png"),
+            "--working-size",
+            "128",
+        ],
+    )
     assert r.exit_code == 0, r.output
     gain = load_weights(out).chroma_gain
-    assert f"mse gain: {gain:.2f}\n" in r.output and f"wrote {out} (chroma gain {gain:.2f}; tensors unchanged)" in r.output
+    assert (
+        f"mse gain: {gain:.2f}\n" in r.output
+        and f"wrote {out} (chroma gain {gain:.2f}; tensors unchanged)" in r.output
+    )
     assert "3 images of heldout rows 0:4 (1 removed by the colour filter)" in r.output
     assert f"{gain:.2f} *" in r.output  # the chosen gain is marked in the curve
     assert Image.open(tmp_path / "curve.png").size == (640, 400)
-    again = runner.invoke(app, ["weights", "calibrate", str(out), "--data", str(folder), "--criterion", "mse",
-                                "--working-size", "128"])
+    again = runner.invoke(
+        app,
+        [
+            "weights",
+            "calibrate",
+            str(out),
+            "--data",
+            str(folder),
+            "--criterion",
+            "mse",
+            "--working-size",
+            "128",
+        ],
+    )
     assert f"mse gain: {gain:.2f}\n" in again.output  # fitting calibrated weights again finds the same gain
-    bad = runner.invoke(app, ["weights", "calibrate", str(weights_path), "--data", str(folder), "--rows", "5"])
+    bad = runner.invoke(
+        app, ["weights", "calibrate", str(weights_path), "--data", str(folder), "--rows", "5"]
+    )
     assert bad.exit_code == 1 and "Error: --rows must look like START:END (e.g. 0:500), not '5'" in bad.output
 
 
-@pytest.mark.parametrize("values, message", [
-    ([1.2, 0.0], "manifest column 'chroma_gain' must be above 0 and at most 4 (or null for the run's gain); not at row(s) [1]"),
-    ([math.nan, 1.0], "manifest column 'chroma_gain' must be above 0 and at most 4 (or null for the run's gain); not at row(s) [0]"),
-    ([5.0, -1.0], "manifest column 'chroma_gain' must be above 0 and at most 4 (or null for the run's gain); not at row(s) [0, 1]"),
-    (["warm", "x"], "manifest column 'chroma_gain' has type string; accepted: a number type (float or integer)"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (
+            [1.2, 0.0],
+            "manifest column 'chroma_gain' must be above 0 and at most 4 (or null for the run's gain); not at row(s) [1]",
+        ),
+        (
+            [math.nan, 1.0],
+            "manifest column 'chroma_gain' must be above 0 and at most 4 (or null for the run's gain); not at row(s) [0]",
+        ),
+        (
+            [5.0, -1.0],
+            "manifest column 'chroma_gain' must be above 0 and at most 4 (or null for the run's gain); not at row(s) [0, 1]",
+        ),
+        (
+            ["warm", "x"],
+            "manifest column 'chroma_gain' has type string; accepted: a number type (float or integer)",
+        ),
+    ],
+)
 def test_manifest_chroma_gain_column_is_checked_before_work(tmp_path, values, message):
-    pq.write_table(pa.table({"id": ["a", "b"], "uri": ["a.jpg", "b.jpg"], "chroma_gain": values}), tmp_path / "m.parquet")
+    pq.write_table(
+        pa.table({"id": ["a", "b"], "uri": ["a.jpg", "b.jpg"], "chroma_gain": values}), tmp_path / "m.parquet"
+    )
     with pytest.raises(ManifestError) as e:
         load_manifest(str(tmp_path / "m.parquet"))
     assert str(e.value) == message
-    pq.write_table(pa.table({"id": ["a", "b"], "uri": ["a.jpg", "b.jpg"], "chroma_gain": [None, 2]}), tmp_path / "ok.parquet")
+    pq.write_table(
+        pa.table({"id": ["a", "b"], "uri": ["a.jpg", "b.jpg"], "chroma_gain": [None, 2]}),
+        tmp_path / "ok.parquet",
+    )
     m = load_manifest(str(tmp_path / "ok.parquet"))
     assert "chroma_gain" not in m.metadata_columns  # a run input, not metadata riding along
 
@@ -215,7 +285,9 @@ def test_evaluate_reports_gain_one_and_the_weights_gain(weights_path, calibrated
     part = evaluate(load_weights(calibrated), str(tmp_path / "val.parquet"), device="cpu", rows=(1, 3))
     assert part["images"] == 2 and part["rows"] == [1, 3]
     one = evaluate(load_weights(calibrated), str(tmp_path / "val.parquet"), device="cpu", rows=(1, 2))
-    alone = evaluate(load_weights(calibrated), str(tmp_path / "val.parquet"), device="cpu", limit=1, rows=(1, None))
+    alone = evaluate(
+        load_weights(calibrated), str(tmp_path / "val.parquet"), device="cpu", limit=1, rows=(1, None)
+    )
     assert one["model"] == alone["model"] and one["images"] == 1
 
 
@@ -224,31 +296,53 @@ def test_a_run_applies_run_and_row_gains_and_records_them(ray_cluster, calibrate
     from archive_colorize.apps.report import ReportOptions, write_report
 
     src = str(sample("chelsea.jpg"))
-    pq.write_table(pa.table({"id": ["weights", "row", "run"], "uri": [src] * 3, "chroma_gain": [None, 2.0, None]}),
-                   tmp_path / "m.parquet")
+    pq.write_table(
+        pa.table({"id": ["weights", "row", "run"], "uri": [src] * 3, "chroma_gain": [None, 2.0, None]}),
+        tmp_path / "m.parquet",
+    )
     s = run(RunOptions(manifest=str(tmp_path / "m.parquet"), weights=str(calibrated), working_size=128))
     assert s.done == 3
     out = tmp_path / "m-out"
     rows = {r["id"]: r for r in pq.read_table(out / "results.parquet").to_pylist()}
     assert [rows[k]["chroma_gain"] for k in ("weights", "row", "run")] == [1.5, 2.0, 1.5]
     chroma = {k: rows[k]["mean_chroma"] for k in rows}
-    assert chroma["row"] == pytest.approx(chroma["weights"] * 2.0 / 1.5, rel=1e-4)  # mean of |k ab|: exactly linear
+    assert chroma["row"] == pytest.approx(
+        chroma["weights"] * 2.0 / 1.5, rel=1e-4
+    )  # mean of |k ab|: exactly linear
     # the run's files are the library's: colorize at the same gain gives the same pixels
-    colorize_file(Engine(load_weights(calibrated), device="cpu", working_size=128, chroma_gain=2.0),
-                  sample("chelsea.jpg"), tmp_path / "row.png", "png")
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "row.png")), np.asarray(Image.open(rows["row"]["output_uri"])))
-    assert json.loads((out / "run.json").read_text())["chroma_gain"] == {"gain": 1.5, "source": "the weights' calibration (mse)"}
+    colorize_file(
+        Engine(load_weights(calibrated), device="cpu", working_size=128, chroma_gain=2.0),
+        sample("chelsea.jpg"),
+        tmp_path / "row.png",
+        "png",
+    )
+    assert np.array_equal(
+        np.asarray(Image.open(tmp_path / "row.png")), np.asarray(Image.open(rows["row"]["output_uri"]))
+    )
+    assert json.loads((out / "run.json").read_text())["chroma_gain"] == {
+        "gain": 1.5,
+        "source": "the weights' calibration (mse)",
+    }
     write_report(ReportOptions(out=str(out), html=str(tmp_path / "r.html")))
     import html as html_lib
 
     html = html_lib.unescape((tmp_path / "r.html").read_text())
-    assert ("Chroma gain: 1.5 on 2 rows, 2 on 1 row; the run's gain (the weights' calibration (mse)), "
-            "rows with a chroma_gain column their own.") in html
+    assert (
+        "Chroma gain: 1.5 on 2 rows, 2 on 1 row; the run's gain (the weights' calibration (mse)), "
+        "rows with a chroma_gain column their own."
+    ) in html
 
     # --chroma-gain for the run: rows without their own gain take it
     out2 = tmp_path / "o2"
-    run(RunOptions(manifest=str(tmp_path / "m.parquet"), out=str(out2), weights=str(calibrated), working_size=128,
-                   chroma_gain=1.0))
+    run(
+        RunOptions(
+            manifest=str(tmp_path / "m.parquet"),
+            out=str(out2),
+            weights=str(calibrated),
+            working_size=128,
+            chroma_gain=1.0,
+        )
+    )
     rows2 = {r["id"]: r for r in pq.read_table(out2 / "results.parquet").to_pylist()}
     assert [rows2[k]["chroma_gain"] for k in ("weights", "row", "run")] == [1.0, 2.0, 1.0]
     assert rows2["row"]["output_sha256"] == rows["row"]["output_sha256"]

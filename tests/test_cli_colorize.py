@@ -17,9 +17,11 @@ def test_colorize_files_and_prints_top5(weights_path, tmp_path):
     shutil.copy(sample("chelsea.jpg"), src / "a.jpg")
     shutil.copy(sample("coins.png"), src / "b.png")  # 16-bit
     out = tmp_path / "out"
-    r = runner.invoke(app, ["colorize", str(src), "--out", str(out), "--weights", str(weights_path), "--format", "jpeg"])
+    r = runner.invoke(
+        app, ["colorize", str(src), "--out", str(out), "--weights", str(weights_path), "--format", "jpeg"]
+    )
     assert r.exit_code == 0, r.output
-    lines = [l for l in r.output.splitlines() if "->" in l]
+    lines = [line for line in r.output.splitlines() if "->" in line]
     assert len(lines) == 2
     assert lines[0].startswith(f"{src / 'a.jpg'} -> {out / 'a.jpg'}")
     assert lines[0].count("%") == 5  # five scene classes with probabilities
@@ -32,9 +34,22 @@ def test_colorize_files_and_prints_top5(weights_path, tmp_path):
 
 def test_style_from_changes_colours(weights_path, tmp_path):
     src = sample("chelsea.jpg")
-    r1 = runner.invoke(app, ["colorize", str(src), "--out", str(tmp_path / "plain"), "--weights", str(weights_path)])
-    r2 = runner.invoke(app, ["colorize", str(src), "--out", str(tmp_path / "styled"), "--weights", str(weights_path),
-                             "--style-from", str(sample("astronaut.jpg"))])
+    r1 = runner.invoke(
+        app, ["colorize", str(src), "--out", str(tmp_path / "plain"), "--weights", str(weights_path)]
+    )
+    r2 = runner.invoke(
+        app,
+        [
+            "colorize",
+            str(src),
+            "--out",
+            str(tmp_path / "styled"),
+            "--weights",
+            str(weights_path),
+            "--style-from",
+            str(sample("astronaut.jpg")),
+        ],
+    )
     assert r1.exit_code == 0 and r2.exit_code == 0, r2.output
     a = np.asarray(Image.open(tmp_path / "plain" / "chelsea.png")).astype(int)
     b = np.asarray(Image.open(tmp_path / "styled" / "chelsea.png")).astype(int)
@@ -50,7 +65,9 @@ def test_bad_file_is_reported_and_others_still_done(weights_path, tmp_path):
     src.mkdir()
     shutil.copy(sample("chelsea.jpg"), src / "good.jpg")
     (src / "bad.jpg").write_bytes(b"<html>404</html>")
-    r = runner.invoke(app, ["colorize", str(src), "--out", str(tmp_path / "out"), "--weights", str(weights_path)])
+    r = runner.invoke(
+        app, ["colorize", str(src), "--out", str(tmp_path / "out"), "--weights", str(weights_path)]
+    )
     assert r.exit_code == 1
     assert f"failed {src / 'bad.jpg'}: an HTML/XML page, not an image" in r.output
     assert (tmp_path / "out" / "good.png").exists() and not (tmp_path / "out" / "bad.png").exists()
@@ -63,7 +80,10 @@ def test_tampered_weights_one_line_error(weights_path, tmp_path):
     bad.write_bytes(bytes(data))
     r = runner.invoke(app, ["colorize", str(sample("chelsea.jpg")), "--weights", str(bad)])
     assert r.exit_code == 1
-    assert r.output.splitlines()[0] == f"Error: {bad} failed its sha256 check: the file was modified or damaged after export"
+    assert (
+        r.output.splitlines()[0]
+        == f"Error: {bad} failed its sha256 check: the file was modified or damaged after export"
+    )
     assert "Traceback" not in r.output
 
 

@@ -46,8 +46,10 @@ def test_run_takes_weights_from_a_url(s3_weights, weights_path, sample):
 
 def test_colorize_takes_weights_from_a_url(s3_weights, tmp_path):
     src = ROOT / "manifests" / "sample" / "rocket.jpg"
-    r = runner.invoke(app, ["colorize", str(src), "--out", str(tmp_path / "o"), "--weights", s3_weights,
-                            "--working-size", "64"])
+    r = runner.invoke(
+        app,
+        ["colorize", str(src), "--out", str(tmp_path / "o"), "--weights", s3_weights, "--working-size", "64"],
+    )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "o" / "rocket.png").stat().st_size > 1000
 
@@ -62,17 +64,38 @@ def test_submit_passes_url_weights_that_run_accepts(s3_weights, weights_path, sa
 
 
 def test_style_from_a_missing_file_is_one_line(tmp_path):
-    r = runner.invoke(app, ["colorize", str(ROOT / "manifests" / "sample" / "rocket.jpg"), "--out", str(tmp_path),
-                            "--style-from", str(tmp_path / "missing.jpg")])
+    r = runner.invoke(
+        app,
+        [
+            "colorize",
+            str(ROOT / "manifests" / "sample" / "rocket.jpg"),
+            "--out",
+            str(tmp_path),
+            "--style-from",
+            str(tmp_path / "missing.jpg"),
+        ],
+    )
     assert r.exit_code == 1
-    assert r.output == (f"Error: --style-from {tmp_path / 'missing.jpg'}: no such file\n"
-                        "Hint: give a grayscale or colour image whose scene should set the colours\n")
+    assert r.output == (
+        f"Error: --style-from {tmp_path / 'missing.jpg'}: no such file\n"
+        "Hint: give a grayscale or colour image whose scene should set the colours\n"
+    )
 
 
-@pytest.mark.parametrize("args,hint", [
-    (["--precision", "int4"], "Hint: fp32 is exact and the default; int8 (CPU), bf16 and fp16 (GPU) trade fidelity for speed"),
-    (["--batch-size", "0"], "Hint: --batch-size counts images per model call (default 8); --working-size is the long side in pixels (default 512)"),
-])
+@pytest.mark.parametrize(
+    "args,hint",
+    [
+        (
+            ["--precision", "int4"],
+            "Hint: fp32 is exact and the default; int8 (CPU), bf16 and fp16 (GPU) trade fidelity for speed",
+        ),
+        (
+            ["--batch-size", "0"],
+            "Hint: --batch-size counts images per model call (default 8); "
+            "--working-size is the long side in pixels (default 512)",
+        ),
+    ],
+)
 def test_option_errors_name_their_own_remedy(sample, args, hint):
     r = runner.invoke(app, ["run", str(sample), *args, "--dry-run"])
     assert r.exit_code == 1
@@ -80,23 +103,42 @@ def test_option_errors_name_their_own_remedy(sample, args, hint):
     assert "training/README.md" not in r.output
 
 
-@pytest.mark.parametrize("names", [("a/x.jpg", "b/x.jpg"), ("gray16.png", "gray16.tif"), ("Photo.jpg", "photo.png")])
+@pytest.mark.parametrize(
+    "names", [("a/x.jpg", "b/x.jpg"), ("gray16.png", "gray16.tif"), ("Photo.jpg", "photo.png")]
+)
 def test_colorize_refuses_two_inputs_for_one_output(tmp_path, names):
     src = (ROOT / "manifests" / "sample" / "rocket.jpg").read_bytes()
     for n in names:
         (tmp_path / "in" / n).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "in" / n).write_bytes(src)  # the suffix is not the format: decoding sniffs the bytes
-    r = runner.invoke(app, ["colorize", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--working-size", "64"])
+    r = runner.invoke(
+        app, ["colorize", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--working-size", "64"]
+    )
     first, second = (tmp_path / "in" / n for n in names)
     out = tmp_path / "o" / f"{first.stem}.png"
     assert r.exit_code == 1
-    assert r.output == (f"Error: {first} and {second} would both be written to {out}\n"
-                        "Hint: colorize them into different --out folders, or rename one\n")
+    assert r.output == (
+        f"Error: {first} and {second} would both be written to {out}\n"
+        "Hint: colorize them into different --out folders, or rename one\n"
+    )
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())  # refused before any work
 
 
-SHARED = ["--weights", "--format", "--working-size", "--precision", "--batch-size", "--device", "--max-pixels",
-          "--limit", "--retry-failed", "--actors", "--cpus-per-actor", "--gpus-per-actor", "--chroma-gain"]
+SHARED = [
+    "--weights",
+    "--format",
+    "--working-size",
+    "--precision",
+    "--batch-size",
+    "--device",
+    "--max-pixels",
+    "--limit",
+    "--retry-failed",
+    "--actors",
+    "--cpus-per-actor",
+    "--gpus-per-actor",
+    "--chroma-gain",
+]
 
 
 def _params(name):
@@ -109,7 +151,9 @@ def _params(name):
 def test_run_and_submit_offer_the_same_options_as_one_definition():
     run, submit, colorize = _params("run"), _params("submit"), _params("colorize")
     for opt in SHARED:
-        assert opt in run and opt in submit, opt  # submit had drifted: no --device, --cpus-per-actor, --limit, --max-pixels
+        assert opt in run and opt in submit, (
+            opt
+        )  # submit had drifted: no --device, --cpus-per-actor, --limit, --max-pixels
         for other in (submit, colorize):
             if opt in other:
                 assert (other[opt].help, other[opt].default) == (run[opt].help, run[opt].default), opt
@@ -120,7 +164,12 @@ def test_run_and_submit_offer_the_same_options_as_one_definition():
 def test_submit_carries_the_new_options_into_the_jobs_run(sample):
     opts = RunOptions(manifest=str(sample), device="cpu", cpus_per_actor=0.5, limit=2, max_pixels=10_000_000)
     args = shlex.split(entrypoint(opts, str(sample.parent / "sample-out")))
-    for flag, value in (("--device", "cpu"), ("--cpus-per-actor", "0.5"), ("--limit", "2"), ("--max-pixels", "10000000")):
+    for flag, value in (
+        ("--device", "cpu"),
+        ("--cpus-per-actor", "0.5"),
+        ("--limit", "2"),
+        ("--max-pixels", "10000000"),
+    ):
         assert args[args.index(flag) + 1] == value
     r = runner.invoke(app, [*args[1:], "--dry-run"])
     assert r.exit_code == 0, r.output
@@ -131,7 +180,9 @@ def test_device_cuda_without_a_gpu_is_an_error_not_a_cpu_run():
     from archive_colorize.errors import ConfigError
     from archive_colorize.run.options import plan_resources
 
-    with pytest.raises(ConfigError, match=r"^--device cuda was asked for, but the Ray cluster has no GPU \(2 CPUs, 0 GPUs\)$"):
+    with pytest.raises(
+        ConfigError, match=r"^--device cuda was asked for, but the Ray cluster has no GPU \(2 CPUs, 0 GPUs\)$"
+    ):
         plan_resources({"CPU": 2.0}, RunOptions(manifest="m", device="cuda"))
     assert plan_resources({"CPU": 2.0}, RunOptions(manifest="m", device="auto")).device == "cpu"
     assert plan_resources({"CPU": 16.0, "GPU": 1.0}, RunOptions(manifest="m", device="cuda")).device == "cuda"
@@ -139,11 +190,26 @@ def test_device_cuda_without_a_gpu_is_an_error_not_a_cpu_run():
 
 def test_run_with_device_cuda_on_a_cpu_cluster_says_so_in_one_line(ray_cluster, weights_path, tmp_path):
     out = tmp_path / "out"
-    r = CliRunner().invoke(app, ["run", str(ROOT / "manifests" / "sample.parquet"), "--out", str(out), "--weights",
-                                 str(weights_path), "--device", "cuda", "--address", ray_cluster])
+    r = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(ROOT / "manifests" / "sample.parquet"),
+            "--out",
+            str(out),
+            "--weights",
+            str(weights_path),
+            "--device",
+            "cuda",
+            "--address",
+            ray_cluster,
+        ],
+    )
     assert r.exit_code == 1
     lines = r.output.strip().splitlines()
-    assert lines[0] == "Error: --device cuda was asked for, but the Ray cluster has no GPU (2 CPUs, 0 GPUs)", lines
+    assert (
+        lines[0] == "Error: --device cuda was asked for, but the Ray cluster has no GPU (2 CPUs, 0 GPUs)"
+    ), lines
     assert lines[1].startswith("Hint: start Ray on a GPU node") and "Traceback" not in r.output
     assert not (out / "images").exists()  # nothing colorized on the CPU instead
 
@@ -176,13 +242,18 @@ def test_submit_offers_every_option_that_run_does():
             assert f.metadata["help"].split()[0] in cmd[flag].help, flag
             assert cmd[flag].default == (None if f.name == "storage_options" else default), flag
     # run's own: the cluster to join (submit's --address is the Jobs API) and Ray's logs
-    assert {f.name for f in RunOptions.options("run")} - {f.name for f in RunOptions.options("submit")} == {"address", "verbose"}
+    assert {f.name for f in RunOptions.options("run")} - {f.name for f in RunOptions.options("submit")} == {
+        "address",
+        "verbose",
+    }
 
 
 def _unusual(f):
     """A value other than the field's default, of its type."""
     if f.metadata["choices"]:
-        return f.metadata["choices"][-1] if f.default != f.metadata["choices"][-1] else f.metadata["choices"][0]
+        return (
+            f.metadata["choices"][-1] if f.default != f.metadata["choices"][-1] else f.metadata["choices"][0]
+        )
     kind = RunOptions.types()[f.name]
     if kind is bool:
         return True
@@ -199,7 +270,9 @@ def test_the_job_entrypoint_asks_run_for_every_option_it_was_given():
     """RunOptions.to_argv, parsed back by the real `run` command, gives the same options."""
     import typer
 
-    opts = RunOptions(manifest="m.parquet", out="s3://b/out", **{f.name: _unusual(f) for f in RunOptions.options("submit")})
+    opts = RunOptions(
+        manifest="m.parquet", out="s3://b/out", **{f.name: _unusual(f) for f in RunOptions.options("submit")}
+    )
     argv = shlex.split(entrypoint(opts, "s3://b/out"))
     assert argv[:3] == ["archive-colorize", "run", "m.parquet"]
     cmd = typer.main.get_command(app).commands["run"]
@@ -211,23 +284,47 @@ def test_the_job_entrypoint_asks_run_for_every_option_it_was_given():
     assert (params["manifest"], params["out"]) == ("m.parquet", "s3://b/out")
     # the defaults are left out, except those that pin a job's bytes
     plain = shlex.split(entrypoint(RunOptions(manifest="m.parquet"), "o"))
-    assert plain == ["archive-colorize", "run", "m.parquet", "--out", "o", "--format", "png", "--working-size", "512",
-                     "--batch-size", "8"]
+    assert plain == [
+        "archive-colorize",
+        "run",
+        "m.parquet",
+        "--out",
+        "o",
+        "--format",
+        "png",
+        "--working-size",
+        "512",
+        "--batch-size",
+        "8",
+    ]
 
 
 def test_submit_carries_signing_publishing_and_progress_options(sample):
-    opts = RunOptions(manifest=str(sample), iiif_base="https://example.org/c", c2pa_cert="/etc/c/chain.pem",
-                      c2pa_key="/etc/c/key.pem", progress_every=5.0)
+    opts = RunOptions(
+        manifest=str(sample),
+        iiif_base="https://example.org/c",
+        c2pa_cert="/etc/c/chain.pem",
+        c2pa_key="/etc/c/key.pem",
+        progress_every=5.0,
+    )
     args = shlex.split(entrypoint(opts, str(sample.parent / "sample-out")))
-    for flag, value in (("--iiif-base", "https://example.org/c"), ("--c2pa-cert", "/etc/c/chain.pem"),
-                        ("--c2pa-key", "/etc/c/key.pem"), ("--progress-every", "5.0")):
+    for flag, value in (
+        ("--iiif-base", "https://example.org/c"),
+        ("--c2pa-cert", "/etc/c/chain.pem"),
+        ("--c2pa-key", "/etc/c/key.pem"),
+        ("--progress-every", "5.0"),
+    ):
         assert args[args.index(flag) + 1] == value
 
 
 def test_a_bad_run_option_hints_at_help_not_at_training_configs():
-    r = runner.invoke(app, ["run", "manifests/sample.parquet", "--format", "bmp", "--dry-run"], terminal_width=300)
-    assert r.output.splitlines() == ["Error: --format must be one of jpeg, png, tiff, webp, not 'bmp'",
-                                     "Hint: see the command's --help for its options and their defaults"]
+    r = runner.invoke(
+        app, ["run", "manifests/sample.parquet", "--format", "bmp", "--dry-run"], terminal_width=300
+    )
+    assert r.output.splitlines() == [
+        "Error: --format must be one of jpeg, png, tiff, webp, not 'bmp'",
+        "Hint: see the command's --help for its options and their defaults",
+    ]
     import re
 
     help_text = re.sub(r"[│\s]+", " ", runner.invoke(app, ["run", "--help"], terminal_width=300).output)

@@ -25,10 +25,21 @@ def commands(group=None, prefix: tuple = ()) -> list[tuple[str, ...]]:
 
 
 def test_the_cli_has_the_commands_we_document():
-    assert sorted(commands()) == sorted([
-        ("colorize",), ("run",), ("submit",), ("report",), ("train",), ("evaluate",),
-        ("weights", "inspect"), ("weights", "export"), ("weights", "calibrate"), ("manifest", "build"), ("manifest", "check"),
-    ])
+    assert sorted(commands()) == sorted(
+        [
+            ("colorize",),
+            ("run",),
+            ("submit",),
+            ("report",),
+            ("train",),
+            ("evaluate",),
+            ("weights", "inspect"),
+            ("weights", "export"),
+            ("weights", "calibrate"),
+            ("manifest", "build"),
+            ("manifest", "check"),
+        ]
+    )
 
 
 def test_every_command_is_in_the_readme():
@@ -49,9 +60,15 @@ def test_every_command_help_has_an_example_that_names_it():
 
 def test_errors_are_one_line_with_a_hint(tmp_path):
     cases = [
-        (["run", str(tmp_path / "missing.parquet")], f"Error: manifest not found: {tmp_path / 'missing.parquet'}"),
+        (
+            ["run", str(tmp_path / "missing.parquet")],
+            f"Error: manifest not found: {tmp_path / 'missing.parquet'}",
+        ),
         (["weights", "inspect", str(tmp_path / "w.safetensors")], "Error: weights file not found: "),
-        (["run", "manifests/sample.parquet", "--format", "bmp", "--dry-run"], "Error: --format must be one of jpeg, png, tiff, webp, not 'bmp'"),
+        (
+            ["run", "manifests/sample.parquet", "--format", "bmp", "--dry-run"],
+            "Error: --format must be one of jpeg, png, tiff, webp, not 'bmp'",
+        ),
         (["report", str(tmp_path)], f"Error: no results in {tmp_path}"),
     ]
     for args, first in cases:
@@ -59,7 +76,7 @@ def test_errors_are_one_line_with_a_hint(tmp_path):
         assert r.exit_code == 1, (args, r.output)
         lines = r.output.strip().splitlines()
         assert lines[0].startswith(first), (args, lines)
-        assert len(lines) <= 2 and all(l.startswith(("Error: ", "Hint: ")) for l in lines), lines
+        assert len(lines) <= 2 and all(line.startswith(("Error: ", "Hint: ")) for line in lines), lines
         assert "Traceback" not in r.output
 
 
@@ -70,10 +87,16 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_dry_run_reports_without_working(tmp_path):
-    r = runner.invoke(app, ["run", str(ROOT / "manifests" / "sample.parquet"), "--out", str(tmp_path / "o"), "--dry-run"],
-                      terminal_width=300)
+    r = runner.invoke(
+        app,
+        ["run", str(ROOT / "manifests" / "sample.parquet"), "--out", str(tmp_path / "o"), "--dry-run"],
+        terminal_width=300,
+    )
     assert r.exit_code == 0, r.output
     lines = r.output.strip().splitlines()
-    assert lines[0] == f"manifest {ROOT / 'manifests' / 'sample.parquet'}: 5 rows; in {tmp_path / 'o'}: 0 done, 0 failed"
+    assert (
+        lines[0]
+        == f"manifest {ROOT / 'manifests' / 'sample.parquet'}: 5 rows; in {tmp_path / 'o'}: 0 done, 0 failed"
+    )
     assert lines[1].startswith("a run now would process 5 row(s) with weights sha256 ")
     assert not (tmp_path / "o").exists()

@@ -23,8 +23,11 @@ CPU = torch.device("cpu")
 def calibration_photos(side=128) -> torch.Tensor:
     """The bundled photographs (astronaut, cat, coffee, coins, rocket) at side x side."""
     files = sorted((ROOT / "archive_colorize" / "calibration").glob("*.jpg"))
-    return torch.from_numpy(np.stack([np.asarray(Image.open(f).convert("RGB").resize((side, side), Image.BILINEAR))
-                                      for f in files]))
+    return torch.from_numpy(
+        np.stack(
+            [np.asarray(Image.open(f).convert("RGB").resize((side, side), Image.BILINEAR)) for f in files]
+        )
+    )
 
 
 def streaming_reference(u8: torch.Tensor, offsets, flips, scale=256, crop=224):
@@ -123,7 +126,9 @@ def test_fits_compares_the_resident_size_with_free_memory(tmp_path):
     assert not fits(src, 256, CPU, share=1e-12)
 
 
-@pytest.mark.parametrize("value,expect", [("true", "true"), ("auto", "auto"), ("false", "false"), ("TRUE", "true")])
+@pytest.mark.parametrize(
+    "value,expect", [("true", "true"), ("auto", "auto"), ("false", "false"), ("TRUE", "true")]
+)
 def test_on_device_config_values(value, expect):
     assert load_config(None, [f"data.on_device={value}"]).data.on_device == expect
 
@@ -139,7 +144,13 @@ def test_streaming_and_resident_filters_agree(tmp_path):
     import pyarrow.parquet as pq
 
     t = pq.read_table(path)
-    streamed = prepare_batch({"image": np.array(t.column("image").to_pylist(), dtype=object),
-                              "label": np.array(t.column("label").to_pylist())}, train=False, size=64)
+    streamed = prepare_batch(
+        {
+            "image": np.array(t.column("image").to_pylist(), dtype=object),
+            "label": np.array(t.column("label").to_pylist()),
+        },
+        train=False,
+        size=64,
+    )
     ds = DeviceDataset(str(path), None, CPU)
     assert len(ds) == int(streamed["keep"].sum()) and ds.filtered == int((~streamed["keep"]).sum()) == 8

@@ -36,11 +36,11 @@ def test_same_scan_same_bytes_whatever_the_batch(weights):
     target = xs[2]  # chelsea, landscape: a 64x96 working copy
     alone = engine.predict_batch([(target, None)])[0]
     layouts = [
-        [target] + xs[3:6],                 # first, among other shapes
-        xs[3:6] + [target],                 # last
-        xs[:1] + [target] + xs[5:9],        # second, several buckets, overflowing into a second forward
-        [xs[7], target, target, xs[0]],     # twice in one batch
-        [xs[4], target],                    # in a batch filled up with blank images
+        [target] + xs[3:6],  # first, among other shapes
+        xs[3:6] + [target],  # last
+        xs[:1] + [target] + xs[5:9],  # second, several buckets, overflowing into a second forward
+        [xs[7], target, target, xs[0]],  # twice in one batch
+        [xs[4], target],  # in a batch filled up with blank images
     ]
     for layout in layouts:
         preds = engine.predict_batch([(x, None) for x in layout])
@@ -71,6 +71,8 @@ def test_batched_is_close_to_one_by_one_and_styles_work(weights):
         assert torch.allclose(p.probs, q.probs, atol=1e-4)
     plain, styled = batched.predict_batch([(xs[0], None), (xs[0], xs[2])])
     assert not torch.equal(plain.ab, styled.ab)
-    assert torch.equal(styled.probs, batched.predict_batch([(xs[2], None)])[0].probs)  # the style image's scenes
+    assert torch.equal(
+        styled.probs, batched.predict_batch([(xs[2], None)])[0].probs
+    )  # the style image's scenes
     img = np.asarray(Image.open(sample("astronaut.jpg")))
     assert img.ndim == 2  # the samples are grayscale scans

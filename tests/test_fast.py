@@ -24,7 +24,11 @@ from .conftest import ROOT, historical, sample
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from naive import NaiveColorizer  # noqa: E402  the benchmarks' yardstick, reused as the reference
 
-SCANS = ["adams_mural_project_1.jpg", "detroit_publishing_buffalo_bank_1908.jpg", "lange_migrant_mother_1936.jpg"]
+SCANS = [
+    "adams_mural_project_1.jpg",
+    "detroit_publishing_buffalo_bank_1908.jpg",
+    "lange_migrant_mother_1936.jpg",
+]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +73,9 @@ def test_int8_is_close_deterministic_and_labelled(shipped):
     from archive_colorize.imaging.render import render
 
     for engine, mark in ((int8, ", int8)"), (fp32, f"{shipped.file_sha256[:12]})")):
-        png = render(d, engine.predict(d.lightness).ab, "png", Provenance(shipped.file_sha256, engine.precision))
+        png = render(
+            d, engine.predict(d.lightness).ab, "png", Provenance(shipped.file_sha256, engine.precision)
+        )
         assert Image.open(io.BytesIO(png)).getexif()[0x0131].endswith(mark)
 
 
@@ -94,11 +100,23 @@ def test_colorize_int8_says_so_in_the_file(tmp_path):
 
     from .reliability.conftest import cli
 
-    r = cli("colorize", str(sample("rocket.jpg")), "--out", str(tmp_path), "--precision", "int8", "--working-size", "256")
+    r = cli(
+        "colorize",
+        str(sample("rocket.jpg")),
+        "--out",
+        str(tmp_path),
+        "--precision",
+        "int8",
+        "--working-size",
+        "256",
+    )
     assert r.returncode == 0, r.stderr
     line = r.stderr.strip().splitlines()[0]
-    m = re.fullmatch(r"int8 engine \(opt-in, lossy\): \|Δa\*b\*\| against fp32 mean (\d+\.\d\d), p99 (\d+\.\d\d), "
-                     r"max (\d+\.\d\d) \(2\.3 is just noticeable\), on 5 calibration images", line)
+    m = re.fullmatch(
+        r"int8 engine \(opt-in, lossy\): \|Δa\*b\*\| against fp32 mean (\d+\.\d\d), p99 (\d+\.\d\d), "
+        r"max (\d+\.\d\d) \(2\.3 is just noticeable\), on 5 calibration images",
+        line,
+    )
     assert m, line
     mean, p99, biggest = map(float, m.groups())
     assert mean < 1.0 and mean <= p99 <= biggest  # on average well under one just-noticeable difference
@@ -122,5 +140,6 @@ def test_run_with_int8_records_its_fidelity(ray_cluster, tmp_path):
     assert record["images"] == 5 and record["dab_mean"] <= record["dab_p99"] <= record["dab_max"]
     assert s.fidelity["dab_mean"] == record["dab_mean"]
     for p in (tmp_path / "out" / "images").iterdir():
-        assert Image.open(p).info.get("Software", "").endswith(", int8)") or \
-            Image.open(p).getexif().get(0x0131, "").endswith(", int8)")
+        assert Image.open(p).info.get("Software", "").endswith(", int8)") or Image.open(p).getexif().get(
+            0x0131, ""
+        ).endswith(", int8)")

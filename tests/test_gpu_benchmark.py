@@ -10,9 +10,29 @@ from .conftest import ROOT
 
 def test_gpu_benchmark_smoke_run_on_the_cpu(tmp_path):
     out = tmp_path / "gpu.json"
-    r = subprocess.run([sys.executable, "benchmarks/gpu.py", "--device", "cpu", "--quick", "--sections", "model", "recombine",
-                        "--batches", "1", "2", "--precisions", "fp32", "--out", str(out)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/gpu.py",
+            "--device",
+            "cpu",
+            "--quick",
+            "--sections",
+            "model",
+            "recombine",
+            "--batches",
+            "1",
+            "2",
+            "--precisions",
+            "fp32",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     res = json.loads(out.read_text())
     assert [(m["precision"], m["batch"]) for m in res["model"]] == [("fp32", 1), ("fp32", 2)]

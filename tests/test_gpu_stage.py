@@ -25,18 +25,32 @@ def parts(tmp_path):
     return p
 
 
-@pytest.mark.skipif(not shutil.which("pgrep") or not shutil.which("split"), reason="needs procps and coreutils")
+@pytest.mark.skipif(
+    not shutil.which("pgrep") or not shutil.which("split"), reason="needs procps and coreutils"
+)
 def test_three_stages_on_the_cpu(parts, tmp_path):
     env = os.environ | {
-        "OUT": str(tmp_path / "out"), "STAGE": str(tmp_path / "stage"), "DEVICE": "cpu", "MINUTES": "10",
-        "BATCH": "8", "EVAL_LIMIT": "24", "PYTHON": sys.executable, "BENCH_STEPS": "1",
+        "OUT": str(tmp_path / "out"),
+        "STAGE": str(tmp_path / "stage"),
+        "DEVICE": "cpu",
+        "MINUTES": "10",
+        "BATCH": "8",
+        "EVAL_LIMIT": "24",
+        "PYTHON": sys.executable,
+        "BENCH_STEPS": "1",
         # a step count, not the time limit, ends this run: a busy machine must not change what is tested
         "EXTRA": "model.width=0.125 train.steps=150 train.eval_every=10 train.checkpoint_every=10 train.log_every=5",
     }
 
     def stage(*args):
-        r = subprocess.run(["bash", "training/gpu/stage.sh", *map(str, args)], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=600)
+        r = subprocess.run(
+            ["bash", "training/gpu/stage.sh", *map(str, args)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         return r.stdout
 
@@ -44,7 +58,9 @@ def test_three_stages_on_the_cpu(parts, tmp_path):
     assert "data on cpu: 42 images (6 filtered)" in started and "step 5/" in started
     stage("add", parts[2])
     log = tmp_path / "stage" / "train.log"
-    for _ in range(600):  # the trainer takes the part at its next epoch boundary (a fraction of a second here)
+    for _ in range(
+        600
+    ):  # the trainer takes the part at its next epoch boundary (a fraction of a second here)
         if "90 in all" in log.read_text():
             break
         time.sleep(0.1)
@@ -71,4 +87,6 @@ def test_three_stages_on_the_cpu(parts, tmp_path):
 
     ev = json.loads((tmp_path / "res" / "eval-int8.json").read_text())
     assert ev["images"] == 24 and ev["model"]["top5"] is not None
-    assert not subprocess.run(["pgrep", "-f", f"--out {tmp_path / 'stage'}/run"]).returncode == 0  # trainer gone
+    assert (
+        not subprocess.run(["pgrep", "-f", f"--out {tmp_path / 'stage'}/run"]).returncode == 0
+    )  # trainer gone

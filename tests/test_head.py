@@ -63,14 +63,21 @@ def test_rebalanced_loss_weighs_an_error_on_a_rare_colour_more():
     rare[0, 0, 0, 0] += off
     common[0, 0, 5, 5] += off
     assert colour_loss("mse", rare, t01) == pytest.approx(float(colour_loss("mse", common, t01)))
-    ratio = float(colour_loss("rebalanced", rare, t01, weights=w)) / float(colour_loss("rebalanced", common, t01, weights=w))
+    ratio = float(colour_loss("rebalanced", rare, t01, weights=w)) / float(
+        colour_loss("rebalanced", common, t01, weights=w)
+    )
     # 1 pixel in 100 is rare; with Q = 2 colours and λ = 0.5 its weight is (0.495 + 0.25) / (0.005 + 0.25) times
     assert ratio == pytest.approx((0.5 * 0.99 + 0.25) / (0.5 * 0.01 + 0.25), rel=1e-4)
     L = torch.full((1, 1, 20, 20), 0.6)
     dull = normalize_ab(true * 0.3)
-    assert float(colour_loss("colourfulness", dull, t01, L, beta=1.0)) > float(colour_loss("mse", dull, t01)) + 0.1
+    assert (
+        float(colour_loss("colourfulness", dull, t01, L, beta=1.0))
+        > float(colour_loss("mse", dull, t01)) + 0.1
+    )
     bright = normalize_ab(true * 1.5)  # more colourful than the truth: no shortfall term
-    assert float(colour_loss("colourfulness", bright, t01, L, beta=1.0)) == pytest.approx(float(colour_loss("mse", bright, t01)))
+    assert float(colour_loss("colourfulness", bright, t01, L, beta=1.0)) == pytest.approx(
+        float(colour_loss("mse", bright, t01))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +87,17 @@ def head_setup(tmp_path_factory):
     val = make_places_parquet(d / "val.parquet", 16, seed=2)
     make_categories(d / "categories.txt")
     init = make_random_weights(d / "init.safetensors", width=0.125)
-    overrides = [f"data.train={train}", f"data.val={val}", f"data.categories={d / 'categories.txt'}",
-                 "data.scale=64", "data.crop=64", "train.use_ray=false", "train.batch_size=16",
-                 f"train.freeze={json.dumps(TRUNK)}", f"train.feature_cache={d / 'features'}"]
+    overrides = [
+        f"data.train={train}",
+        f"data.val={val}",
+        f"data.categories={d / 'categories.txt'}",
+        "data.scale=64",
+        "data.crop=64",
+        "train.use_ray=false",
+        "train.batch_size=16",
+        f"train.freeze={json.dumps(TRUNK)}",
+        f"train.feature_cache={d / 'features'}",
+    ]
     return {"dir": d, "init": init, "cfg": lambda *o: load_config(SMOKE, [*overrides, *o])}
 
 
@@ -99,7 +114,11 @@ def _export(run_dir, out):
 
 def test_head_training_from_init_keeps_the_frozen_trunk_byte_identical(head_setup, capsys):
     d = head_setup["dir"]
-    run_training(head_setup["cfg"]("train.steps=4", "train.loss=rebalanced"), str(d / "run"), init=str(head_setup["init"]))
+    run_training(
+        head_setup["cfg"]("train.steps=4", "train.loss=rebalanced"),
+        str(d / "run"),
+        init=str(head_setup["init"]),
+    )
     log = capsys.readouterr().out
     assert "features: " in log and "images (" in log  # extracted once, into the cache
     before, after = _tensors(head_setup["init"]), _export(d / "run", d / "head.safetensors")
@@ -108,7 +127,11 @@ def test_head_training_from_init_keeps_the_frozen_trunk_byte_identical(head_setu
         same = torch.equal(t, after[name]) and t.dtype == after[name].dtype
         if name.split(".")[0] in TRUNK:
             assert same, f"{name} changed"  # frozen: every weight and batch-norm statistic, bit for bit
-    head_changed = [n for n in before if n.split(".")[0] in ("fusion", "colorization") and not torch.equal(before[n], after[n])]
+    head_changed = [
+        n
+        for n in before
+        if n.split(".")[0] in ("fusion", "colorization") and not torch.equal(before[n], after[n])
+    ]
     assert len(head_changed) > 10
     ckpt = torch.load(sorted((d / "run" / "checkpoints").glob("*.pt"))[-1], weights_only=True)
     assert ckpt["step"] == 4 and len(ckpt["colour_weights"]) == BINS * BINS
@@ -118,8 +141,14 @@ def test_head_training_resumes_to_the_same_weights_and_reuses_the_cache(head_set
     d = head_setup["dir"]
     cfg6 = head_setup["cfg"]("train.steps=6", "train.checkpoint_every=3")
     run_training(cfg6, str(d / "straight"), init=str(head_setup["init"]))
-    assert "reused" in capsys.readouterr().out  # the first test's features: same weights, data and augmentation
-    run_training(head_setup["cfg"]("train.steps=3", "train.checkpoint_every=3"), str(d / "halves"), init=str(head_setup["init"]))
+    assert (
+        "reused" in capsys.readouterr().out
+    )  # the first test's features: same weights, data and augmentation
+    run_training(
+        head_setup["cfg"]("train.steps=3", "train.checkpoint_every=3"),
+        str(d / "halves"),
+        init=str(head_setup["init"]),
+    )
     run_training(cfg6, str(d / "halves"), resume=True, init=str(head_setup["init"]))
     a, b = _export(d / "straight", d / "a.safetensors"), _export(d / "halves", d / "b.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -127,7 +156,11 @@ def test_head_training_resumes_to_the_same_weights_and_reuses_the_cache(head_set
 
 def test_colourfulness_loss_and_a_partly_frozen_full_loop(head_setup):
     d = head_setup["dir"]
-    run_training(head_setup["cfg"]("train.steps=2", "train.loss=colourfulness"), str(d / "colour"), init=str(head_setup["init"]))
+    run_training(
+        head_setup["cfg"]("train.steps=2", "train.loss=colourfulness"),
+        str(d / "colour"),
+        init=str(head_setup["init"]),
+    )
     # only the low-level features frozen: the ordinary loop, which keeps them as they were
     cfg = head_setup["cfg"]("train.steps=2", 'train.freeze=["low_level"]', "train.loss=colourfulness")
     run_training(cfg, str(d / "partial"), init=str(head_setup["init"]))
@@ -136,11 +169,23 @@ def test_colourfulness_loss_and_a_partly_frozen_full_loop(head_setup):
     assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("mid_level."))
 
 
-@pytest.mark.parametrize("override, message", [
-    ('train.freeze=["low_level", "trunk"]', "config key train.freeze names unknown sub-network(s) ['trunk']"),
-    ("train.loss=focal", "config key train.loss must be one of mse, rebalanced, colourfulness, not 'focal'"),
-    ('train.freeze=["fusion", "colorization", "classification"]', "config key train.freeze leaves nothing to train"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            'train.freeze=["low_level", "trunk"]',
+            "config key train.freeze names unknown sub-network(s) ['trunk']",
+        ),
+        (
+            "train.loss=focal",
+            "config key train.loss must be one of mse, rebalanced, colourfulness, not 'focal'",
+        ),
+        (
+            'train.freeze=["fusion", "colorization", "classification"]',
+            "config key train.freeze leaves nothing to train",
+        ),
+    ],
+)
 def test_bad_head_configs_are_refused_with_the_key(override, message):
     with pytest.raises(ConfigError) as e:
         load_config(SMOKE, [override])
@@ -151,5 +196,7 @@ def test_rebalanced_without_a_frozen_trunk_and_a_frozen_trunk_without_init(head_
     d = head_setup["dir"]
     with pytest.raises(ConfigError, match="^train.loss = 'rebalanced' needs a frozen trunk"):
         run_training(head_setup["cfg"]("train.freeze=[]", "train.loss=rebalanced"), str(d / "x"))
-    with pytest.raises(ConfigError, match="^a frozen trunk \\(train.freeze\\) needs trained weights to start from$"):
+    with pytest.raises(
+        ConfigError, match="^a frozen trunk \\(train.freeze\\) needs trained weights to start from$"
+    ):
         run_training(head_setup["cfg"](), str(d / "y"))

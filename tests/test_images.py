@@ -30,7 +30,9 @@ def test_grayscale_8bit_lightness_is_exact():
     g = np.array([[0, 119, 255]], np.uint8)
     d = decode_image(to_bytes(Image.fromarray(g, "L"), "PNG"))
     assert d.bit_depth == 8 and (d.width, d.height) == (3, 1)
-    assert torch.allclose(d.lightness[0], gray_to_lightness(torch.tensor([0, 119, 255]) / 255.0).float(), atol=1e-4)
+    assert torch.allclose(
+        d.lightness[0], gray_to_lightness(torch.tensor([0, 119, 255]) / 255.0).float(), atol=1e-4
+    )
 
 
 def test_sepia_rgb_uses_luminance(tmp_path):
@@ -80,7 +82,9 @@ def test_archive_metadata_survives_encoding(fmt):
     for tag in (0x010E, 0x013B, 0x8298, 0x0132):
         assert got.get(tag) == exif[tag], (fmt, hex(tag))
     assert "archive-colorize" in got.get(0x0131)
-    raw = back.tag_v2.get(700) if fmt == "tiff" else back.info.get("xmp") or back.info.get("XML:com.adobe.xmp")
+    raw = (
+        back.tag_v2.get(700) if fmt == "tiff" else back.info.get("xmp") or back.info.get("XML:com.adobe.xmp")
+    )
     assert raw and b"dc:title" in (raw if isinstance(raw, bytes) else raw.encode())
 
 
@@ -90,7 +94,9 @@ def test_other_modes_decode(mode, tmp_path):
     im = base.convert(mode)
     fmt = "JPEG" if mode == "CMYK" else "PNG"
     d = decode_image(to_bytes(im, fmt))
-    assert (d.width, d.height) == (40, 30) and 0 <= float(d.lightness.min()) and float(d.lightness.max()) <= 100
+    assert (
+        (d.width, d.height) == (40, 30) and 0 <= float(d.lightness.min()) and float(d.lightness.max()) <= 100
+    )
 
 
 def test_multipage_tiff_uses_first_page():

@@ -40,19 +40,46 @@ def ray_head():
     temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths have a length limit
     port, dash = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # the job's shell finds archive-colorize
+    env["PATH"] = (
+        f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # the job's shell finds archive-colorize
+    )
     # Ray 2.5x turns token auth on by itself when ~/.ray/auth_token exists; this test head
     # is on loopback only, so say which mode it uses instead of depending on that file.
     env["RAY_AUTH_MODE"] = "disabled"
     # Every port explicit: the test session's own Ray holds the defaults (the dashboard
     # agent's 52365 among them), and a second agent that cannot bind never accepts jobs.
-    ports = [f"--{name}={_free_port()}" for name in (
-        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port",
-        "ray-client-server-port", "node-manager-port", "object-manager-port")]
-    head = subprocess.Popen([RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
-                             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={temp}",
-                             *ports, "--disable-usage-stats"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    ports = [
+        f"--{name}={_free_port()}"
+        for name in (
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "metrics-export-port",
+            "runtime-env-agent-port",
+            "ray-client-server-port",
+            "node-manager-port",
+            "object-manager-port",
+        )
+    ]
+    head = subprocess.Popen(
+        [
+            RAY,
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
+            f"--temp-dir={temp}",
+            *ports,
+            "--disable-usage-stats",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         output, _ = head.communicate(timeout=180)
         assert head.returncode == 0, output[-3000:]
@@ -92,25 +119,49 @@ def test_submit_wait_resubmit_and_resume(ray_head, weights_path, tmp_path):
 
     manifest = tiny_scans(tmp_path / "scans", 12, seed=4)
     out = tmp_path / "out"
-    opts = RunOptions(manifest=str(manifest), out=str(out), weights=str(weights_path), working_size=64, limit=5)
+    opts = RunOptions(
+        manifest=str(manifest), out=str(out), weights=str(weights_path), working_size=64, limit=5
+    )
 
     # an unfinished job: the first 5 rows only
     first = submit(opts, ray_head)
-    assert first.action == "submitted" and first.message == f"submitted {first.submission_id}: starts 5 of 12 rows into {out}"
+    assert (
+        first.action == "submitted"
+        and first.message == f"submitted {first.submission_id}: starts 5 of 12 rows into {out}"
+    )
     again = submit(opts, ray_head)
-    assert again.action == "running" and again.message == f"already running as {first.submission_id}: nothing submitted"
+    assert (
+        again.action == "running"
+        and again.message == f"already running as {first.submission_id}: nothing submitted"
+    )
     assert wait(ray_head, first.submission_id, timeout_s=240) == "SUCCEEDED"
     assert pq.read_table(out / "results.parquet").num_rows == 5
 
     from archive_colorize.model.weights import load_weights
     import hashlib
 
-    key = job_key(str(manifest), hashlib.sha256(manifest.read_bytes()).hexdigest(), load_weights(weights_path).file_sha256,
-                  str(out), "png", 64)
+    key = job_key(
+        str(manifest),
+        hashlib.sha256(manifest.read_bytes()).hexdigest(),
+        load_weights(weights_path).file_sha256,
+        str(out),
+        "png",
+        64,
+    )
     assert first.submission_id == key  # deterministic from manifest, weights and output
 
-    args = ("submit", str(manifest), "--address", ray_head, "--out", str(out), "--weights", str(weights_path),
-            "--working-size", "64")
+    args = (
+        "submit",
+        str(manifest),
+        "--address",
+        ray_head,
+        "--out",
+        str(out),
+        "--weights",
+        str(weights_path),
+        "--working-size",
+        "64",
+    )
     r = cli(*args, "--wait", timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip() == f"{manifest}: submitted {key}-2: resumes 7 of 12 rows into {out}"
@@ -119,15 +170,25 @@ def test_submit_wait_resubmit_and_resume(ray_head, weights_path, tmp_path):
 
     r = cli(*args)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.strip() == f"{manifest}: already finished: 12 done, 0 failed of 12 in {out}; nothing submitted"
+    assert (
+        r.stdout.strip()
+        == f"{manifest}: already finished: 12 done, 0 failed of 12 in {out}; nothing submitted"
+    )
     jobs = [j for j in JobSubmissionClient(ray_head).list_jobs() if (j.metadata or {}).get(KEY) == key]
     assert sorted(j.submission_id for j in jobs) == [key, f"{key}-2"]
 
 
 def test_submit_refuses_credentials_and_bad_manifests_before_submitting(ray_head, tmp_path):
     manifest = tiny_scans(tmp_path / "scans", 2, seed=8)
-    r = cli("submit", str(manifest), "--address", ray_head, "--storage-options", '{"secret": "x", "key": "y"}')
+    r = cli(
+        "submit", str(manifest), "--address", ray_head, "--storage-options", '{"secret": "x", "key": "y"}'
+    )
     assert r.returncode == 1
-    assert r.stderr.splitlines()[0].startswith("Error: --storage-options for submit must not hold credentials")
+    assert r.stderr.splitlines()[0].startswith(
+        "Error: --storage-options for submit must not hold credentials"
+    )
     r = cli("submit", str(tmp_path / "nope.parquet"), "--address", ray_head)
-    assert r.returncode == 1 and r.stderr.splitlines()[0] == f"Error: manifest not found: {tmp_path / 'nope.parquet'}"
+    assert (
+        r.returncode == 1
+        and r.stderr.splitlines()[0] == f"Error: manifest not found: {tmp_path / 'nope.parquet'}"
+    )

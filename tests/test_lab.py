@@ -1,7 +1,13 @@
 import torch
 
 from archive_colorize.imaging.lab import (
-    AB_NORM, denormalize_ab, gray_to_lightness, lab_to_rgb, lab_to_rgb_keep_lightness, normalize_ab, rgb_to_lab,
+    AB_NORM,
+    denormalize_ab,
+    gray_to_lightness,
+    lab_to_rgb,
+    lab_to_rgb_keep_lightness,
+    normalize_ab,
+    rgb_to_lab,
 )
 
 

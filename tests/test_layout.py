@@ -18,7 +18,11 @@ def _graph() -> dict[str, set[str]]:
         me = ".".join(f.relative_to(ROOT).with_suffix("").parts)
         deps = set()
         for node in ast.walk(ast.parse(f.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("archive_colorize"):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("archive_colorize")
+            ):
                 deps |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
         graph[me] = deps & mods - {me}
     return graph
@@ -30,7 +34,7 @@ def test_no_import_cycle():
     def visit(node, path):
         for dep in graph[node]:
             if dep in path:
-                cycles.append(path[path.index(dep):] + [dep])
+                cycles.append(path[path.index(dep) :] + [dep])
             elif len(path) < 12:
                 visit(dep, path + [dep])
 
@@ -42,8 +46,10 @@ def test_no_import_cycle():
 def test_layer_contracts_hold():
     """pyproject.toml's import-linter contracts: the layers, no torch in what checks and plans
     a run, Ray only where a job is wired."""
-    code = ("import sys; from importlinter.cli import lint_imports; "
-            f"sys.exit(lint_imports(config_filename={str(ROOT / 'pyproject.toml')!r}, no_cache=True))")
+    code = (
+        "import sys; from importlinter.cli import lint_imports; "
+        f"sys.exit(lint_imports(config_filename={str(ROOT / 'pyproject.toml')!r}, no_cache=True))"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert "Contracts: 3 kept, 0 broken." in r.stdout
@@ -56,8 +62,10 @@ def test_no_module_left_in_the_package_root():
 
 
 def test_options_and_checks_load_neither_torch_nor_ray():
-    code = ("import sys, archive_colorize.run.options, archive_colorize.sources.manifest, archive_colorize.model.weights_header, "
-            "archive_colorize.run.jobs; print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
+    code = (
+        "import sys, archive_colorize.run.options, archive_colorize.sources.manifest, archive_colorize.model.weights_header, "
+        "archive_colorize.run.jobs; print(sorted(m for m in ('torch', 'ray') if m in sys.modules))"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
@@ -76,16 +84,39 @@ def test_submit_dry_run_on_a_directory_manifest_loads_neither_torch_nor_ray(tmp_
     d = tmp_path / "batch-01"
     for box in (1, 2):
         (d / f"box={box}").mkdir(parents=True)
-        pq.write_table(pa.table({"id": [f"b{box}-a", f"b{box}-b"], "uri": ["a.jpg", "b.jpg"]}), d / f"box={box}" / "part-0.parquet")
-    code = ("import sys; from typer.testing import CliRunner; from archive_colorize.apps.cli import app; "
-            f"r = CliRunner().invoke(app, ['submit', {str(d)!r}, '--address', 'http://nowhere:8265', '--dry-run']); "
-            "print(r.exit_code); print(r.output.strip()); print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
+        pq.write_table(
+            pa.table({"id": [f"b{box}-a", f"b{box}-b"], "uri": ["a.jpg", "b.jpg"]}),
+            d / f"box={box}" / "part-0.parquet",
+        )
+    code = (
+        "import sys; from typer.testing import CliRunner; from archive_colorize.apps.cli import app; "
+        f"r = CliRunner().invoke(app, ['submit', {str(d)!r}, '--address', 'http://nowhere:8265', '--dry-run']); "
+        "print(r.exit_code); print(r.output.strip()); print(sorted(m for m in ('torch', 'ray') if m in sys.modules))"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.stdout.splitlines() == ["0", f"{d}: would submit 4 of 4 rows into {d}-out", "[]"], r.stdout + r.stderr
+    assert r.stdout.splitlines() == ["0", f"{d}: would submit 4 of 4 rows into {d}-out", "[]"], (
+        r.stdout + r.stderr
+    )
 
 
 def test_the_public_api_resolves_without_loading_torch_up_front():
-    code = ("import sys, archive_colorize as ac; before = 'torch' in sys.modules; "
-            "missing = [n for n in ac.__all__ if not hasattr(ac, n)]; print(before, missing, 'torch' in sys.modules)")
+    code = (
+        "import sys, archive_colorize as ac; before = 'torch' in sys.modules; "
+        "missing = [n for n in ac.__all__ if not hasattr(ac, n)]; print(before, missing, 'torch' in sys.modules)"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.stdout.strip() == "False [] True", r.stdout + r.stderr
+
+
+def test_ruff_finds_nothing_and_the_formatter_changes_nothing():
+    """The style rules of pyproject.toml [tool.ruff]: lint (pyflakes, pycodestyle, line
+    length) and format, over the package, tests, benchmarks and scripts."""
+    from ruff.__main__ import find_ruff_bin
+
+    ruff = find_ruff_bin()
+    lint = subprocess.run([ruff, "check", "--no-cache", str(ROOT)], capture_output=True, text=True, cwd=ROOT)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    fmt = subprocess.run(
+        [ruff, "format", "--check", "--no-cache", str(ROOT)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr

@@ -30,21 +30,43 @@ def run_cli(*args):
     "cols,message",
     [
         ({"uri": ["a.jpg"]}, "is missing required column(s) 'id' (it has: uri)"),
-        ({"id": ["a", "b", "a", "c"], "uri": ["1", "2", "3", "4"]}, "manifest column 'id' has duplicate value(s) ['a'] at row(s) [0, 2]"),
-        ({"id": ["a", None, "c"], "uri": ["1", "2", "3"]}, "manifest column 'id' has 1 null value(s), first at row(s) [1]"),
-        ({"id": ["a", "b"], "uri": ["1", None]}, "manifest column 'uri' has null or empty value(s) at row(s) [1]"),
-        ({"id": [1.0, 2.0], "uri": ["1", "2"]}, "manifest column 'id' has type double; accepted: string, large_string, "
-                                                "string_view or dictionary<string>, or an integer type"),
-        ({"id": ["a"], "uri": [b"1"]}, "manifest column 'uri' has type binary; accepted: string, large_string, "
-                                       "string_view or dictionary<string>"),
-        ({"id": ["a"], "uri": ["1"], "status": ["x"]}, "manifest column(s) 'status' clash with result columns; rename them"),
+        (
+            {"id": ["a", "b", "a", "c"], "uri": ["1", "2", "3", "4"]},
+            "manifest column 'id' has duplicate value(s) ['a'] at row(s) [0, 2]",
+        ),
+        (
+            {"id": ["a", None, "c"], "uri": ["1", "2", "3"]},
+            "manifest column 'id' has 1 null value(s), first at row(s) [1]",
+        ),
+        (
+            {"id": ["a", "b"], "uri": ["1", None]},
+            "manifest column 'uri' has null or empty value(s) at row(s) [1]",
+        ),
+        (
+            {"id": [1.0, 2.0], "uri": ["1", "2"]},
+            "manifest column 'id' has type double; accepted: string, large_string, "
+            "string_view or dictionary<string>, or an integer type",
+        ),
+        (
+            {"id": ["a"], "uri": [b"1"]},
+            "manifest column 'uri' has type binary; accepted: string, large_string, "
+            "string_view or dictionary<string>",
+        ),
+        (
+            {"id": ["a"], "uri": ["1"], "status": ["x"]},
+            "manifest column(s) 'status' clash with result columns; rename them",
+        ),
     ],
 )
 def test_bad_manifests_are_refused_before_work(tmp_path, cols, message):
     p = write(tmp_path, **cols)
     code, line = run_cli("run", p, "--out", tmp_path / "out")
     assert code == 1
-    assert line == f"Error: manifest {p} {message}" if message.startswith("is missing") else line.endswith(message), line
+    assert (
+        line == f"Error: manifest {p} {message}"
+        if message.startswith("is missing")
+        else line.endswith(message)
+    ), line
     assert not (tmp_path / "out").exists()  # nothing started
 
 
@@ -120,6 +142,9 @@ def test_submit_arguments_a_folder_is_one_manifest_a_glob_is_one_per_file(tmp_pa
     (tmp_path / "notes.txt").write_text("not a manifest")
     single = str(tmp_path / "b.parquet")
     assert expand_manifests([str(tmp_path), single]) == [str(tmp_path), single]
-    assert expand_manifests([str(tmp_path / "*.parquet")]) == [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
+    assert expand_manifests([str(tmp_path / "*.parquet")]) == [
+        str(tmp_path / "a.parquet"),
+        str(tmp_path / "b.parquet"),
+    ]
     with pytest.raises(ManifestError, match=r"no Parquet files match$"):
         expand_manifests([str(tmp_path / "none-*.parquet")])

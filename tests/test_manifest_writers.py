@@ -38,29 +38,37 @@ def duckdb_dataset(folder, scans) -> None:
     """`COPY ... (PARTITION_BY (box))`: box=0/, box=1/ folders of part files."""
     con = duckdb.connect()
     con.execute("CREATE TABLE scans (naId BIGINT, uri VARCHAR, box INTEGER, catalogued TIMESTAMPTZ)")
-    con.executemany("INSERT INTO scans VALUES (?, ?, ?, TIMESTAMPTZ '2026-11-30 10:00:00+00' + INTERVAL (?) HOUR)",
-                    [(5_000_000_000 + i, u, i % 2, i) for i, u in enumerate(scans)])
-    con.execute(f"COPY (SELECT naId AS id, uri, box, catalogued FROM scans) TO '{folder}' (FORMAT parquet, PARTITION_BY (box))")
+    con.executemany(
+        "INSERT INTO scans VALUES (?, ?, ?, TIMESTAMPTZ '2026-11-30 10:00:00+00' + INTERVAL (?) HOUR)",
+        [(5_000_000_000 + i, u, i % 2, i) for i, u in enumerate(scans)],
+    )
+    con.execute(
+        f"COPY (SELECT naId AS id, uri, box, catalogued FROM scans) TO '{folder}' (FORMAT parquet, PARTITION_BY (box))"
+    )
     con.close()
 
 
 def polars_file(path, scans) -> None:
-    pl.DataFrame({
-        "id": [f"p{i}" for i in range(len(scans))],
-        "uri": scans,
-        "subjects": [["farm", "people"] if i % 2 else [] for i in range(len(scans))],
-        "physical": [{"width_cm": 20.3 + i, "medium": "gelatin silver"} for i in range(len(scans))],
-        "notes": [None] * len(scans),
-    }).write_parquet(path)
+    pl.DataFrame(
+        {
+            "id": [f"p{i}" for i in range(len(scans))],
+            "uri": scans,
+            "subjects": [["farm", "people"] if i % 2 else [] for i in range(len(scans))],
+            "physical": [{"width_cm": 20.3 + i, "medium": "gelatin silver"} for i in range(len(scans))],
+            "notes": [None] * len(scans),
+        }
+    ).write_parquet(path)
 
 
 def pandas_file(path, scans) -> None:
-    pd.DataFrame({
-        "id": pd.Categorical([f"c{i}" for i in range(len(scans))]),
-        "uri": pd.Categorical(scans),
-        "series": pd.Categorical(["FSA"] * len(scans)),
-        "year": [1936 + i for i in range(len(scans))],
-    }).to_parquet(path)
+    pd.DataFrame(
+        {
+            "id": pd.Categorical([f"c{i}" for i in range(len(scans))]),
+            "uri": pd.Categorical(scans),
+            "series": pd.Categorical(["FSA"] * len(scans)),
+            "year": [1936 + i for i in range(len(scans))],
+        }
+    ).to_parquet(path)
 
 
 def written(kind: str, folder, scans):
@@ -79,8 +87,11 @@ def written(kind: str, folder, scans):
 EXPECT = {
     # column -> type in results.parquet (the writer's own type; partitions as pyarrow infers them)
     "duckdb": {"box": pa.int32(), "catalogued": pa.timestamp("us", tz="UTC")},
-    "polars": {"subjects": pa.large_list(pa.large_string()), "notes": pa.null(),
-               "physical": pa.struct([("width_cm", pa.float64()), ("medium", pa.large_string())])},
+    "polars": {
+        "subjects": pa.large_list(pa.large_string()),
+        "notes": pa.null(),
+        "physical": pa.struct([("width_cm", pa.float64()), ("medium", pa.large_string())]),
+    },
     "pandas": {"series": pa.dictionary(pa.int8(), pa.string()), "year": pa.int64()},
 }
 
@@ -129,8 +140,15 @@ def test_real_writers_on_s3(ray_cluster, weights_path, scans, s3, s3_server, tmp
         s3.put(str(local), url, recursive=True)
         s3.invalidate_cache()
         assert load_manifest(url, s3_server).num_rows == N
-        s = run(RunOptions(manifest=url, weights=str(weights_path), working_size=WORKING, batch_size=4,
-                           storage_options=s3_server))
+        s = run(
+            RunOptions(
+                manifest=url,
+                weights=str(weights_path),
+                working_size=WORKING,
+                batch_size=4,
+                storage_options=s3_server,
+            )
+        )
         assert s.out == default_out(url) and (s.done, s.failed) == (N, 0)
         s3.invalidate_cache()
         with s3.open(f"{s.out}/results.parquet", "rb") as f:
@@ -151,8 +169,10 @@ def test_partitioned_directory_from_spark_layout(tmp_path):
     d = tmp_path / "spark"
     for coll in ("fsa", "owi"):
         (d / f"collection={coll}").mkdir(parents=True)
-        pq.write_table(pa.table({"id": [f"{coll}-1", f"{coll}-2"], "uri": ["a.jpg", "b.jpg"]}),
-                       d / f"collection={coll}" / "part-00000-1f2e.snappy.parquet")
+        pq.write_table(
+            pa.table({"id": [f"{coll}-1", f"{coll}-2"], "uri": ["a.jpg", "b.jpg"]}),
+            d / f"collection={coll}" / "part-00000-1f2e.snappy.parquet",
+        )
         (d / f"collection={coll}" / ".part-00000-1f2e.snappy.parquet.crc").write_bytes(b"crc")
     (d / "_SUCCESS").write_bytes(b"")
     m = load_manifest(str(d))
@@ -167,8 +187,11 @@ def test_dataset_errors_name_the_row_across_part_files(tmp_path):
     d.mkdir()
     pq.write_table(pa.table({"id": ["a", "b"], "uri": ["1", "2"]}), d / "part-0.parquet")
     pq.write_table(pa.table({"id": ["c", "a"], "uri": ["3", "4"]}), d / "part-1.parquet")
-    with pytest.raises(ManifestError, match=r"^manifest column 'id' has duplicate value\(s\) \['a'\] at row\(s\) \[0, 3\] "
-                                            r"\(counted across the part files in name order\)$"):
+    with pytest.raises(
+        ManifestError,
+        match=r"^manifest column 'id' has duplicate value\(s\) \['a'\] at row\(s\) \[0, 3\] "
+        r"\(counted across the part files in name order\)$",
+    ):
         load_manifest(str(d))
     shutil.rmtree(d)
     d.mkdir()
@@ -194,8 +217,14 @@ def test_the_check_in_several_passes_finds_the_same_faults(tmp_path, monkeypatch
     with pytest.raises(ManifestError, match=r"duplicate value\(s\) \['NARA-7'\] at row\(s\) \[7, 40\]$"):
         load_manifest(str(p))
     pq.write_table(pa.table({"id": ids + ["nara-7"], "uri": ["u"] * 41}), p)
-    with pytest.raises(ManifestError, match=r"^manifest column 'id': rows 7 and 40 give output names that differ only in case"):
+    with pytest.raises(
+        ManifestError,
+        match=r"^manifest column 'id': rows 7 and 40 give output names that differ only in case",
+    ):
         load_manifest(str(p))
     pq.write_table(pa.table({"id": ids, "uri": ["u"] * 40, "output_name": [None] * 39 + ["NARA-3"]}), p)
-    with pytest.raises(ManifestError, match=r"^manifest column 'output_name': rows 3 and 39 give the same output name 'NARA-3'"):
+    with pytest.raises(
+        ManifestError,
+        match=r"^manifest column 'output_name': rows 3 and 39 give the same output name 'NARA-3'",
+    ):
         load_manifest(str(p))

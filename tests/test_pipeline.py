@@ -44,7 +44,15 @@ def scans_manifest(tmp_path_factory):
 def clean_run(ray_cluster, scans_manifest, weights_path, tmp_path_factory):
     manifest, files, reasons = scans_manifest
     out = tmp_path_factory.mktemp("clean") / "out"
-    summary = run(RunOptions(manifest=str(manifest), out=str(out), weights=str(weights_path), working_size=WORKING, batch_size=4))
+    summary = run(
+        RunOptions(
+            manifest=str(manifest),
+            out=str(out),
+            weights=str(weights_path),
+            working_size=WORKING,
+            batch_size=4,
+        )
+    )
     return summary, out
 
 
@@ -54,8 +62,22 @@ def test_run_7_done_3_failed(clean_run, scans_manifest, weights):
     assert (summary.done, summary.failed, summary.total) == (7, 3, 10)
     res = pq.read_table(out / "results.parquet")
     assert res.num_rows == 10 and len(set(res.column("id").to_pylist())) == 10
-    for col in ("id", "uri", "status", "error", "output_uri", "width", "height", "input_sha256", "output_sha256",
-                "scene_top5", "scene_top5_prob", "weights_sha256", "seconds", "archive_ref"):
+    for col in (
+        "id",
+        "uri",
+        "status",
+        "error",
+        "output_uri",
+        "width",
+        "height",
+        "input_sha256",
+        "output_sha256",
+        "scene_top5",
+        "scene_top5_prob",
+        "weights_sha256",
+        "seconds",
+        "archive_ref",
+    ):
         assert col in res.column_names, col
     rows = {r["id"]: r for r in res.to_pylist()}
     for key, reason in reasons.items():
@@ -87,7 +109,9 @@ def test_rerun_does_no_work(clean_run, scans_manifest, weights_path):
     manifest, _, _ = scans_manifest
     parts = sorted((out / "_progress").iterdir())
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "images").iterdir()}
-    again = run(RunOptions(manifest=str(manifest), out=str(out), weights=str(weights_path), working_size=WORKING))
+    again = run(
+        RunOptions(manifest=str(manifest), out=str(out), weights=str(weights_path), working_size=WORKING)
+    )
     assert again.processed_now == 0 and again.skipped == 10
     assert sorted((out / "_progress").iterdir()) == parts
     assert {p: p.stat().st_mtime_ns for p in (out / "images").iterdir()} == mtimes
@@ -102,20 +126,51 @@ def test_retry_failed_only_retries_failures(clean_run, scans_manifest, weights_p
     manifest, _, _ = scans_manifest
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
-    again = run(RunOptions(manifest=str(manifest), out=str(copy), weights=str(weights_path), working_size=WORKING, retry_failed=True))
+    again = run(
+        RunOptions(
+            manifest=str(manifest),
+            out=str(copy),
+            weights=str(weights_path),
+            working_size=WORKING,
+            retry_failed=True,
+        )
+    )
     assert again.processed_now == 3 and again.failed_now == 3
     assert pq.read_table(copy / "results.parquet").num_rows == 10
 
 
-def test_kill_and_resume_gives_identical_images(clean_run, scans_manifest, weights_path, ray_cluster, tmp_path):
+def test_kill_and_resume_gives_identical_images(
+    clean_run, scans_manifest, weights_path, ray_cluster, tmp_path
+):
     _, clean_out = clean_run
     manifest, _, _ = scans_manifest
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "archive_colorize.apps.cli", "run", str(manifest), "--out", str(out),
-           "--weights", str(weights_path), "--working-size", str(WORKING), "--batch-size", "1", "--address", ray_cluster]
+    cmd = [
+        sys.executable,
+        "-m",
+        "archive_colorize.apps.cli",
+        "run",
+        str(manifest),
+        "--out",
+        str(out),
+        "--weights",
+        str(weights_path),
+        "--working-size",
+        str(WORKING),
+        "--batch-size",
+        "1",
+        "--address",
+        ray_cluster,
+    ]
     # the run freezes itself after its second progress file (a crash point: no race with
     # the clock), and is SIGKILLed from outside there
-    proc = subprocess.Popen(cmd + ["--progress-every", "0"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "ARCHIVE_COLORIZE_STOP_AT": "progress-written:2"})
+    proc = subprocess.Popen(
+        cmd + ["--progress-every", "0"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "ARCHIVE_COLORIZE_STOP_AT": "progress-written:2"},
+    )
     wait_until_stopped(proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -125,7 +180,9 @@ def test_kill_and_resume_gives_identical_images(clean_run, scans_manifest, weigh
 
     settled = set(progress.read_log(*resolve(str(out)), columns=["id"]).column("id").to_pylist())
     assert len(settled) == 2  # batches of one, a progress file per batch
-    summary = run(RunOptions(manifest=str(manifest), out=str(out), weights=str(weights_path), working_size=WORKING))
+    summary = run(
+        RunOptions(manifest=str(manifest), out=str(out), weights=str(weights_path), working_size=WORKING)
+    )
     assert summary.processed_now == 10 - 2  # ...taken over, and exactly the remainder processed
     res = pq.read_table(out / "results.parquet")
     assert res.num_rows == 10 and len(set(res.column("id").to_pylist())) == 10
@@ -134,7 +191,9 @@ def test_kill_and_resume_gives_identical_images(clean_run, scans_manifest, weigh
     assert resumed.keys() == clean.keys() and all(resumed[k] == clean[k] for k in clean)
 
 
-def test_s3_manifest_inputs_and_outputs(ray_cluster, s3, s3_server, weights_path, clean_run, scans_manifest, tmp_path):
+def test_s3_manifest_inputs_and_outputs(
+    ray_cluster, s3, s3_server, weights_path, clean_run, scans_manifest, tmp_path
+):
     _, clean_out = clean_run
     _, files, reasons = scans_manifest
     s3.mkdir("archive")
@@ -153,8 +212,15 @@ def test_s3_manifest_inputs_and_outputs(ray_cluster, s3, s3_server, weights_path
     ids.append("missing")
     local = make_manifest(tmp_path / "m.parquet", uris, ids)
     s3.put(str(local), "archive/manifests/nara.parquet")
-    summary = run(RunOptions(manifest="s3://archive/manifests/nara.parquet", weights=str(weights_path),
-                             working_size=WORKING, batch_size=4, storage_options=s3_server))
+    summary = run(
+        RunOptions(
+            manifest="s3://archive/manifests/nara.parquet",
+            weights=str(weights_path),
+            working_size=WORKING,
+            batch_size=4,
+            storage_options=s3_server,
+        )
+    )
     assert summary.out == "s3://archive/manifests/nara-out"  # the documented default
     assert (summary.done, summary.failed) == (7, 4)
     s3.invalidate_cache()
@@ -185,21 +251,35 @@ def test_default_resources_leave_a_cpu_for_decoding():
 
 
 def test_finish_stages_declare_the_memory_of_their_largest_scan():
-    from archive_colorize.run.options import FINISH_BYTES_PER_PIXEL, LARGE_SCAN_PIXELS, FinishStage, finish_line, plan_finish
+    from archive_colorize.run.options import (
+        FINISH_BYTES_PER_PIXEL,
+        LARGE_SCAN_PIXELS,
+        FinishStage,
+        finish_line,
+        plan_finish,
+    )
 
     stages = plan_finish(250_000_000)
     assert [(s.low, s.high) for s in stages] == [(0, LARGE_SCAN_PIXELS + 1), (LARGE_SCAN_PIXELS + 1, None)]
-    assert [s.memory for s in stages] == [LARGE_SCAN_PIXELS * FINISH_BYTES_PER_PIXEL, 250_000_000 * FINISH_BYTES_PER_PIXEL]
+    assert [s.memory for s in stages] == [
+        LARGE_SCAN_PIXELS * FINISH_BYTES_PER_PIXEL,
+        250_000_000 * FINISH_BYTES_PER_PIXEL,
+    ]
     # never more than a node has: the large stage could not be scheduled, and the run would hang
     assert plan_finish(250_000_000, node_memory=4e9)[1].memory == int(0.8 * 4e9)
     assert plan_finish(10_000_000) == [FinishStage(0, 10_000_001, 10_000_000 * FINISH_BYTES_PER_PIXEL)]
-    assert finish_line(stages, 250_000_000) == ("finish tasks, one scan at a time: scans to 40 Mpx declare 960 MB each; "
-                                                "larger scans to 250 Mpx declare 6.00 GB each")
-    assert plan_resources({"CPU": 2.0}, RunOptions(manifest="m", max_pixels=10_000_000)).finish == tuple(plan_finish(10_000_000))
+    assert finish_line(stages, 250_000_000) == (
+        "finish tasks, one scan at a time: scans to 40 Mpx declare 960 MB each; "
+        "larger scans to 250 Mpx declare 6.00 GB each"
+    )
+    assert plan_resources({"CPU": 2.0}, RunOptions(manifest="m", max_pixels=10_000_000)).finish == tuple(
+        plan_finish(10_000_000)
+    )
 
 
-def test_large_scans_are_finished_by_their_own_stage_with_the_same_bytes(clean_run, scans_manifest, weights_path,
-                                                                         tmp_path, monkeypatch):
+def test_large_scans_are_finished_by_their_own_stage_with_the_same_bytes(
+    clean_run, scans_manifest, weights_path, tmp_path, monkeypatch
+):
     """With the line between small and large scans at 0.2 Mpx, four of the seven sample scans
     go to the second finish stage: every row is settled once, with the bytes of a run where
     one stage did them all."""
@@ -212,10 +292,21 @@ def test_large_scans_are_finished_by_their_own_stage_with_the_same_bytes(clean_r
     monkeypatch.setattr(options, "LARGE_SCAN_PIXELS", 200_000)
     manifest, files, reasons = scans_manifest
     screen = io.StringIO()
-    s = run(RunOptions(manifest=str(manifest), out=str(tmp_path / "out"), weights=str(weights_path), working_size=WORKING,
-                       batch_size=4), console=Console(file=screen, width=300))
+    s = run(
+        RunOptions(
+            manifest=str(manifest),
+            out=str(tmp_path / "out"),
+            weights=str(weights_path),
+            working_size=WORKING,
+            batch_size=4,
+        ),
+        console=Console(file=screen, width=300),
+    )
     assert (s.done, s.failed) == (7, 3)
-    assert "finish tasks, one scan at a time: scans to 0.2 Mpx declare 5 MB each; larger scans to 250 Mpx" in screen.getvalue()
+    assert (
+        "finish tasks, one scan at a time: scans to 0.2 Mpx declare 5 MB each; larger scans to 250 Mpx"
+        in screen.getvalue()
+    )
     res = pq.read_table(tmp_path / "out" / "results.parquet")
     rows = {r["id"]: r for r in res.to_pylist()}
     assert res.num_rows == 10 and {r["status"] for r in rows.values()} == {"done", "failed"}
@@ -227,7 +318,9 @@ def test_large_scans_are_finished_by_their_own_stage_with_the_same_bytes(clean_r
         assert r["seconds"] is None or r["seconds"] > 0
 
 
-def test_colour_made_in_the_model_actor_gives_the_same_files(clean_run, scans_manifest, weights_path, tmp_path):
+def test_colour_made_in_the_model_actor_gives_the_same_files(
+    clean_run, scans_manifest, weights_path, tmp_path
+):
     """--recombine-on actor (what a GPU run does by default) on this CPU cluster: the scan is
     decoded once, the actor recombines, finish only encodes; every file is the one the
     default CPU layout wrote."""
@@ -237,21 +330,39 @@ def test_colour_made_in_the_model_actor_gives_the_same_files(clean_run, scans_ma
 
     manifest, files, reasons = scans_manifest
     screen = io.StringIO()
-    s = run(RunOptions(manifest=str(manifest), out=str(tmp_path / "out"), weights=str(weights_path), working_size=WORKING,
-                       batch_size=4, recombine_on="actor"), console=Console(file=screen, width=300))
+    s = run(
+        RunOptions(
+            manifest=str(manifest),
+            out=str(tmp_path / "out"),
+            weights=str(weights_path),
+            working_size=WORKING,
+            batch_size=4,
+            recombine_on="actor",
+        ),
+        console=Console(file=screen, width=300),
+    )
     assert (s.done, s.failed) == (7, 3)
     assert "the model actors make the colour on cpu" in screen.getvalue()
     rows = {r["id"]: r for r in pq.read_table(tmp_path / "out" / "results.parquet").to_pylist()}
     before = {r["id"]: r for r in pq.read_table(clean_run[1] / "results.parquet").to_pylist()}
     assert rows.keys() == before.keys()
     for i, r in rows.items():
-        assert (r["status"], r["error"], r["output_sha256"]) == (before[i]["status"], before[i]["error"], before[i]["output_sha256"]), i
+        assert (r["status"], r["error"], r["output_sha256"]) == (
+            before[i]["status"],
+            before[i]["error"],
+            before[i]["output_sha256"],
+        ), i
 
 
 def test_where_colour_is_made_by_default_and_bad_values():
     assert plan_resources({"CPU": 2.0}, RunOptions(manifest="m")).recombine_on == "finish"
     assert plan_resources({"CPU": 16.0, "GPU": 1.0}, RunOptions(manifest="m")).recombine_on == "actor"
-    assert plan_resources({"CPU": 16.0, "GPU": 1.0}, RunOptions(manifest="m", recombine_on="finish")).recombine_on == "finish"
+    assert (
+        plan_resources(
+            {"CPU": 16.0, "GPU": 1.0}, RunOptions(manifest="m", recombine_on="finish")
+        ).recombine_on
+        == "finish"
+    )
     from archive_colorize.run.options import check_options
 
     with pytest.raises(ConfigError, match=r"^--recombine-on must be one of auto, actor, finish, not 'gpu'$"):
@@ -259,27 +370,38 @@ def test_where_colour_is_made_by_default_and_bad_values():
     from archive_colorize.run.jobs import entrypoint
 
     assert entrypoint(RunOptions(manifest="m.parquet", recombine_on="actor"), "o") == (
-        "archive-colorize run m.parquet --out o --format png --working-size 512 --batch-size 8 --recombine-on actor")
+        "archive-colorize run m.parquet --out o --format png --working-size 512 --batch-size 8 --recombine-on actor"
+    )
     assert "--recombine-on" not in entrypoint(RunOptions(manifest="m.parquet"), "o")
 
 
 def test_style_uri_and_output_name(ray_cluster, weights_path, tmp_path):
     a = str(sample("chelsea.jpg"))
     b = str(sample("astronaut.jpg"))
-    t = pa.table({"id": ["plain", "styled", "../escape"], "uri": [a, a, a], "style_uri": [None, b, None],
-                  "output_name": ["mural", "mural-styled", None]})
+    t = pa.table(
+        {
+            "id": ["plain", "styled", "../escape"],
+            "uri": [a, a, a],
+            "style_uri": [None, b, None],
+            "output_name": ["mural", "mural-styled", None],
+        }
+    )
     pq.write_table(t, tmp_path / "m.parquet")
     import io
 
     from rich.console import Console
 
     screen = io.StringIO()
-    s = run(RunOptions(manifest=str(tmp_path / "m.parquet"), weights=str(weights_path), working_size=WORKING),
-            console=Console(file=screen, force_terminal=True))
+    s = run(
+        RunOptions(manifest=str(tmp_path / "m.parquet"), weights=str(weights_path), working_size=WORKING),
+        console=Console(file=screen, force_terminal=True),
+    )
     assert "3/3" in screen.getvalue() and "0 failed" in screen.getvalue()  # the live progress bar
     # the first lines say where the model runs: the plan, then each actor's real device
     assert "model actors: 1 on cpu, 1 CPU each (cluster: 2 CPUs, 0 GPUs)" in screen.getvalue()
-    assert re.search(r"model actor: cpu \(2 threads; torch [^)]+\) on \S+ pid \d+", screen.getvalue()), screen.getvalue()
+    assert re.search(r"model actor: cpu \(2 threads; torch [^)]+\) on \S+ pid \d+", screen.getvalue()), (
+        screen.getvalue()
+    )
     devices = json.loads((tmp_path / "m-out" / "run.json").read_text())["devices"]
     assert len(devices) == 1 and devices[0].startswith("cpu (2 threads; torch ")
     out = tmp_path / "m-out"
@@ -294,14 +416,18 @@ def test_style_uri_and_output_name(ray_cluster, weights_path, tmp_path):
     styled = Image.open(out / "images" / "mural-styled.png")
     assert plain.tobytes() != styled.tobytes()
     rows = {r["id"]: r for r in pq.read_table(out / "results.parquet").to_pylist()}
-    assert rows["styled"]["style_uri"] == b and rows["../escape"]["output_uri"].startswith(str(out / "images" / "escape-"))
+    assert rows["styled"]["style_uri"] == b and rows["../escape"]["output_uri"].startswith(
+        str(out / "images" / "escape-")
+    )
 
 
 @pytest.mark.shared
 def test_the_18_historical_scans(ray_cluster, weights_path, tmp_path):
     """Real archive scans of every kind in ../shared: all done, full size, coloured."""
     files = historical_files()
-    manifest = make_manifest(tmp_path / "historical.parquet", [str(f) for f in files], [f.stem for f in files])
+    manifest = make_manifest(
+        tmp_path / "historical.parquet", [str(f) for f in files], [f.stem for f in files]
+    )
     s = run(RunOptions(manifest=str(manifest), weights=str(weights_path), working_size=WORKING, batch_size=4))
     assert (s.done, s.failed) == (18, 0)
     rows = {r["id"]: r for r in pq.read_table(tmp_path / "historical-out" / "results.parquet").to_pylist()}
@@ -328,9 +454,14 @@ def test_resuming_on_another_device_says_so(ray_cluster, weights_path, tmp_path)
     record["devices"] = [gpu]  # as if the first rows had been made on a GPU node
     (out / "run.json").write_text(json.dumps(record))
     screen = io.StringIO()
-    s = run(RunOptions(manifest=manifest, out=str(out), weights=str(weights_path), working_size=WORKING),
-            console=Console(file=screen, width=400))
+    s = run(
+        RunOptions(manifest=manifest, out=str(out), weights=str(weights_path), working_size=WORKING),
+        console=Console(file=screen, width=400),
+    )
     assert s.processed_now == 3
-    assert f"note: earlier rows here were made on {gpu}; the rows made now on {here[0]} may differ" in screen.getvalue()
+    assert (
+        f"note: earlier rows here were made on {gpu}; the rows made now on {here[0]} may differ"
+        in screen.getvalue()
+    )
     after = json.loads((out / "run.json").read_text())
     assert after["devices"] == here and after["earlier_devices"] == [gpu]

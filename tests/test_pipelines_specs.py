@@ -57,9 +57,12 @@ def test_readme_commands_parse():
     lines = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         joined = block.replace("\\\n", " ")
-        lines += [l.split("#")[0].strip() for l in joined.splitlines()]
-    cmds = [shlex.split(l[l.index("archive-colorize"):].split("&&")[0]) for l in lines
-            if "archive-colorize " in l and not l.startswith(("ray ", "python", "kubectl", "docker"))]
+        lines += [line.split("#")[0].strip() for line in joined.splitlines()]
+    cmds = [
+        shlex.split(line[line.index("archive-colorize") :].split("&&")[0])
+        for line in lines
+        if "archive-colorize " in line and not line.startswith(("ray ", "python", "kubectl", "docker"))
+    ]
     assert len(cmds) >= 10
     for argv in cmds:
         accepts(argv)
@@ -67,8 +70,14 @@ def test_readme_commands_parse():
 
 def _gpu_groups(spec: dict) -> list[dict]:
     groups = spec["spec"]["rayClusterSpec"].get("workerGroupSpecs", [])
-    return [g for g in groups if any("nvidia.com/gpu" in (c.get("resources", {}).get("limits") or {})
-                                     for c in g["template"]["spec"]["containers"])]
+    return [
+        g
+        for g in groups
+        if any(
+            "nvidia.com/gpu" in (c.get("resources", {}).get("limits") or {})
+            for c in g["template"]["spec"]["containers"]
+        )
+    ]
 
 
 def test_gpu_workers_run_the_gpu_image():
@@ -85,4 +94,6 @@ def test_gpu_workers_run_the_gpu_image():
     docker = (P / "Dockerfile").read_text()
     assert re.search(r"^FROM rayproject/ray:[\d.]+-py311-\$\{VARIANT\}$", docker, re.M)
     assert "--build-arg VARIANT=gpu -t ghcr.io/example-archive/archive-colorize:0.1.0-gpu" in docker
-    assert re.search(r'"\$VARIANT" = gpu \]; then index=https://download.pytorch.org/whl/\$\{TORCH_CUDA\}', docker)
+    assert re.search(
+        r'"\$VARIANT" = gpu \]; then index=https://download.pytorch.org/whl/\$\{TORCH_CUDA\}', docker
+    )

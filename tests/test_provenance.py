@@ -16,12 +16,14 @@ from archive_colorize.imaging.render import render
 
 from .conftest import sample
 
-SOURCE_XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-              b'<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" '
-              b'xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/">'
-              b'<dc:title><rdf:Alt><rdf:li xml:lang="x-default">Migrant Mother</rdf:li></rdf:Alt></dc:title>'
-              b'<Iptc4xmpExt:DigitalSourceType>http://cv.iptc.org/newscodes/digitalsourcetype/print</Iptc4xmpExt:DigitalSourceType>'
-              b'</rdf:Description></rdf:RDF></x:xmpmeta>')
+SOURCE_XMP = (
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    b'<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+    b'xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/">'
+    b'<dc:title><rdf:Alt><rdf:li xml:lang="x-default">Migrant Mother</rdf:li></rdf:Alt></dc:title>'
+    b'<Iptc4xmpExt:DigitalSourceType>http://cv.iptc.org/newscodes/digitalsourcetype/print</Iptc4xmpExt:DigitalSourceType>'
+    b'</rdf:Description></rdf:RDF></x:xmpmeta>'
+)
 SHA = "ab" * 32
 
 
@@ -49,7 +51,9 @@ def scans(tmp_path_factory):
     return decode_image(src.read_bytes()), decode_image(sample("coins.png").read_bytes())
 
 
-@pytest.mark.parametrize("fmt,depth", [("jpeg", 8), ("png", 8), ("tiff", 8), ("webp", 8), ("png", 16), ("tiff", 16)])
+@pytest.mark.parametrize(
+    "fmt,depth", [("jpeg", 8), ("png", 8), ("tiff", 8), ("webp", 8), ("png", 16), ("tiff", 16)]
+)
 def test_every_format_says_ai_colour_and_keeps_the_source(fmt, depth, scans, engine, tmp_path):
     d = scans[0] if depth == 8 else scans[1]
     assert d.bit_depth == depth
@@ -58,15 +62,24 @@ def test_every_format_says_ai_colour_and_keeps_the_source(fmt, depth, scans, eng
     tags = exiftool(out)
     assert tags["XMP-iptcExt:DigitalSourceType"] == DIGITAL_SOURCE_TYPE, tags
     assert tags["XMP-iptcExt:AISystemUsed"] == "archive-colorize"
-    assert tags["XMP-archivecolorize:WeightsSHA256"] == SHA and tags["XMP-archivecolorize:Precision"] == "int8"
+    assert (
+        tags["XMP-archivecolorize:WeightsSHA256"] == SHA and tags["XMP-archivecolorize:Precision"] == "int8"
+    )
     assert tags[next(k for k in tags if k.endswith(":Software"))].endswith(f"(weights {SHA[:12]}, int8)")
     if depth == 8:  # the source's own metadata is still there
         assert tags["XMP-dc:Title"] == "Migrant Mother"
-        assert tags["XMP-archivecolorize:SourceDigitalSourceType"] == "http://cv.iptc.org/newscodes/digitalsourcetype/print"
+        assert (
+            tags["XMP-archivecolorize:SourceDigitalSourceType"]
+            == "http://cv.iptc.org/newscodes/digitalsourcetype/print"
+        )
         assert tags[next(k for k in tags if k.endswith(":Artist"))] == "Dorothea Lange"
     # and Pillow sees the same packet
     im = Image.open(io.BytesIO(out.read_bytes()))
-    raw = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp") or (im.tag_v2.get(700) if fmt == "tiff" else None)
+    raw = (
+        im.info.get("xmp")
+        or im.info.get("XML:com.adobe.xmp")
+        or (im.tag_v2.get(700) if fmt == "tiff" else None)
+    )
     raw = raw.encode() if isinstance(raw, str) else bytes(raw)
     assert DIGITAL_SOURCE_TYPE.encode() in raw and raw.count(b"Iptc4xmpExt:DigitalSourceType=") == 1
 
@@ -78,10 +91,18 @@ def test_xmp_packets():
     merged = p.xmp(SOURCE_XMP).decode()
     assert merged.count("DigitalSourceType") == 2  # ours, and the source's kept under our own name
     assert "<Iptc4xmpExt:DigitalSourceType>" not in merged and "Migrant Mother" in merged
-    attr = SOURCE_XMP.replace(b"<Iptc4xmpExt:DigitalSourceType>http://cv.iptc.org/newscodes/digitalsourcetype/print"
-                              b"</Iptc4xmpExt:DigitalSourceType>", b"").replace(
-        b'rdf:about=""', b'rdf:about="" Iptc4xmpExt:DigitalSourceType="http://cv.iptc.org/newscodes/digitalsourcetype/negativeFilm"')
+    attr = SOURCE_XMP.replace(
+        b"<Iptc4xmpExt:DigitalSourceType>http://cv.iptc.org/newscodes/digitalsourcetype/print"
+        b"</Iptc4xmpExt:DigitalSourceType>",
+        b"",
+    ).replace(
+        b'rdf:about=""',
+        b'rdf:about="" Iptc4xmpExt:DigitalSourceType="http://cv.iptc.org/newscodes/digitalsourcetype/negativeFilm"',
+    )
     merged = p.xmp(attr).decode()
-    assert 'archivecolorize:SourceDigitalSourceType="http://cv.iptc.org/newscodes/digitalsourcetype/negativeFilm"' in merged
+    assert (
+        'archivecolorize:SourceDigitalSourceType="http://cv.iptc.org/newscodes/digitalsourcetype/negativeFilm"'
+        in merged
+    )
     assert merged.count(f'Iptc4xmpExt:DigitalSourceType="{DIGITAL_SOURCE_TYPE}"') == 1
     assert p.xmp(b"not xmp at all") == fresh  # an unreadable packet is replaced, not merged into

@@ -38,8 +38,12 @@ def run_out(ray_cluster, weights_path, tmp_path_factory):
     reasons = write_broken_files(d / "broken")
     t = pq.read_table(manifest)
     ids = t.column("id").to_pylist() + list(reasons) + ['<script>alert("x")</script>', "coins_16bit"]
-    uris = (t.column("uri").to_pylist() + [str(d / "broken" / f"{k}.jpg") for k in reasons] + ["scan_00000.jpg"]
-            + [str(ROOT / "manifests" / "sample" / "coins.png")])
+    uris = (
+        t.column("uri").to_pylist()
+        + [str(d / "broken" / f"{k}.jpg") for k in reasons]
+        + ["scan_00000.jpg"]
+        + [str(ROOT / "manifests" / "sample" / "coins.png")]
+    )
     pq.write_table(pa.table({"id": ids, "uri": uris}), manifest)
     out = d / "out"
     s = run(RunOptions(manifest=str(manifest), out=str(out), weights=str(weights_path), working_size=64))
@@ -52,25 +56,34 @@ def test_report_page_renders_in_chromium(run_out, tmp_path):
     page = tmp_path / "report.html"
     r = cli("report", str(out), "--html", str(page))
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip().startswith(f"wrote {page} (18 pairs shown of 21 rows;") and r.stdout.strip().endswith("3 failed)")
+    assert r.stdout.strip().startswith(
+        f"wrote {page} (18 pairs shown of 21 rows;"
+    ) and r.stdout.strip().endswith("3 failed)")
     text = page.read_text()
     assert not re.search(r'src="(?!data:image/jpeg;base64,)', text), "an image is not embedded"
     assert "<script" not in text.replace("&lt;script", "")  # the hostile id is shown, not run
     for reason in reasons.values():
         assert reason.split(" (")[0] in text.replace("&quot;", '"').replace("&#x27;", "'")
     assert text.count("<img ") == 36 and "<svg" in text
-    for uri in re.findall(r'src="data:image/jpeg;base64,([^"]+)"', text):  # no blank (e.g. clipped 16-bit) thumbnail
+    for uri in re.findall(
+        r'src="data:image/jpeg;base64,([^"]+)"', text
+    ):  # no blank (e.g. clipped 16-bit) thumbnail
         thumb = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri))).convert("L"), np.float32)
         assert thumb.std() > 5 and 5 < thumb.mean() < 250
 
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = p.chromium.launch(
+            executable_path=chromium(),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         tab = browser.new_page(viewport={"width": 1280, "height": 900})
         tab.goto(page.as_uri(), wait_until="load")
         n = tab.evaluate("document.images.length")
-        broken = tab.evaluate("Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length")
+        broken = tab.evaluate(
+            "Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length"
+        )
         png = tab.screenshot(full_page=False)
         browser.close()
     assert (n, broken) == (36, 0)
@@ -94,7 +107,9 @@ def test_report_at_10000_rows_stays_bounded(run_out, tmp_path):
     big.mkdir()
     pq.write_table(pa.Table.from_pylist(rows), big / "results.parquet")
     shutil.copy(out / "run.json", big / "run.json")
-    info = write_report(ReportOptions(out=str(big), html=str(tmp_path / "big.html"), sample=50, low_confidence=0.0))
+    info = write_report(
+        ReportOptions(out=str(big), html=str(tmp_path / "big.html"), sample=50, low_confidence=0.0)
+    )
     assert info == {"total": 10_000, "done": 10_000, "failed": 0, "flagged": 750, "shown": 50}
     text = (tmp_path / "big.html").read_text()
     assert text.count("<img ") == 100 and len(text) < 3_000_000
@@ -104,8 +119,10 @@ def test_report_at_10000_rows_stays_bounded(run_out, tmp_path):
 def test_report_on_a_folder_without_results(tmp_path):
     r = cli("report", str(tmp_path), "--html", str(tmp_path / "r.html"))
     assert r.returncode == 1
-    assert r.stderr.splitlines() == [f"Error: no results in {tmp_path}: neither results.parquet nor a progress log",
-                                     "Hint: give the folder a run wrote to (its --out)"]
+    assert r.stderr.splitlines() == [
+        f"Error: no results in {tmp_path}: neither results.parquet nor a progress log",
+        "Hint: give the folder a run wrote to (its --out)",
+    ]
 
 
 def test_report_of_a_directory_manifest_shows_its_before_images(tmp_path):
@@ -127,10 +144,24 @@ def test_report_of_a_directory_manifest_shows_its_before_images(tmp_path):
     out = tmp_path / "batch-01-out"
     (out / "images").mkdir(parents=True)
     Image.open(sample("chelsea.jpg")).convert("RGB").save(out / "images" / "c.png")
-    row = {"id": "c", "uri": "chelsea.jpg", "status": "done", "error": None, "output_uri": str(out / "images" / "c.png"),
-           "width": 451, "height": 300, "scene_top5": ["a"], "scene_top5_prob": [0.5], "mean_chroma": 9.0, "chroma_gain": 1.0}
+    row = {
+        "id": "c",
+        "uri": "chelsea.jpg",
+        "status": "done",
+        "error": None,
+        "output_uri": str(out / "images" / "c.png"),
+        "width": 451,
+        "height": 300,
+        "scene_top5": ["a"],
+        "scene_top5_prob": [0.5],
+        "mean_chroma": 9.0,
+        "chroma_gain": 1.0,
+    }
     pq.write_table(pa.Table.from_pylist([row]), out / "results.parquet")
-    for record in ({"manifest": str(d)}, {"manifest": str(d), "manifest_base_dir": str(d)}):  # an older run.json, a new one
+    for record in (
+        {"manifest": str(d)},
+        {"manifest": str(d), "manifest_base_dir": str(d)},
+    ):  # an older run.json, a new one
         (out / "run.json").write_text(json.dumps(record))
         write_report(ReportOptions(out=str(out), html=str(tmp_path / "r.html")))
         html = (tmp_path / "r.html").read_text()

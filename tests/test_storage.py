@@ -12,5 +12,7 @@ def test_stale_temporaries_are_removed_and_real_files_kept(tmp_path):
     fs, root = resolve(str(tmp_path))
     assert remove_stale_temps(fs, root) == 2
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
-        "images/a.png", "notes.tmp-keep"]
+        "images/a.png",
+        "notes.tmp-keep",
+    ]
     assert (tmp_path / "images" / "a.png").read_bytes() == b"whole"

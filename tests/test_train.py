@@ -43,8 +43,12 @@ def places(tmp_path_factory):
         (layout / "val" / f"{i:08d}.jpg").write_bytes(row["image"])
         lines.append(f"{i:08d}.jpg {row['label']}\n")
     (layout / "val.txt").write_text("".join(lines))
-    return {"train": train, "val": val, "layout_val": layout / "val.txt",
-            "overrides": [f"data.train={train}", f"data.val={val}", f"data.categories={d / 'categories.txt'}"]}
+    return {
+        "train": train,
+        "val": val,
+        "layout_val": layout / "val.txt",
+        "overrides": [f"data.train={train}", f"data.val={val}", f"data.categories={d / 'categories.txt'}"],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +63,7 @@ def real_batch(places):
         b = prepare_batch(raw, train=True, seed=seed)
         idx = np.flatnonzero(b["keep"])[:n]
         return {k: torch.as_tensor(b[k][idx]) for k in ("L", "ab", "label")}
+
     return batch
 
 
@@ -72,11 +77,16 @@ def test_class_loss_reaches_only_classification_global_and_low_level(real_batch)
     for name, g in grads.items():
         reached = g is not None and bool(g.abs().sum() > 0)
         # fc3 makes the 256-d fusion input; the classifier reads the 512-d fc2 output
-        expect = name.split(".")[0] in ("low_level", "global_features", "classification") and ".fc3." not in name
+        expect = (
+            name.split(".")[0] in ("low_level", "global_features", "classification") and ".fc3." not in name
+        )
         assert reached == expect, name
     model.zero_grad(set_to_none=True)
     colour.backward()
-    for name, p in model.named_parameters():  # the colour loss reaches every sub-network except the classifier
+    for (
+        name,
+        p,
+    ) in model.named_parameters():  # the colour loss reaches every sub-network except the classifier
         if not name.startswith("classification"):
             assert p.grad is not None and p.grad.abs().sum() > 0, name
 
@@ -131,8 +141,21 @@ def test_smoke_run_with_two_ray_train_workers(ray_cluster, smoke, tmp_path):
 
 def test_kill_then_resume_continues_at_saved_step(places, tmp_path):
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "archive_colorize.apps.cli", "train", "--config", str(SMOKE), "--out", str(run_dir),
-           *places["overrides"], "train.use_ray=false", "train.steps=400", "train.checkpoint_every=3", "train.eval_every=1000"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "archive_colorize.apps.cli",
+        "train",
+        "--config",
+        str(SMOKE),
+        "--out",
+        str(run_dir),
+        *places["overrides"],
+        "train.use_ray=false",
+        "train.steps=400",
+        "train.checkpoint_every=3",
+        "train.eval_every=1000",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and len(list_checkpoints(str(run_dir))) < 3:
@@ -142,8 +165,20 @@ def test_kill_then_resume_continues_at_saved_step(places, tmp_path):
     proc.wait()
     saved = list_checkpoints(str(run_dir))[-1][0]
     assert saved >= 9
-    r = subprocess.run(cmd[:-3] + ["--resume", "train.use_ray=false", f"train.steps={saved + 2}", "train.checkpoint_every=3",
-                                   "train.eval_every=1000"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        cmd[:-3]
+        + [
+            "--resume",
+            "train.use_ray=false",
+            f"train.steps={saved + 2}",
+            "train.checkpoint_every=3",
+            "train.eval_every=1000",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"resumed from checkpoint at step {saved}" in r.stdout
     steps = [int(row["step"]) for row in read_metrics(str(run_dir))]
@@ -160,9 +195,24 @@ def test_export_and_evaluate_on_both_formats(places, smoke, tmp_path):
 
     meta = read_metadata(w)
     assert meta["training"]["steps"] == 2 and meta["categories"][0] == "class_0"
-    assert meta["data"]["description"] == "MiniPlaces smoke subset" and len(meta["data"]["train_mean_ab"]) == 2
+    assert (
+        meta["data"]["description"] == "MiniPlaces smoke subset" and len(meta["data"]["train_mean_ab"]) == 2
+    )
     for data in (places["val"], places["layout_val"]):
-        r = runner.invoke(app, ["evaluate", "--weights", str(w), "--data", str(data), "--limit", "48", "--out", str(tmp_path / "r.json")])
+        r = runner.invoke(
+            app,
+            [
+                "evaluate",
+                "--weights",
+                str(w),
+                "--data",
+                str(data),
+                "--limit",
+                "48",
+                "--out",
+                str(tmp_path / "r.json"),
+            ],
+        )
         assert r.exit_code == 0, r.output
         import json
 

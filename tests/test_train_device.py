@@ -35,12 +35,26 @@ def places(tmp_path_factory):
 
 
 def data_args(d):
-    return [f"data.train={d / 'train-*.parquet'}", f"data.val={d / 'val.parquet'}", f"data.categories={d / 'categories.txt'}"]
+    return [
+        f"data.train={d / 'train-*.parquet'}",
+        f"data.val={d / 'val.parquet'}",
+        f"data.categories={d / 'categories.txt'}",
+    ]
 
 
 def test_resident_training_counts_the_filtered_once(places, tmp_path):
-    cfg = load_config(SMOKE, [*data_args(places), "data.on_device=true", "train.use_ray=false", "train.steps=30",
-                              "train.log_every=10", "train.eval_every=30", "data.train_limit=0"])
+    cfg = load_config(
+        SMOKE,
+        [
+            *data_args(places),
+            "data.on_device=true",
+            "train.use_ray=false",
+            "train.steps=30",
+            "train.log_every=10",
+            "train.eval_every=30",
+            "data.train_limit=0",
+        ],
+    )
     run_training(cfg, str(tmp_path / "run"))
     rows = read_metrics(str(tmp_path / "run"))
     assert [int(r["step"]) for r in rows] == [10, 20, 30]
@@ -59,7 +73,9 @@ def _export(run, out):
 @pytest.fixture(scope="module")
 def base_weights(places, tmp_path_factory):
     d = tmp_path_factory.mktemp("base")
-    run_training(load_config(SMOKE, [*data_args(places), "train.use_ray=false", "train.steps=2"]), str(d / "run"))
+    run_training(
+        load_config(SMOKE, [*data_args(places), "train.use_ray=false", "train.steps=2"]), str(d / "run")
+    )
     return _export(d / "run", d / "base.safetensors")
 
 
@@ -93,15 +109,39 @@ def test_fine_tune_from_another_directory_with_relative_paths(places, base_weigh
     (work / "data" / "cats.txt").write_text((places / "categories10.txt").read_text())
     (work / "base.safetensors").write_bytes(base_weights.read_bytes())
     cli = [sys.executable, "-m", "archive_colorize.apps.cli"]
-    r = subprocess.run([*cli, "train", "--config", str(ROOT / "training" / "finetune.toml"), "--out", "runs/ft",
-                        "--init", "base.safetensors", "data.train=data/ours-*.parquet", "data.val=",
-                        "data.categories=data/cats.txt", "model.num_classes=10", "model.width=0.125", "train.steps=4", "train.batch_size=8"],
-                       cwd=work, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            *cli,
+            "train",
+            "--config",
+            str(ROOT / "training" / "finetune.toml"),
+            "--out",
+            "runs/ft",
+            "--init",
+            "base.safetensors",
+            "data.train=data/ours-*.parquet",
+            "data.val=",
+            "data.categories=data/cats.txt",
+            "model.num_classes=10",
+            "model.width=0.125",
+            "train.steps=4",
+            "train.batch_size=8",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "initialised from" in r.stdout and "(classifier re-initialised: 100 -> 10 classes)" in r.stdout
     assert f"latest checkpoint: {work / 'runs' / 'ft' / 'checkpoints' / 'step-000000004.pt'}" in r.stdout
-    r = subprocess.run([*cli, "weights", "export", "runs/ft", "--out", "ft.safetensors"], cwd=work,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [*cli, "weights", "export", "runs/ft", "--out", "ft.safetensors"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     meta = read_metadata(work / "ft.safetensors")
     assert meta["config"]["num_classes"] == 10 and meta["categories"][3] == "class_3"
@@ -111,22 +151,47 @@ def test_relative_out_and_time_limit_under_ray_train(ray_cluster, places, tmp_pa
     """Ray Train workers run in directories of their own; a relative --out must still land
     here, and train.max_minutes must stop both workers together (no all-reduce left waiting)."""
     monkeypatch.chdir(tmp_path)
-    r = runner.invoke(app, ["train", "--config", str(SMOKE), "--out", "runs/smoke", *data_args(places),
-                            "train.steps=100000", "train.max_minutes=0.05", "train.log_every=2",
-                            "train.checkpoint_every=100000", "train.eval_every=100000"])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--config",
+            str(SMOKE),
+            "--out",
+            "runs/smoke",
+            *data_args(places),
+            "train.steps=100000",
+            "train.max_minutes=0.05",
+            "train.log_every=2",
+            "train.checkpoint_every=100000",
+            "train.eval_every=100000",
+        ],
+    )
     assert r.exit_code == 0, r.output
     ckpts = list_checkpoints(str(tmp_path / "runs" / "smoke"))
     assert len(ckpts) == 1 and 0 < ckpts[0][0] < 100000 and ckpts[0][0] % 2 == 0
     assert f"latest checkpoint: {ckpts[0][1]}" in r.output
     r = runner.invoke(app, ["weights", "export", "runs/smoke", "--out", "w.safetensors"])
     assert r.exit_code == 0, r.output
-    assert json.loads(json.dumps(read_metadata(tmp_path / "w.safetensors")["training"]))["steps"] == ckpts[0][0]
+    assert (
+        json.loads(json.dumps(read_metadata(tmp_path / "w.safetensors")["training"]))["steps"] == ckpts[0][0]
+    )
 
 
 def test_streaming_without_ray_when_not_resident(places, tmp_path):
     """data.on_device=false: the threaded streaming loader; the filter counts per batch."""
-    cfg = load_config(SMOKE, [*data_args(places), "data.on_device=false", "train.use_ray=false", "train.steps=12",
-                              "train.log_every=12", "train.eval_every=12", "data.train_limit=0"])
+    cfg = load_config(
+        SMOKE,
+        [
+            *data_args(places),
+            "data.on_device=false",
+            "train.use_ray=false",
+            "train.steps=12",
+            "train.log_every=12",
+            "train.eval_every=12",
+            "data.train_limit=0",
+        ],
+    )
     run_training(cfg, str(tmp_path / "run"))
     (row,) = read_metrics(str(tmp_path / "run"))
     # 12 batches of 8 drawn from 96 rows of which every 8th is grey: 12 draws filtered in all

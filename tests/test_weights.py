@@ -9,7 +9,6 @@ from archive_colorize.model.network import ColorizationModel, ModelConfig
 from archive_colorize.model.weights import FORMAT_VERSION, load_weights, read_metadata, save_weights
 
 
-
 def test_header_describes_the_weights(weights_path):
     meta = read_metadata(weights_path)
     assert meta["format"] == "archive-colorize-weights" and meta["format_version"] == FORMAT_VERSION
@@ -108,7 +107,9 @@ def test_compact_storage_dequantizes(weights, tmp_path, storage, tol):
         a, _ = weights.model(L)
         b, _ = w.model(L)
     assert (a - b).abs().max() < tol
-    assert p.stat().st_size < (0.6 if storage == "fp16" else 0.35) * 4 * sum(t.numel() for t in weights.model.state_dict().values())
+    assert p.stat().st_size < (0.6 if storage == "fp16" else 0.35) * 4 * sum(
+        t.numel() for t in weights.model.state_dict().values()
+    )
 
 
 def test_wrong_category_count_is_refused(tmp_path):

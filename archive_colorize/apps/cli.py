@@ -19,7 +19,11 @@ from rich.table import Table
 
 from archive_colorize.errors import ColorizeError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Colorize black-and-white archive scans (Iizuka et al. 2016).")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Colorize black-and-white archive scans (Iizuka et al. 2016).",
+)
 weights_app = typer.Typer(no_args_is_help=True, help="Inspect and export model weights.")
 manifest_app = typer.Typer(no_args_is_help=True, help="Build and check Parquet manifests.")
 app.add_typer(weights_app, name="weights")
@@ -57,7 +61,9 @@ def run_options(command: str):
             choices = f" One of {', '.join(m['choices'])}." if m["choices"] else ""
             # Rich reads [...] in help as markup: escape it, so [c2pa] stays on the page
             info = typer.Option(default, m["flag"], help=(m["help"] + choices).replace("[", "\\["))
-            added.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation))
+            added.append(
+                inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
+            )
             names.append(f.name)
 
         @functools.wraps(fn)
@@ -99,7 +105,9 @@ def friendly(fn):
 def colorize(
     inputs: List[Path] = typer.Argument(..., help="Image files or folders (searched recursively)."),
     out: Path = typer.Option(Path("colorized"), "--out", "-o", help="Output folder."),
-    style_from: Optional[Path] = typer.Option(None, "--style-from", help="Take the global (scene) features from this image."),
+    style_from: Optional[Path] = typer.Option(
+        None, "--style-from", help="Take the global (scene) features from this image."
+    ),
     *,
     run_fields: dict,
 ):
@@ -116,13 +124,17 @@ def colorize(
     check_options(o)
     weights, device, fmt, working_size, precision = o.weights, o.device, o.fmt, o.working_size, o.precision
     if style_from is not None and not style_from.is_file():
-        raise ColorizeError(f"--style-from {style_from}: no such file",
-                            hint="give a grayscale or colour image whose scene should set the colours")
+        raise ColorizeError(
+            f"--style-from {style_from}: no such file",
+            hint="give a grayscale or colour image whose scene should set the colours",
+        )
     from archive_colorize.run.options import c2pa_credentials
 
     credentials = c2pa_credentials(o.c2pa_cert, o.c2pa_key, fmt, {})
     loaded = load_weights(weights)
-    engine = Engine(loaded, device=device, working_size=working_size, precision=precision, chroma_gain=o.chroma_gain)
+    engine = Engine(
+        loaded, device=device, working_size=working_size, precision=precision, chroma_gain=o.chroma_gain
+    )
     if precision != "fp32":
         from archive_colorize.model.engine import fidelity, fidelity_line
 
@@ -161,10 +173,33 @@ def weights_inspect(
     table = Table(title=str(w.path), show_header=False)
     table.add_row("file sha256", w.file_sha256)
     cal = meta.get("calibration")
-    table.add_row("chroma gain", f"{w.chroma_gain:g}" + (
-        f" ({cal['criterion']} on {cal['data'].get('name')} rows {cal['data'].get('rows')})" if cal else " (not calibrated)"))
-    for key in ("format", "format_version", "storage", "config", "lab", "recipe", "data", "training", "metrics", "calibration"):
-        table.add_row(key, json.dumps(meta.get(key), sort_keys=True) if isinstance(meta.get(key), (dict, list)) else str(meta.get(key)))
+    table.add_row(
+        "chroma gain",
+        f"{w.chroma_gain:g}"
+        + (
+            f" ({cal['criterion']} on {cal['data'].get('name')} rows {cal['data'].get('rows')})"
+            if cal
+            else " (not calibrated)"
+        ),
+    )
+    for key in (
+        "format",
+        "format_version",
+        "storage",
+        "config",
+        "lab",
+        "recipe",
+        "data",
+        "training",
+        "metrics",
+        "calibration",
+    ):
+        table.add_row(
+            key,
+            json.dumps(meta.get(key), sort_keys=True)
+            if isinstance(meta.get(key), (dict, list))
+            else str(meta.get(key)),
+        )
     cats = meta["categories"]
     table.add_row("categories", f"{len(cats)}: {', '.join(cats[:8])}{', ...' if len(cats) > 8 else ''}")
     console.print(table)
@@ -180,10 +215,17 @@ def _storage_options(text: Optional[str]) -> dict:
 @friendly
 @run_options("run")
 def run(
-    manifest: str = typer.Argument(..., help="Parquet manifest, local or s3://: a file, a folder of part files "
-                                   "(Hive partitions become metadata columns), or a quoted glob."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder or URL (default: next to the manifest, NAME-out)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Check the manifest, weights and output; print what would run; do nothing."),
+    manifest: str = typer.Argument(
+        ...,
+        help="Parquet manifest, local or s3://: a file, a folder of part files "
+        "(Hive partitions become metadata columns), or a quoted glob.",
+    ),
+    out: Optional[str] = typer.Option(
+        None, "--out", "-o", help="Output folder or URL (default: next to the manifest, NAME-out)."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Check the manifest, weights and output; print what would run; do nothing."
+    ),
     *,
     run_fields: dict,
 ):
@@ -198,10 +240,16 @@ def run(
     opts = RunOptions(manifest=manifest, out=out, **run_fields)
     if dry_run:
         plan = inspect(opts)
-        console.print(f"manifest {plan.manifest}: {plan.total} rows; in {plan.out}: {plan.done} done, {plan.failed} failed")
-        console.print(f"a run now would process {plan.pending} row(s) with weights sha256 {plan.weights_sha256[:12]}")
+        console.print(
+            f"manifest {plan.manifest}: {plan.total} rows; in {plan.out}: {plan.done} done, {plan.failed} failed"
+        )
+        console.print(
+            f"a run now would process {plan.pending} row(s) with weights sha256 {plan.weights_sha256[:12]}"
+        )
         if plan.lock:
-            console.print(f"lock: held by pid {plan.lock.get('pid')} on {plan.lock.get('host')} (stale locks are taken over)")
+            console.print(
+                f"lock: held by pid {plan.lock.get('pid')} on {plan.lock.get('host')} (stale locks are taken over)"
+            )
         return
     summary = run_pipeline(opts, console=err)
     console.print(summary_table(summary))
@@ -218,15 +266,31 @@ def run(
 @friendly
 @run_options("submit")
 def submit(
-    manifests: List[str] = typer.Argument(..., help="Parquet manifests, one job each: a file, or a folder (one partitioned "
-                                          "dataset, as Spark and DuckDB write them); a quoted glob ('s3://b/m/*.parquet') is one job "
-                                          "per file. (Changed: a folder used to mean one job per file in it.)"),
-    address: str = typer.Option(..., "--address", envvar="RAY_JOB_ADDRESS", help="Ray Jobs API (dashboard) address, e.g. http://head:8265."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output URL (only with one manifest; default: NAME-out next to each)."),
-    runtime_env: Optional[str] = typer.Option(None, "--runtime-env", help="Ray runtime_env: inline JSON or a .json/.yaml file."),
+    manifests: List[str] = typer.Argument(
+        ...,
+        help="Parquet manifests, one job each: a file, or a folder (one partitioned "
+        "dataset, as Spark and DuckDB write them); a quoted glob ('s3://b/m/*.parquet') is one job "
+        "per file. (Changed: a folder used to mean one job per file in it.)",
+    ),
+    address: str = typer.Option(
+        ...,
+        "--address",
+        envvar="RAY_JOB_ADDRESS",
+        help="Ray Jobs API (dashboard) address, e.g. http://head:8265.",
+    ),
+    out: Optional[str] = typer.Option(
+        None, "--out", "-o", help="Output URL (only with one manifest; default: NAME-out next to each)."
+    ),
+    runtime_env: Optional[str] = typer.Option(
+        None, "--runtime-env", help="Ray runtime_env: inline JSON or a .json/.yaml file."
+    ),
     wait: bool = typer.Option(False, "--wait", help="Follow each job until it ends; exit 1 if one fails."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Check each manifest, the weights and the output; print what each job "
-                                 "would do; contact no cluster (loads neither torch nor Ray)."),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Check each manifest, the weights and the output; print what each job "
+        "would do; contact no cluster (loads neither torch nor Ray).",
+    ),
     *,
     run_fields: dict,
 ):
@@ -243,7 +307,10 @@ def submit(
     so = run_fields["storage_options"]
     urls = expand_manifests(manifests, so)
     if out and len(urls) > 1:
-        raise ColorizeError(f"--out names one output, but {len(urls)} manifests were given", hint="leave --out unset: each manifest gets NAME-out")
+        raise ColorizeError(
+            f"--out names one output, but {len(urls)} manifests were given",
+            hint="leave --out unset: each manifest gets NAME-out",
+        )
     env = load_runtime_env(runtime_env)
     failed = 0
     for url in urls:
@@ -252,17 +319,27 @@ def submit(
             from archive_colorize.run.options import inspect
 
             plan = inspect(opts)
-            line = (f"would submit {plan.pending} of {plan.total} rows into {plan.out}" if plan.pending else
-                    f"nothing to submit: {plan.done} done, {plan.failed} failed of {plan.total} in {plan.out}")
+            line = (
+                f"would submit {plan.pending} of {plan.total} rows into {plan.out}"
+                if plan.pending
+                else f"nothing to submit: {plan.done} done, {plan.failed} failed of {plan.total} in {plan.out}"
+            )
             console.print(f"{url}: {line}", highlight=False)
             continue
         sub = submit_job(opts, address, env)
         console.print(f"{url}: {sub.message}", highlight=False)
         if wait and sub.action in ("submitted", "running"):
-            status = wait_job(address, sub.submission_id, on_status=lambda st, sid=sub.submission_id: err.print(f"  {sid}: {st}", highlight=False))
+            status = wait_job(
+                address,
+                sub.submission_id,
+                on_status=lambda st, sid=sub.submission_id: err.print(f"  {sid}: {st}", highlight=False),
+            )
             if status != "SUCCEEDED":
                 failed += 1
-                err.print(f"  {sub.submission_id} ended {status}; last log lines:\n{logs_tail(address, sub.submission_id)}", highlight=False)
+                err.print(
+                    f"  {sub.submission_id} ended {status}; last log lines:\n{logs_tail(address, sub.submission_id)}",
+                    highlight=False,
+                )
     if failed:
         raise typer.Exit(1)
 
@@ -272,9 +349,15 @@ def submit(
 def report(
     out: str = typer.Argument(..., help="A run's output folder or URL (it holds results.parquet)."),
     html: Path = typer.Option(Path("report.html"), "--html", help="The page to write."),
-    sample: int = typer.Option(200, "--sample", help="Before/after pairs to show: flagged rows first, then an even sample."),
-    low_confidence: float = typer.Option(0.2, "--low-confidence", help="Flag rows whose top scene probability is below this."),
-    near_grey: float = typer.Option(3.0, "--near-grey", help="Flag rows whose mean a*b* chroma is below this."),
+    sample: int = typer.Option(
+        200, "--sample", help="Before/after pairs to show: flagged rows first, then an even sample."
+    ),
+    low_confidence: float = typer.Option(
+        0.2, "--low-confidence", help="Flag rows whose top scene probability is below this."
+    ),
+    near_grey: float = typer.Option(
+        3.0, "--near-grey", help="Flag rows whose mean a*b* chroma is below this."
+    ),
     storage_options: Optional[str] = typer.Option(None, "--storage-options", help="fsspec options as JSON."),
 ):
     """Write a self-contained HTML page for visual QA of a run.
@@ -283,23 +366,48 @@ def report(
     """
     from archive_colorize.apps.report import ReportOptions, write_report
 
-    r = write_report(ReportOptions(out=out, html=str(html), sample=sample, low_confidence=low_confidence,
-                                   near_grey=near_grey, storage_options=_storage_options(storage_options)))
-    console.print(f"wrote {html} ({r['shown']} pairs shown of {r['total']} rows; {r['flagged']} flagged, {r['failed']} failed)",
-                  highlight=False)
+    r = write_report(
+        ReportOptions(
+            out=out,
+            html=str(html),
+            sample=sample,
+            low_confidence=low_confidence,
+            near_grey=near_grey,
+            storage_options=_storage_options(storage_options),
+        )
+    )
+    console.print(
+        f"wrote {html} ({r['shown']} pairs shown of {r['total']} rows; {r['flagged']} flagged, {r['failed']} failed)",
+        highlight=False,
+    )
 
 
 @manifest_app.command("build")
 @friendly
 def manifest_build(
-    source: Optional[str] = typer.Argument(None, help="A folder, a glob ('scans/**/*.tif') or an S3 prefix of scans; or a "
-                                           "IIIF Presentation 3/2.1 Manifest or Collection (an http(s) URL or a .json file)."),
+    source: Optional[str] = typer.Argument(
+        None,
+        help="A folder, a glob ('scans/**/*.tif') or an S3 prefix of scans; or a "
+        "IIIF Presentation 3/2.1 Manifest or Collection (an http(s) URL or a .json file).",
+    ),
     out: str = typer.Option(..., "--out", "-o", help="Where to write the manifest (.parquet)."),
-    catalog: Optional[str] = typer.Option(None, "--catalog", help="A catalog CSV to join (its columns ride along)."),
-    key: Optional[str] = typer.Option(None, "--key", help="The catalog column that holds the file name, stem or relative path."),
-    nara: Optional[str] = typer.Option(None, "--nara", help="Read a NARA National Archives Catalog export (JSON lines; a path or URL) instead."),
-    include_restricted: bool = typer.Option(False, "--include-restricted", help="With --nara: keep images whose use is restricted."),
-    max_size: Optional[int] = typer.Option(None, "--max-size", help="With IIIF: ask the image service for at most N x N pixels."),
+    catalog: Optional[str] = typer.Option(
+        None, "--catalog", help="A catalog CSV to join (its columns ride along)."
+    ),
+    key: Optional[str] = typer.Option(
+        None, "--key", help="The catalog column that holds the file name, stem or relative path."
+    ),
+    nara: Optional[str] = typer.Option(
+        None,
+        "--nara",
+        help="Read a NARA National Archives Catalog export (JSON lines; a path or URL) instead.",
+    ),
+    include_restricted: bool = typer.Option(
+        False, "--include-restricted", help="With --nara: keep images whose use is restricted."
+    ),
+    max_size: Optional[int] = typer.Option(
+        None, "--max-size", help="With IIIF: ask the image service for at most N x N pixels."
+    ),
     storage_options: Optional[str] = typer.Option(None, "--storage-options", help="fsspec options as JSON."),
 ):
     """Make a manifest from scans (ids: relative paths without extension), a IIIF manifest or a NARA export.
@@ -310,22 +418,34 @@ def manifest_build(
 
     so = _storage_options(storage_options)
     if nara:
-        table, restricted = mb.build_from_nara(nara, out, include_restricted=include_restricted, storage_options=so)
-        extra = f"; {restricted} restricted image(s) left out (--include-restricted keeps them)" if restricted else ""
+        table, restricted = mb.build_from_nara(
+            nara, out, include_restricted=include_restricted, storage_options=so
+        )
+        extra = (
+            f"; {restricted} restricted image(s) left out (--include-restricted keeps them)"
+            if restricted
+            else ""
+        )
     elif source and mb.is_iiif_source(source):
         table, extra = mb.build_from_iiif(source, out, max_size=max_size, storage_options=so), ""
     elif source:
         table, extra = mb.build_manifest(source, out, catalog=catalog, key=key, storage_options=so), ""
     else:
-        raise ColorizeError("manifest build needs a SOURCE (scans or a IIIF manifest) or --nara FILE",
-                            hint="see `archive-colorize manifest build --help`")
-    console.print(f"wrote {out}: {table.num_rows} rows, columns {', '.join(table.column_names)}{extra}", highlight=False)
+        raise ColorizeError(
+            "manifest build needs a SOURCE (scans or a IIIF manifest) or --nara FILE",
+            hint="see `archive-colorize manifest build --help`",
+        )
+    console.print(
+        f"wrote {out}: {table.num_rows} rows, columns {', '.join(table.column_names)}{extra}", highlight=False
+    )
 
 
 @manifest_app.command("check")
 @friendly
 def manifest_check(
-    manifest: str = typer.Argument(..., help="Parquet manifest to validate: a file, a folder of part files, or a glob."),
+    manifest: str = typer.Argument(
+        ..., help="Parquet manifest to validate: a file, a folder of part files, or a glob."
+    ),
     storage_options: Optional[str] = typer.Option(None, "--storage-options", help="fsspec options as JSON."),
 ):
     """Validate a manifest without running anything.
@@ -337,18 +457,28 @@ def manifest_check(
     m = load_manifest(manifest, _storage_options(storage_options))
     files = f" in {len(m.files)} files" if m.is_dataset else ""
     ids = " (integer ids, used as their decimal strings)" if m.int_ids else ""
-    console.print(f"{manifest}: {m.num_rows} rows{files} OK{ids}; metadata columns: {', '.join(m.metadata_columns) or 'none'}",
-                  highlight=False)
+    console.print(
+        f"{manifest}: {m.num_rows} rows{files} OK{ids}; metadata columns: {', '.join(m.metadata_columns) or 'none'}",
+        highlight=False,
+    )
 
 
 @app.command()
 @friendly
 def train(
     config: Path = typer.Option(..., "--config", "-c", help="A TOML config from training/ (or your own)."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Run folder, local or s3:// (default: runs/<config name>)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in the run folder."),
-    init: Optional[str] = typer.Option(None, "--init", help="Fine-tune: start from this weights file (same architecture; "
-                                        "a different class count re-initialises only the classifier)."),
+    out: Optional[str] = typer.Option(
+        None, "--out", "-o", help="Run folder, local or s3:// (default: runs/<config name>)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from the latest checkpoint in the run folder."
+    ),
+    init: Optional[str] = typer.Option(
+        None,
+        "--init",
+        help="Fine-tune: start from this weights file (same architecture; "
+        "a different class count re-initialises only the classifier).",
+    ),
     overrides: List[str] = typer.Argument(None, help="section.key=value overrides, e.g. train.steps=100."),
 ):
     """Train the network with the paper's joint loss; checkpoints and metrics go to the run folder.
@@ -370,8 +500,12 @@ def train(
 def weights_export(
     checkpoint: str = typer.Argument(..., help="A checkpoint file, or a run folder (its latest checkpoint)."),
     out: Path = typer.Option(..., "--out", "-o", help="The .safetensors file to write."),
-    storage: str = typer.Option("fp32", "--storage", help="fp32, fp16 or int8 (per-output-channel, dequantized on load)."),
-    info: List[str] = typer.Option([], "--info", help="KEY=VALUE facts for the 'training' metadata, e.g. gpu=H100 minutes=9."),
+    storage: str = typer.Option(
+        "fp32", "--storage", help="fp32, fp16 or int8 (per-output-channel, dequantized on load)."
+    ),
+    info: List[str] = typer.Option(
+        [], "--info", help="KEY=VALUE facts for the 'training' metadata, e.g. gpu=H100 minutes=9."
+    ),
 ):
     """Write inference weights, with categories, recipe, data and latest validation metrics.
 
@@ -391,7 +525,9 @@ def weights_export(
         except tomllib.TOMLDecodeError:
             extra[k] = v
     meta = export_checkpoint(checkpoint, str(out), storage=storage, extra_training=extra)
-    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {storage}, step {meta['training']['steps']})")
+    console.print(
+        f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {storage}, step {meta['training']['steps']})"
+    )
 
 
 def _rows(text: Optional[str]) -> tuple[int, Optional[int]]:
@@ -413,22 +549,42 @@ def _rows(text: Optional[str]) -> tuple[int, Optional[int]]:
 @run_options("calibrate")
 def weights_calibrate(
     weights: Optional[str] = typer.Argument(None, help="Weights file (default: the shipped one)."),
-    data: str = typer.Option(..., "--data", help="Held-out colour photographs: Parquet shards with an `image` column "
-                             "(a quoted glob) or a folder of image files."),
-    criterion: str = typer.Option("mse-budget", "--criterion", help=(
-        "mse: the least-squares gain; colourfulness: match the photographs' mean colourfulness; mse-budget: the largest "
-        "gain whose a*b* MSE is at most --mse-budget above the uncalibrated model's.")),
-    mse_budget: float = typer.Option(0.05, "--mse-budget", help="With --criterion mse-budget: the a*b* MSE allowed above gain 1, as a fraction."),
-    rows: Optional[str] = typer.Option(None, "--rows", help="Only these rows of --data, START:END (e.g. 0:500)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write a copy of the weights with the fitted gain here "
-                                       "(tensors unchanged); without it, only print the curve."),
+    data: str = typer.Option(
+        ...,
+        "--data",
+        help="Held-out colour photographs: Parquet shards with an `image` column "
+        "(a quoted glob) or a folder of image files.",
+    ),
+    criterion: str = typer.Option(
+        "mse-budget",
+        "--criterion",
+        help=(
+            "mse: the least-squares gain; colourfulness: match the photographs' mean colourfulness; mse-budget: the largest "
+            "gain whose a*b* MSE is at most --mse-budget above the uncalibrated model's."
+        ),
+    ),
+    mse_budget: float = typer.Option(
+        0.05,
+        "--mse-budget",
+        help="With --criterion mse-budget: the a*b* MSE allowed above gain 1, as a fraction.",
+    ),
+    rows: Optional[str] = typer.Option(
+        None, "--rows", help="Only these rows of --data, START:END (e.g. 0:500)."
+    ),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Write a copy of the weights with the fitted gain here "
+        "(tensors unchanged); without it, only print the curve.",
+    ),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw the curve as a PNG."),
     *,
     run_fields: dict,
 ):
     """Fit the chroma gain on held-out colour photographs and print the curve.
 
-    Example: archive-colorize weights calibrate --data ../shared/data/miniplaces/val.parquet --rows 0:500 --out calibrated.safetensors
+    Example: archive-colorize weights calibrate --data val.parquet --rows 0:500 --out calibrated.safetensors
     """
     from archive_colorize.train import calibrate as cal
     from archive_colorize.model.engine import Engine
@@ -437,19 +593,26 @@ def weights_calibrate(
     if criterion not in cal.CRITERIA:
         raise ColorizeError(f"--criterion must be one of {', '.join(cal.CRITERIA)}, not {criterion!r}")
     loaded = load_weights(weights)
-    engine = Engine(loaded, device=run_fields["device"], working_size=run_fields["working_size"], chroma_gain=1.0)
+    engine = Engine(
+        loaded, device=run_fields["device"], working_size=run_fields["working_size"], chroma_gain=1.0
+    )
     heldout = cal.prepare(engine, data, _rows(rows))
     block = cal.fit(heldout, criterion, mse_budget)
     info = block["data"]
-    table = Table(title=f"{info['images']} images of {info['name']} rows {info['rows'][0]}:{info['rows'][1]} "
-                        f"({info['filtered_out']} removed by the colour filter)")
+    table = Table(
+        title=f"{info['images']} images of {info['name']} rows {info['rows'][0]}:{info['rows'][1]} "
+        f"({info['filtered_out']} removed by the colour filter)"
+    )
     for col in ("gain", "a*b* MSE / grey", "colourfulness / truth", "PSNR"):
         table.add_column(col, justify="right")
     for r in cal.curve_table(block):
         table.add_row(*r)
     console.print(table)
-    console.print(f"{criterion} gain: {block['gain']:.2f}" + (f" (a*b* MSE at most {mse_budget:.0%} above gain 1)"
-                                                              if criterion == "mse-budget" else ""), highlight=False)
+    console.print(
+        f"{criterion} gain: {block['gain']:.2f}"
+        + (f" (a*b* MSE at most {mse_budget:.0%} above gain 1)" if criterion == "mse-budget" else ""),
+        highlight=False,
+    )
     if plot:
         cal.plot(block, str(plot))
         console.print(f"plot: {plot}")
@@ -461,11 +624,17 @@ def weights_calibrate(
 @app.command()
 @friendly
 def evaluate(
-    weights: Optional[str] = typer.Option(None, "--weights", help="Weights file or URL to evaluate (default: the shipped one)."),
-    data: str = typer.Option(..., "--data", help="val.parquet (or a glob), or a Places list such as val.txt."),
+    weights: Optional[str] = typer.Option(
+        None, "--weights", help="Weights file or URL to evaluate (default: the shipped one)."
+    ),
+    data: str = typer.Option(
+        ..., "--data", help="val.parquet (or a glob), or a Places list such as val.txt."
+    ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the JSON report here."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate at most this many images."),
-    rows: Optional[str] = typer.Option(None, "--rows", help="Only these rows of --data, START:END (e.g. 500:5000)."),
+    rows: Optional[str] = typer.Option(
+        None, "--rows", help="Only these rows of --data, START:END (e.g. 500:5000)."
+    ),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
 ):
     """Colour and scene metrics against the grey and mean-colour baselines.
@@ -484,11 +653,23 @@ def evaluate(
         if name not in report:
             continue
         r = report[name]
-        label = {"model": "model (gain 1)", "model_calibrated": f"model (gain {report['chroma_gain']:g})"}.get(name, name)
-        table.add_row(label, f"{r['ab_mse']:.5f}", f"{r['psnr']:.2f}", f"{r['auc']:.4f}", f"{r['colourfulness']:.2f}",
-                      f"{r['colourfulness_ratio_to_truth']:.2f}",
-                      f"{r['top1']:.3f}" if r.get("top1") is not None else "", f"{r['top5']:.3f}" if r.get("top5") is not None else "")
-    table.add_row("ground truth", "", "", "", f"{report['ground_truth']['colourfulness']:.2f}", "1.00", "", "")
+        label = {
+            "model": "model (gain 1)",
+            "model_calibrated": f"model (gain {report['chroma_gain']:g})",
+        }.get(name, name)
+        table.add_row(
+            label,
+            f"{r['ab_mse']:.5f}",
+            f"{r['psnr']:.2f}",
+            f"{r['auc']:.4f}",
+            f"{r['colourfulness']:.2f}",
+            f"{r['colourfulness_ratio_to_truth']:.2f}",
+            f"{r['top1']:.3f}" if r.get("top1") is not None else "",
+            f"{r['top5']:.3f}" if r.get("top5") is not None else "",
+        )
+    table.add_row(
+        "ground truth", "", "", "", f"{report['ground_truth']['colourfulness']:.2f}", "1.00", "", ""
+    )
     console.print(table)
     if out:
         from archive_colorize.core.storage import atomic_write_bytes

@@ -42,14 +42,23 @@ def plan_outputs(files: list[Path], out_dir: Path, fmt: str) -> list[Path]:
         out = out_dir / f"{safe_name(path.stem)}.{FORMATS[fmt]}"
         first, first_out = seen.setdefault(out.name.casefold(), (path, out))
         if first != path:
-            raise ColorizeError(f"{first} and {path} would both be written to {first_out}",
-                                hint="colorize them into different --out folders, or rename one")
+            raise ColorizeError(
+                f"{first} and {path} would both be written to {first_out}",
+                hint="colorize them into different --out folders, or rename one",
+            )
         outs.append(out)
     return outs
 
 
-def colorize_file(engine: Engine, path: Path, out_path: Path, fmt: str, style=None,
-                  max_pixels: int = DEFAULT_MAX_PIXELS, c2pa=None) -> list[tuple[str, float]]:
+def colorize_file(
+    engine: Engine,
+    path: Path,
+    out_path: Path,
+    fmt: str,
+    style=None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    c2pa=None,
+) -> list[tuple[str, float]]:
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -62,8 +71,15 @@ def colorize_file(engine: Engine, path: Path, out_path: Path, fmt: str, style=No
     return engine.top5(pred.probs)
 
 
-def colorize_paths(engine: Engine, inputs: list[Path], out_dir: Path, fmt: str = "png",
-                   style_from: Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, c2pa=None):
+def colorize_paths(
+    engine: Engine,
+    inputs: list[Path],
+    out_dir: Path,
+    fmt: str = "png",
+    style_from: Path | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    c2pa=None,
+):
     """Yields one FileResult per input; a bad file becomes a result with `error`, never a crash."""
     files = expand_inputs(inputs)
     outs = plan_outputs(files, out_dir, fmt)

@@ -58,8 +58,10 @@ def _load(o: ReportOptions):
     else:
         log = progress.read_log(fs, root)
         if log is None:
-            raise ColorizeError(f"no results in {o.out}: neither {progress.RESULTS} nor a progress log",
-                                hint="give the folder a run wrote to (its --out)")
+            raise ColorizeError(
+                f"no results in {o.out}: neither {progress.RESULTS} nor a progress log",
+                hint="give the folder a run wrote to (its --out)",
+            )
         table = progress.latest_rows(log)
     run = {}
     if fs.exists(f"{root}/run.json"):
@@ -119,18 +121,23 @@ def _bar_chart(pairs: list[tuple[str, int]], title: str, horizontal: bool) -> st
             f'<text x="{label_w - 6}" y="{i * row + 13}" text-anchor="end">{_esc(k)}</text>'
             f'<rect x="{label_w}" y="{i * row + 3}" width="{max(1, c / top * w):.1f}" height="{row - 6}" fill="#4a7ab5"/>'
             f'<text x="{label_w + c / top * w + 4:.1f}" y="{i * row + 13}">{c}</text>'
-            for i, (k, c) in enumerate(pairs))
+            for i, (k, c) in enumerate(pairs)
+        )
         svg_w = label_w + w + 60
     else:
         bw, h = 26, 160
         bars = "".join(
-            f'<rect x="{i * bw + 2}" y="{h - c / top * (h - 20):.1f}" width="{bw - 4}" height="{c / top * (h - 20):.1f}" fill="#b5774a">'
+            f'<rect x="{i * bw + 2}" y="{h - c / top * (h - 20):.1f}" width="{bw - 4}" '
+            f'height="{c / top * (h - 20):.1f}" fill="#b5774a">'
             f"<title>{_esc(k)}: {c}</title></rect>"
             f'<text x="{i * bw + bw / 2}" y="{h + 12}" text-anchor="middle" font-size="9">{_esc(k)}</text>'
-            for i, (k, c) in enumerate(pairs))
+            for i, (k, c) in enumerate(pairs)
+        )
         svg_w, h = bw * len(pairs) + 4, h + 16
-    return (f'<figure><figcaption>{_esc(title)}</figcaption><svg role="img" width="{svg_w}" height="{h}" '
-            f'font-size="11" font-family="sans-serif">{bars}</svg></figure>')
+    return (
+        f'<figure><figcaption>{_esc(title)}</figcaption><svg role="img" width="{svg_w}" height="{h}" '
+        f'font-size="11" font-family="sans-serif">{bars}</svg></figure>'
+    )
 
 
 def _gain_note(r: dict) -> str:
@@ -180,8 +187,10 @@ def write_report(o: ReportOptions) -> dict:
     shown = _pick(done, flagged, o.sample)
 
     def thumbs(r):
-        return (_thumb(abs_uri(r["uri"], base_dir), o.thumb, True, o.storage_options),
-                _thumb(r["output_uri"], o.thumb, False, o.storage_options))
+        return (
+            _thumb(abs_uri(r["uri"], base_dir), o.thumb, True, o.storage_options),
+            _thumb(r["output_uri"], o.thumb, False, o.storage_options),
+        )
 
     with ThreadPoolExecutor(4) as pool:
         images = list(pool.map(thumbs, shown))
@@ -205,27 +214,57 @@ def write_report(o: ReportOptions) -> dict:
         fl = "".join(f'<span class="flag">{_esc(f)}</span>' for f in flags[r["id"]])
 
         def img(src, alt):
-            return (f'<img src="{src}" alt="{_esc(alt)}" loading="eager">' if src
-                    else f'<div class="missing">{_esc(alt)} unavailable</div>')
+            return (
+                f'<img src="{src}" alt="{_esc(alt)}" loading="eager">'
+                if src
+                else f'<div class="missing">{_esc(alt)} unavailable</div>'
+            )
 
-        cards.append(f'<article class="card{" flagged" if fl else ""}"><div class="pair">{img(before, "before")}'
-                     f'{img(after, "after")}</div><h3>{_esc(r["id"])}</h3>{fl}<ol>{scene}</ol>'
-                     f'<p class="meta">{r.get("width")}×{r.get("height")} · chroma {r.get("mean_chroma") or 0:.1f}'
-                     f'{_gain_note(r)}</p></article>')
-    fail_rows = "".join(f"<tr><td>{_esc(r['id'])}</td><td>{_esc(r['uri'])}</td><td>{_esc(r['error'])}</td></tr>"
-                        for r in failed[:MAX_FAILED_LISTED])
-    more = f"<p>… and {len(failed) - MAX_FAILED_LISTED} more in results.parquet</p>" if len(failed) > MAX_FAILED_LISTED else ""
+        cards.append(
+            f'<article class="card{" flagged" if fl else ""}"><div class="pair">{img(before, "before")}'
+            f'{img(after, "after")}</div><h3>{_esc(r["id"])}</h3>{fl}<ol>{scene}</ol>'
+            f'<p class="meta">{r.get("width")}×{r.get("height")} · chroma {r.get("mean_chroma") or 0:.1f}'
+            f'{_gain_note(r)}</p></article>'
+        )
+    fail_rows = "".join(
+        f"<tr><td>{_esc(r['id'])}</td><td>{_esc(r['uri'])}</td><td>{_esc(r['error'])}</td></tr>"
+        for r in failed[:MAX_FAILED_LISTED]
+    )
+    more = (
+        f"<p>… and {len(failed) - MAX_FAILED_LISTED} more in results.parquet</p>"
+        if len(failed) > MAX_FAILED_LISTED
+        else ""
+    )
     weights = run.get("weights", {})
     fields = {
-        "out": _esc(o.out), "manifest": _esc(base), "weights": _esc((weights.get("sha256") or "")[:12]),
-        "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "gain_line": gain_line,
-        "iiif": _esc(o.out.rstrip("/") + "/iiif/manifest.json"), "rows": len(rows), "done": len(done),
-        "failed": len(failed), "flagged": len(flagged), "shown": len(shown),
-        "charts": _bar_chart(classes, "Top scene class (done rows)", True) + _bar_chart(bins, "Mean a*b* chroma (colourfulness)", False),
-        "low_confidence": f"{o.low_confidence:.0%}", "near_grey": o.near_grey, "cards": "".join(cards) or "<p>No done rows.</p>",
-        "failed_table": ("<table><tr><th>id</th><th>uri</th><th>reason</th></tr>" + fail_rows + "</table>" + more
-                         if failed else "<p>None.</p>"),
+        "out": _esc(o.out),
+        "manifest": _esc(base),
+        "weights": _esc((weights.get("sha256") or "")[:12]),
+        "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "gain_line": gain_line,
+        "iiif": _esc(o.out.rstrip("/") + "/iiif/manifest.json"),
+        "rows": len(rows),
+        "done": len(done),
+        "failed": len(failed),
+        "flagged": len(flagged),
+        "shown": len(shown),
+        "charts": _bar_chart(classes, "Top scene class (done rows)", True)
+        + _bar_chart(bins, "Mean a*b* chroma (colourfulness)", False),
+        "low_confidence": f"{o.low_confidence:.0%}",
+        "near_grey": o.near_grey,
+        "cards": "".join(cards) or "<p>No done rows.</p>",
+        "failed_table": (
+            "<table><tr><th>id</th><th>uri</th><th>reason</th></tr>" + fail_rows + "</table>" + more
+            if failed
+            else "<p>None.</p>"
+        ),
     }
     page = TEMPLATE.substitute(fields)  # every value above is escaped or ours
     atomic_write_bytes(o.html, page.encode("utf-8"))
-    return {"total": len(rows), "done": len(done), "failed": len(failed), "flagged": len(flagged), "shown": len(shown)}
+    return {
+        "total": len(rows),
+        "done": len(done),
+        "failed": len(failed),
+        "flagged": len(flagged),
+        "shown": len(shown),
+    }

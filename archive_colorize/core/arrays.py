@@ -22,8 +22,11 @@ def pack(arrays: list[np.ndarray | None]) -> pa.Array:
         flat += [raw, pad]
         sizes.append(raw.nbytes + pad.nbytes)
     offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
-    data = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(arrays), [
-        None, pa.py_buffer(offsets), pa.py_buffer(np.concatenate(flat) if flat else np.empty(0, np.uint8))])
+    data = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(),
+        len(arrays),
+        [None, pa.py_buffer(offsets), pa.py_buffer(np.concatenate(flat) if flat else np.empty(0, np.uint8))],
+    )
     shape = pa.array([None if a is None else list(a.shape) for a in arrays], pa.list_(pa.int32()))
     dtype = pa.array([None if a is None else a.dtype.str for a in arrays], pa.string())
     mask = pa.array([a is None for a in arrays], pa.bool_())
@@ -38,11 +41,13 @@ def unpack_numpy(column: pa.ChunkedArray | pa.Array) -> list[np.ndarray | None]:
     for col in chunks:
         shape, dtype, data = col.flatten()  # children with the struct's own offset applied
         valid = col.is_valid().to_pylist()
-        offsets = np.frombuffer(data.buffers()[1], np.int64)[data.offset: data.offset + len(data) + 1]
+        offsets = np.frombuffer(data.buffers()[1], np.int64)[data.offset : data.offset + len(data) + 1]
         buf = data.buffers()[2]
         for i, (ok, sh, dt) in enumerate(zip(valid, shape.to_pylist(), dtype.to_pylist())):
             if not ok:
                 out.append(None)
                 continue
-            out.append(np.frombuffer(buf, np.dtype(dt), count=int(np.prod(sh)), offset=int(offsets[i])).reshape(sh))
+            out.append(
+                np.frombuffer(buf, np.dtype(dt), count=int(np.prod(sh)), offset=int(offsets[i])).reshape(sh)
+            )
     return out

@@ -19,8 +19,10 @@ MAX_CHROMA_GAIN = 4.0
 
 def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
-        raise OptionError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}",
-                          hint="fp32 is exact and the default; int8 (CPU), bf16 and fp16 (GPU) trade fidelity for speed")
+        raise OptionError(
+            f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}",
+            hint="fp32 is exact and the default; int8 (CPU), bf16 and fp16 (GPU) trade fidelity for speed",
+        )
 
 
 def check_chroma_gain(gain: float, where: str = "--chroma-gain") -> float:
@@ -29,6 +31,8 @@ def check_chroma_gain(gain: float, where: str = "--chroma-gain") -> float:
     except (TypeError, ValueError):
         g = math.nan
     if not (math.isfinite(g) and 0 < g <= MAX_CHROMA_GAIN):
-        raise OptionError(f"{where} must be a number above 0 and at most {MAX_CHROMA_GAIN:g}, not {gain!r}",
-                          hint="1 is the model's own colour; the weights' calibrated gain is the default (weights inspect)")
+        raise OptionError(
+            f"{where} must be a number above 0 and at most {MAX_CHROMA_GAIN:g}, not {gain!r}",
+            hint="1 is the model's own colour; the weights' calibrated gain is the default (weights inspect)",
+        )
     return g

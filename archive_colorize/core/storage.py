@@ -57,7 +57,9 @@ def is_transient(e: BaseException) -> bool:
         return True
     module = type(e).__module__.split(".")[0]
     name = type(e).__name__.lower()
-    return module in ("botocore", "aiobotocore", "aiohttp", "urllib3") and any(w in name for w in _TRANSIENT_WORDS)
+    return module in ("botocore", "aiobotocore", "aiohttp", "urllib3") and any(
+        w in name for w in _TRANSIENT_WORDS
+    )
 
 
 def with_retries(fn, what: str):
@@ -132,6 +134,7 @@ def write_json(fs, path: str, obj) -> None:
 
 def open_url(url: str, mode: str = "rb", storage_options: dict | None = None):
     return fsspec.open(url, mode, **(storage_options or {}))
+
 
 def abs_uri(uri: str, base_dir: str) -> str:
     """A manifest's relative `uri` against its folder; absolute paths and URLs as they are."""

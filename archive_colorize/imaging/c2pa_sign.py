@@ -21,8 +21,14 @@ from archive_colorize.errors import ConfigError, one_line
 from archive_colorize.imaging.provenance import DIGITAL_SOURCE_TYPE
 
 MIME = {f.name: f.mime for f in FORMAT_TABLE}
-SOURCE_MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "TIFF": "image/tiff", "WEBP": "image/webp", "GIF": "image/gif",
-               "BMP": "image/bmp"}
+SOURCE_MIME = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "TIFF": "image/tiff",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+}
 EXTRA = "pip install 'archive-colorize[c2pa]'"
 _SIGNERS: dict = {}
 
@@ -38,8 +44,9 @@ def _library():
     try:
         import c2pa
     except ImportError:
-        raise ConfigError("--c2pa-cert/--c2pa-key need the optional C2PA extra, which is not installed",
-                          hint=EXTRA) from None
+        raise ConfigError(
+            "--c2pa-cert/--c2pa-key need the optional C2PA extra, which is not installed", hint=EXTRA
+        ) from None
     return c2pa
 
 
@@ -67,27 +74,44 @@ def _signer(creds: Credentials):
             info = c2pa.C2paSignerInfo(alg=_algorithm(key), sign_cert=chain, private_key=key, ta_url=None)
             _SIGNERS[creds] = c2pa.Signer.from_info(info)
         except (OSError, ValueError, KeyError, c2pa.C2paError) as e:
-            raise ConfigError(f"cannot use the C2PA certificate {creds.cert} and key {creds.key}: {one_line(e, 300)}",
-                              hint="a PEM chain (signing certificate first) and its unencrypted PEM key") from None
+            raise ConfigError(
+                f"cannot use the C2PA certificate {creds.cert} and key {creds.key}: {one_line(e, 300)}",
+                hint="a PEM chain (signing certificate first) and its unencrypted PEM key",
+            ) from None
     return _SIGNERS[creds]
 
 
-def sign(blob: bytes, fmt: str, source: bytes | None, source_format: str | None, title: str, creds: Credentials) -> bytes:
+def sign(
+    blob: bytes, fmt: str, source: bytes | None, source_format: str | None, title: str, creds: Credentials
+) -> bytes:
     """The encoded output (its XMP already written) -> the same file with a C2PA manifest."""
     c2pa = _library()
     manifest = {
         "claim_generator_info": [{"name": "archive-colorize", "version": __version__}],
-        "title": title, "format": MIME[fmt],
-        "assertions": [{"label": "c2pa.actions", "data": {"actions": [
-            {"action": "c2pa.opened", "parameters": {"ingredientIds": ["source-scan"]}},
-            {"action": "c2pa.edited", "digitalSourceType": DIGITAL_SOURCE_TYPE,
-             "softwareAgent": {"name": "archive-colorize", "version": __version__},
-             "description": "colour added by a trained model; the lightness is the scan's own"},
-        ]}}],
+        "title": title,
+        "format": MIME[fmt],
+        "assertions": [
+            {
+                "label": "c2pa.actions",
+                "data": {
+                    "actions": [
+                        {"action": "c2pa.opened", "parameters": {"ingredientIds": ["source-scan"]}},
+                        {
+                            "action": "c2pa.edited",
+                            "digitalSourceType": DIGITAL_SOURCE_TYPE,
+                            "softwareAgent": {"name": "archive-colorize", "version": __version__},
+                            "description": "colour added by a trained model; the lightness is the scan's own",
+                        },
+                    ]
+                },
+            }
+        ],
     }
     builder = c2pa.Builder(json.dumps(manifest))
     ingredient = {"title": "source scan", "relationship": "parentOf", "label": "source-scan"}
-    builder.add_ingredient(json.dumps(ingredient), SOURCE_MIME.get(source_format or "", "image/jpeg"), io.BytesIO(source or b""))
+    builder.add_ingredient(
+        json.dumps(ingredient), SOURCE_MIME.get(source_format or "", "image/jpeg"), io.BytesIO(source or b"")
+    )
     out = io.BytesIO()
     builder.sign(_signer(creds), MIME[fmt], io.BytesIO(blob), out)
     return out.getvalue()
@@ -106,5 +130,7 @@ def check(creds: Credentials, fmt: str) -> None:
     except ConfigError:
         raise
     except Exception as e:
-        raise ConfigError(f"C2PA signing with {creds.cert} failed: {one_line(e, 300)}",
-                          hint="check the certificate chain: the signing certificate first, not a CA, with digitalSignature") from None
+        raise ConfigError(
+            f"C2PA signing with {creds.cert} failed: {one_line(e, 300)}",
+            hint="check the certificate chain: the signing certificate first, not a CA, with digitalSignature",
+        ) from None

@@ -28,7 +28,6 @@ from archive_colorize.imaging.lab import gray_to_lightness, luminance_to_lightne
 Image.MAX_IMAGE_PIXELS = None
 
 
-
 # EXIF tags that archives rely on, kept in every format that can hold them.
 EXIF_ORIENTATION = 0x0112
 EXIF_SOFTWARE = 0x0131
@@ -100,15 +99,16 @@ def map_strips(fn, starts, threads: int | None = None) -> None:
 def _by_rows(shape: tuple[int, int], fill) -> torch.Tensor:
     """A (H, W) float32 result filled a strip of rows at a time (map_strips)."""
     out = torch.empty(shape, dtype=torch.float32)
-    map_strips(lambda y: fill(y, out[y:y + DECODE_ROWS]), range(0, shape[0], DECODE_ROWS))
+    map_strips(lambda y: fill(y, out[y : y + DECODE_ROWS]), range(0, shape[0], DECODE_ROWS))
     return out
 
 
 def _lut_rows(arr: np.ndarray, lut: torch.Tensor) -> torch.Tensor:
     """out[y, x] = lut[arr[y, x]]. int32 indices, a strip at a time: int64 ones would be 4x
     the size of a 16-bit scan."""
+
     def fill(y, dst):
-        idx = torch.from_numpy(arr[y:y + DECODE_ROWS].astype(np.int32)).view(-1)
+        idx = torch.from_numpy(arr[y : y + DECODE_ROWS].astype(np.int32)).view(-1)
         torch.index_select(lut, 0, idx, out=dst.view(-1))
 
     return _by_rows(arr.shape[:2], fill)
@@ -116,7 +116,7 @@ def _lut_rows(arr: np.ndarray, lut: torch.Tensor) -> torch.Tensor:
 
 def _luminance_rows(rgb: np.ndarray) -> torch.Tensor:
     def fill(y, dst):
-        idx = torch.from_numpy(rgb[y:y + DECODE_ROWS].astype(np.int32))
+        idx = torch.from_numpy(rgb[y : y + DECODE_ROWS].astype(np.int32))
         strip = _LIN8[idx]  # (rows, W, 3) linear RGB
         dst.copy_(luminance_to_lightness((strip * _Y_WEIGHTS).sum(-1)))
 
@@ -211,13 +211,21 @@ def encode_image(
         if fmt == "tiff":
             import tifffile
 
-            tags = [(tag, "s", 0, str(exif[tag]), True) for tag in ARCHIVE_TAGS if tag in exif and tag != 0x010E]
+            tags = [
+                (tag, "s", 0, str(exif[tag]), True) for tag in ARCHIVE_TAGS if tag in exif and tag != 0x010E
+            ]
             if xmp:
                 tags.append((700, "B", len(xmp), xmp, True))
             out = io.BytesIO()
             tifffile.imwrite(
-                out, rgb, photometric="rgb", compression="zlib", software=software,
-                description=str(exif.get(0x010E, "")) or None, metadata=None, extratags=tags,
+                out,
+                rgb,
+                photometric="rgb",
+                compression="zlib",
+                software=software,
+                description=str(exif.get(0x010E, "")) or None,
+                metadata=None,
+                extratags=tags,
             )
             return out.getvalue()
         rgb = (rgb // 257).astype(np.uint8)  # JPEG/WebP cannot hold 16 bits

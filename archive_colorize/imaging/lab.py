@@ -114,7 +114,11 @@ def _f_inv_planar(t: torch.Tensor) -> torch.Tensor:
 def lab_to_linear_planes(L: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """L*, a*, b* planes of one shape -> (3, *shape) linear sRGB (not clipped)."""
     fy = L.add(16).mul_(1 / 116)
-    x, y, z = _f_inv_planar(fy.add(a, alpha=1 / 500)), _f_inv_planar(fy), _f_inv_planar(fy.sub(b, alpha=1 / 200))
+    x, y, z = (
+        _f_inv_planar(fy.add(a, alpha=1 / 500)),
+        _f_inv_planar(fy),
+        _f_inv_planar(fy.sub(b, alpha=1 / 200)),
+    )
     return torch.stack([x.mul(r[0]).add_(y, alpha=r[1]).add_(z, alpha=r[2]) for r in _LAB_M])
 
 

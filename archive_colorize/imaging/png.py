@@ -17,6 +17,7 @@ import numpy as np
 
 try:  # ISA-L's deflate: several times zlib's speed at a similar size (python-isal)
     from isal import isal_zlib as _deflate
+
     LEVEL = 2
 except ImportError:  # pragma: no cover - isal is a dependency; zlib keeps the writer working
     _deflate = zlib
@@ -28,7 +29,9 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    return (
+        struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    )
 
 
 def _adler32_combine(a1: int, a2: int, len2: int) -> int:
@@ -49,7 +52,9 @@ def _filtered(rows: np.ndarray, above: np.ndarray | None) -> bytes:
     return up.tobytes()
 
 
-def _compress(rows: np.ndarray, above: np.ndarray | None, last: bool, big_endian: bool) -> tuple[bytes, int, int]:
+def _compress(
+    rows: np.ndarray, above: np.ndarray | None, last: bool, big_endian: bool
+) -> tuple[bytes, int, int]:
     if big_endian:  # 16-bit PNG is big-endian: swapped per strip, never the whole image at once
         rows = rows.view(np.uint16).byteswap().view(np.uint8)
         above = None if above is None else above.view(np.uint16).byteswap().view(np.uint8)
@@ -60,10 +65,17 @@ def _compress(rows: np.ndarray, above: np.ndarray | None, last: bool, big_endian
 
 
 def _chunk_parts(kind: bytes, body: bytes) -> list[bytes]:
-    return [struct.pack(">I", len(body)), kind, body, struct.pack(">I", zlib.crc32(body, zlib.crc32(kind)) & 0xFFFFFFFF)]
+    return [
+        struct.pack(">I", len(body)),
+        kind,
+        body,
+        struct.pack(">I", zlib.crc32(body, zlib.crc32(kind)) & 0xFFFFFFFF),
+    ]
 
 
-def encode_png(rgb: np.ndarray, exif: bytes | None = None, xmp: bytes | None = None, threads: int = 2) -> bytes:
+def encode_png(
+    rgb: np.ndarray, exif: bytes | None = None, xmp: bytes | None = None, threads: int = 2
+) -> bytes:
     """(H, W, 3) uint8 or uint16 RGB -> PNG bytes. Each strip's deflate output becomes its
     own IDAT chunk (a zlib stream may be split across IDATs anywhere), so the file is
     assembled with one copy."""
@@ -74,7 +86,11 @@ def encode_png(rgb: np.ndarray, exif: bytes | None = None, xmp: bytes | None = N
     per = max(1, STRIP_BYTES // rows.shape[1])
     starts = list(range(0, h, per))
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        parts = list(pool.map(lambda y: _compress(rows[y: y + per], rows[y - 1] if y else None, y + per >= h, swap), starts))
+        parts = list(
+            pool.map(
+                lambda y: _compress(rows[y : y + per], rows[y - 1] if y else None, y + per >= h, swap), starts
+            )
+        )
     adler = 1
     for _, a, n in parts:
         adler = _adler32_combine(adler, a, n)

@@ -51,8 +51,10 @@ class Provenance:
         if source_type:
             fields["archivecolorize:SourceDigitalSourceType"] = source_type
         attrs = "".join(f"\n    {k}={quoteattr(v)}" for k, v in fields.items())
-        return (f'<rdf:Description rdf:about=""\n    xmlns:Iptc4xmpExt="{NS_IPTC_EXT}"'
-                f'\n    xmlns:archivecolorize="{NS_OURS}"{attrs}/>')
+        return (
+            f'<rdf:Description rdf:about=""\n    xmlns:Iptc4xmpExt="{NS_IPTC_EXT}"'
+            f'\n    xmlns:archivecolorize="{NS_OURS}"{attrs}/>'
+        )
 
     def xmp(self, source: bytes | None) -> bytes:
         """The XMP packet to write: the source's, with our description added."""
@@ -62,22 +64,27 @@ class Provenance:
         found = None
         m = _DST_ATTR.search(text)
         if m:
-            found, text = m.group(2) or m.group(3), text[: m.start()] + text[m.end():]
+            found, text = m.group(2) or m.group(3), text[: m.start()] + text[m.end() :]
         m = _DST_ELEM.search(text)
         if m:
-            found, text = re.sub(r"<[^>]+>", "", m.group(3)).strip() or found, text[: m.start()] + text[m.end():]
+            found, text = (
+                re.sub(r"<[^>]+>", "", m.group(3)).strip() or found,
+                text[: m.start()] + text[m.end() :],
+            )
         m = _DST_EMPTY.search(text)
         if m:
-            found, text = m.group(1), text[: m.start()] + text[m.end():]
+            found, text = m.group(1), text[: m.start()] + text[m.end() :]
         at = text.rindex("</rdf:RDF>")
         return (text[:at] + self.description(found) + "\n" + text[at:]).encode()
 
 
 def _packet(description: str) -> str:
-    return ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
-            '<x:xmpmeta xmlns:x="adobe:ns:meta/">\n'
-            ' <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">\n'
-            f"  {description}\n"
-            " </rdf:RDF>\n"
-            "</x:xmpmeta>\n"
-            '<?xpacket end="w"?>')
+    return (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/">\n'
+        ' <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">\n'
+        f"  {description}\n"
+        " </rdf:RDF>\n"
+        "</x:xmpmeta>\n"
+        '<?xpacket end="w"?>'
+    )

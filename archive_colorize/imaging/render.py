@@ -27,7 +27,9 @@ MIN_MEAN_CHROMA = 0.5
 DEVICE_BYTES_PER_PIXEL = 96
 
 
-def _taps(n_out: int, n_in: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _taps(
+    n_out: int, n_in: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For bilinear resampling n_in -> n_out (align_corners=False, edges clamped, as
     F.interpolate): each output position's two source indices and the second one's weight."""
     i = torch.arange(n_out, dtype=torch.float64)
@@ -44,8 +46,14 @@ def _strip_rows_for(device: torch.device, width: int) -> int:
     return max(STRIP_ROWS, int(free // 2 // (width * DEVICE_BYTES_PER_PIXEL)))
 
 
-def recombine(lightness: torch.Tensor, ab: torch.Tensor, bit_depth: int = 8, strip_rows: int | None = None,
-              threads: int | None = None, device: torch.device | str | None = None) -> np.ndarray:
+def recombine(
+    lightness: torch.Tensor,
+    ab: torch.Tensor,
+    bit_depth: int = 8,
+    strip_rows: int | None = None,
+    threads: int | None = None,
+    device: torch.device | str | None = None,
+) -> np.ndarray:
     """Full-res L* (H, W) + low-res a*b* (2, h, w) -> (H, W, 3) sRGB uint8/uint16.
 
     L* is used exactly as decoded; only the chroma is resampled (bilinear: along columns
@@ -103,7 +111,9 @@ def mean_chroma(ab: torch.Tensor) -> float:
     return float(ab.norm(dim=0).mean())
 
 
-def colour(lightness: torch.Tensor, ab: torch.Tensor, bit_depth: int, device: torch.device | str | None = None) -> np.ndarray:
+def colour(
+    lightness: torch.Tensor, ab: torch.Tensor, bit_depth: int, device: torch.device | str | None = None
+) -> np.ndarray:
     """Refuse a grey result, then recombine the chroma with the original L* (on `device`)."""
     chroma = mean_chroma(ab)
     if chroma < MIN_MEAN_CHROMA:
@@ -111,8 +121,16 @@ def colour(lightness: torch.Tensor, ab: torch.Tensor, bit_depth: int, device: to
     return recombine(lightness, ab, bit_depth, device=device)
 
 
-def encode_result(rgb: np.ndarray, fmt: str, provenance: Provenance, exif=None, xmp: bytes | None = None,
-                  source: bytes | None = None, source_format: str | None = None, title: str = "") -> bytes:
+def encode_result(
+    rgb: np.ndarray,
+    fmt: str,
+    provenance: Provenance,
+    exif=None,
+    xmp: bytes | None = None,
+    source: bytes | None = None,
+    source_format: str | None = None,
+    title: str = "",
+) -> bytes:
     """Encode with the original metadata and our XMP, and (with credentials) sign it with
     C2PA, the scan's `source` bytes as its ingredient."""
     blob = encode_image(rgb, fmt, exif=exif, xmp=provenance.xmp(xmp), software=provenance.software)
@@ -123,8 +141,14 @@ def encode_result(rgb: np.ndarray, fmt: str, provenance: Provenance, exif=None, 
     return blob
 
 
-def render(decoded: DecodedImage, ab: torch.Tensor, fmt: str, provenance: Provenance, source: bytes | None = None,
-           title: str = "") -> bytes:
+def render(
+    decoded: DecodedImage,
+    ab: torch.Tensor,
+    fmt: str,
+    provenance: Provenance,
+    source: bytes | None = None,
+    title: str = "",
+) -> bytes:
     """The one path from predicted chroma to file bytes, for `colorize` and `run` alike:
     `colour` then `encode_result` (a run on a GPU splits them between its stages)."""
     rgb = colour(decoded.lightness, ab, output_bit_depth(decoded.bit_depth, fmt))

@@ -24,7 +24,9 @@ def pick_device(device: str = "auto") -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         from archive_colorize.errors import ConfigError
 
-        raise ConfigError("--device cuda was asked for, but no CUDA GPU is visible", hint="use --device cpu or auto")
+        raise ConfigError(
+            "--device cuda was asked for, but no CUDA GPU is visible", hint="use --device cpu or auto"
+        )
     return torch.device(device)
 
 
@@ -58,8 +60,15 @@ class Engine:
     layout: 8% faster at 512², benchmarks/model.py --nchw). `precision` other than fp32 is an
     opt-in lossy path: bf16 (CPU with AVX-512 BF16/AMX, or CUDA), fp16 (CUDA), int8 (CPU)."""
 
-    def __init__(self, weights: Weights, device: str = "auto", working_size: int = DEFAULT_WORKING_SIZE,
-                 precision: str = "fp32", batch: int = 1, chroma_gain: float | None = None):
+    def __init__(
+        self,
+        weights: Weights,
+        device: str = "auto",
+        working_size: int = DEFAULT_WORKING_SIZE,
+        precision: str = "fp32",
+        batch: int = 1,
+        chroma_gain: float | None = None,
+    ):
         from archive_colorize.errors import ConfigError
 
         check_precision(precision)
@@ -112,7 +121,9 @@ class Engine:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
             s = None if s is None else s.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+        with torch.autocast(
+            self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None
+        ):
             ab01, logits = self.model(x, style=s)
         ab = denormalize_ab(ab01[0].float().cpu(), self.weights.ab_norm)
         probs = None if logits is None else torch.softmax(logits[0].float(), 0).cpu()
@@ -139,23 +150,39 @@ class Engine:
             buckets.setdefault(_bucket_shape(x.shape[-2:]), []).append(i)
         for shape, idx in buckets.items():
             for k in range(0, len(idx), self.batch):
-                chunk = idx[k: k + self.batch]
-                xs = [F.pad(items[i][0], (0, shape[1] - items[i][0].shape[-1], 0, shape[0] - items[i][0].shape[-2]),
-                            mode="replicate") for i in chunk]
+                chunk = idx[k : k + self.batch]
+                xs = [
+                    F.pad(
+                        items[i][0],
+                        (0, shape[1] - items[i][0].shape[-1], 0, shape[0] - items[i][0].shape[-2]),
+                        mode="replicate",
+                    )
+                    for i in chunk
+                ]
                 xb = self._full(xs, (1, *shape))
-                g = None if glob is None else torch.cat([glob[chunk], glob.new_zeros(self.batch - len(chunk), glob.shape[1])])
-                with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+                g = (
+                    None
+                    if glob is None
+                    else torch.cat([glob[chunk], glob.new_zeros(self.batch - len(chunk), glob.shape[1])])
+                )
+                with torch.autocast(
+                    self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None
+                ):
                     ab01 = m.colorization(m.fusion(m.mid_level(m.low_level(xb)), g))
                 for j, i in enumerate(chunk):
                     h, w = items[i][0].shape[-2:]
-                    ab = denormalize_ab(ab01[j, :, : -(-h // 2), : -(-w // 2)].float().cpu(), self.weights.ab_norm)
+                    ab = denormalize_ab(
+                        ab01[j, :, : -(-h // 2), : -(-w // 2)].float().cpu(), self.weights.ab_norm
+                    )
                     probs = None if logits is None else torch.softmax(logits[i].float(), 0).cpu()
                     out[i] = Prediction(ab, probs)
         return out
 
     def _full(self, xs: list[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
         """Exactly `batch` images of `shape` on the device: these, then blank ones."""
-        xb = torch.cat([x.reshape(1, *shape) for x in xs] + [torch.zeros(self.batch - len(xs), *shape)]).to(self.device)
+        xb = torch.cat([x.reshape(1, *shape) for x in xs] + [torch.zeros(self.batch - len(xs), *shape)]).to(
+            self.device
+        )
         return xb.contiguous(memory_format=torch.channels_last) if self.channels_last else xb
 
     def _global_batch(self, images: list[torch.Tensor]):
@@ -166,8 +193,10 @@ class Engine:
         size = (1, m.config.global_size, m.config.global_size)
         globs, logits = [], []
         for k in range(0, len(images), self.batch):
-            xb = self._full([m.resize_for_global(x) for x in images[k: k + self.batch]], size)
-            with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            xb = self._full([m.resize_for_global(x) for x in images[k : k + self.batch]], size)
+            with torch.autocast(
+                self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None
+            ):
                 g, lg = m.global_path(xb)
             n = min(self.batch, len(images) - k)
             globs.append(g[:n].float())
@@ -211,16 +240,23 @@ def fidelity(weights, precision: str, working_size: int = 512, lossy=None) -> di
         mse = float(((ra - rb) ** 2).mean())
         psnr.append(99.0 if mse == 0 else 10 * float(np.log10(255.0**2 / mse)))
     err = torch.cat(errors)
-    return {"precision": precision, "dab_mean": round(float(err.mean()), 3),
-            "dab_p99": round(float(torch.quantile(err[:: max(1, len(err) // 2**20)], 0.99)), 3),
-            "dab_max": round(float(err.max()), 3),
-            "psnr_db_vs_fp32_median": round(statistics.median(psnr), 2), "psnr_db_vs_fp32_min": round(min(psnr), 2),
-            "images": len(psnr), "measured_on": "the bundled calibration images, on the CPU, at the working size"}
+    return {
+        "precision": precision,
+        "dab_mean": round(float(err.mean()), 3),
+        "dab_p99": round(float(torch.quantile(err[:: max(1, len(err) // 2**20)], 0.99)), 3),
+        "dab_max": round(float(err.max()), 3),
+        "psnr_db_vs_fp32_median": round(statistics.median(psnr), 2),
+        "psnr_db_vs_fp32_min": round(min(psnr), 2),
+        "images": len(psnr),
+        "measured_on": "the bundled calibration images, on the CPU, at the working size",
+    }
 
 
 def fidelity_line(f: dict | None) -> str | None:
     if not f:
         return None
-    return (f"{f['precision']} engine (opt-in, lossy): |Δa*b*| against fp32 mean {f['dab_mean']:.2f}, "
-            f"p99 {f['dab_p99']:.2f}, max {f['dab_max']:.2f} (2.3 is just noticeable), "
-            f"on {f['images']} calibration images")
+    return (
+        f"{f['precision']} engine (opt-in, lossy): |Δa*b*| against fp32 mean {f['dab_mean']:.2f}, "
+        f"p99 {f['dab_p99']:.2f}, max {f['dab_max']:.2f} (2.3 is just noticeable), "
+        f"on {f['images']} calibration images"
+    )

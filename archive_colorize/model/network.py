@@ -230,7 +230,11 @@ class ColorizationModel(nn.Module):
         """An eval-mode copy with every batch norm folded into the preceding layer (§3.4)."""
         folded = copy.deepcopy(self).eval()
         for mod in folded.modules():
-            if isinstance(mod, nn.Sequential) and len(mod) == 3 and isinstance(mod[1], nn.modules.batchnorm._BatchNorm):
+            if (
+                isinstance(mod, nn.Sequential)
+                and len(mod) == 3
+                and isinstance(mod[1], nn.modules.batchnorm._BatchNorm)
+            ):
                 layer, bn = mod[0], mod[1]
                 fuse = fuse_conv_bn_eval if isinstance(layer, nn.Conv2d) else fuse_linear_bn_eval
                 mod[0] = fuse(layer, bn)

@@ -38,8 +38,12 @@ def _fuse_conv_relu(module: nn.Module) -> None:
     """After BN folding a ConvBNReLU is (Conv, Identity, ReLU): fuse Conv+ReLU into one kernel."""
     from torch.ao.quantization import fuse_modules
 
-    if isinstance(module, nn.Sequential) and len(module) == 3 and isinstance(module[0], nn.Conv2d) \
-            and isinstance(module[2], nn.ReLU):
+    if (
+        isinstance(module, nn.Sequential)
+        and len(module) == 3
+        and isinstance(module[0], nn.Conv2d)
+        and isinstance(module[2], nn.ReLU)
+    ):
         fuse_modules(module, [["0", "2"]], inplace=True)
         return
     for child in module.children():
@@ -59,7 +63,11 @@ def quantize_int8(folded: ColorizationModel, calibration: list[torch.Tensor]) ->
     """A batch-norm-folded fp32 model -> an int8 copy (CPU only)."""
     import torch.ao.quantization as tq
 
-    engine = "x86" if "x86" in torch.backends.quantized.supported_engines else torch.backends.quantized.supported_engines[-1]
+    engine = (
+        "x86"
+        if "x86" in torch.backends.quantized.supported_engines
+        else torch.backends.quantized.supported_engines[-1]
+    )
     torch.backends.quantized.engine = engine
     q = copy.deepcopy(folded).eval()
     # The output conv (32 -> 2, feeding the Sigmoid) stays fp32: its per-tensor int8 output

@@ -21,12 +21,17 @@ from safetensors.torch import save as st_save
 from archive_colorize.errors import WeightsError
 from archive_colorize.imaging.lab import AB_NORM
 from archive_colorize.model.network import ColorizationModel, ModelConfig
-from archive_colorize.model.weights_header import DEFAULT_WEIGHTS, FORMAT, FORMAT_VERSION, JSON_KEYS, default_weights, parse_metadata  # noqa: F401  DEFAULT_WEIGHTS: re-exported
+from archive_colorize.model.weights_header import (
+    DEFAULT_WEIGHTS,  # noqa: F401  re-exported: where the shipped weights are
+    FORMAT,
+    FORMAT_VERSION,
+    JSON_KEYS,
+    default_weights,
+    parse_metadata,
+)
 
 STORAGES = ("fp32", "fp16", "int8")
 _SCALE_SUFFIX = ".__int8_scale"
-
-
 
 
 @dataclass
@@ -183,7 +188,9 @@ def _read(path, tensors: bool):
             raw = f.metadata() or {}
             data = {k: f.get_tensor(k) for k in f.keys()} if tensors else None
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise WeightsError(f"{path} is not a readable safetensors weights file (truncated or corrupt?): {e}") from None
+        raise WeightsError(
+            f"{path} is not a readable safetensors weights file (truncated or corrupt?): {e}"
+        ) from None
     meta = parse_metadata(raw, path)
     return meta, data
 
@@ -196,8 +203,11 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def load_weights(path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-                 storage_options: dict | None = None) -> Weights:
+def load_weights(
+    path: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    storage_options: dict | None = None,
+) -> Weights:
     """Load, verify and build. `path=None` means the shipped default; s3:// and other
     fsspec URLs are fetched to a temporary file first."""
     if path is None:

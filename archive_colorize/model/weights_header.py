@@ -18,8 +18,20 @@ from archive_colorize.errors import WeightsError
 FORMAT = "archive-colorize-weights"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "format_version", "config", "categories", "lab", "storage", "content_sha256")
-JSON_KEYS = ("config", "categories", "lab", "preprocessing", "recipe", "data", "metrics", "training", "calibration")
-DEFAULT_WEIGHTS = Path(__file__).parents[1] / "weights" / "default.safetensors"  # package data, archive_colorize/weights/
+JSON_KEYS = (
+    "config",
+    "categories",
+    "lab",
+    "preprocessing",
+    "recipe",
+    "data",
+    "metrics",
+    "training",
+    "calibration",
+)
+DEFAULT_WEIGHTS = (
+    Path(__file__).parents[1] / "weights" / "default.safetensors"
+)  # package data, archive_colorize/weights/
 MAX_HEADER = 100 * 2**20  # safetensors' own limit
 
 
@@ -32,8 +44,10 @@ class WeightsHeader:
 
 def default_weights() -> Path:
     if not DEFAULT_WEIGHTS.is_file():
-        raise WeightsError("no trained weights are installed with this copy of archive-colorize",
-                           hint="pass --weights PATH to a .safetensors file (see README, 'Weights')")
+        raise WeightsError(
+            "no trained weights are installed with this copy of archive-colorize",
+            hint="pass --weights PATH to a .safetensors file (see README, 'Weights')",
+        )
     return DEFAULT_WEIGHTS
 
 
@@ -52,7 +66,9 @@ def read_header(source: str | None, storage_options: dict | None = None) -> Weig
             raise ValueError("header length out of range")
         raw = json.loads(blob[8 : 8 + n]).get("__metadata__") or {}
     except (struct.error, ValueError) as e:
-        raise WeightsError(f"{source} is not a readable safetensors weights file (truncated or corrupt?): {e}") from None
+        raise WeightsError(
+            f"{source} is not a readable safetensors weights file (truncated or corrupt?): {e}"
+        ) from None
     return WeightsHeader(source, hashlib.sha256(blob).hexdigest(), parse_metadata(raw, source))
 
 
@@ -60,7 +76,9 @@ def parse_metadata(raw: dict, source) -> dict:
     """A safetensors `__metadata__` (all strings) -> the checked, parsed header."""
     missing = [k for k in REQUIRED_KEYS if k not in raw]
     if raw.get("format") != FORMAT or missing:
-        what = f"missing header key(s) {', '.join(missing)}" if missing else f"format is {raw.get('format')!r}"
+        what = (
+            f"missing header key(s) {', '.join(missing)}" if missing else f"format is {raw.get('format')!r}"
+        )
         raise WeightsError(f"{source} is not an archive-colorize weights file ({what})")
     try:
         meta = {k: (json.loads(v) if k in JSON_KEYS else v) for k, v in raw.items()}

@@ -19,7 +19,12 @@ import os
 import signal
 
 POINTS = ("lock-acquired", "progress-written", "before-compact", "compacted", "model-batch", "device-error")
-_VARS = ("ARCHIVE_COLORIZE_CRASH_AT", "ARCHIVE_COLORIZE_STOP_AT", "ARCHIVE_COLORIZE_RAISE_AT", "ARCHIVE_COLORIZE_CRASH_ONCE")
+_VARS = (
+    "ARCHIVE_COLORIZE_CRASH_AT",
+    "ARCHIVE_COLORIZE_STOP_AT",
+    "ARCHIVE_COLORIZE_RAISE_AT",
+    "ARCHIVE_COLORIZE_CRASH_ONCE",
+)
 _seen: dict[str, int] = {}
 
 

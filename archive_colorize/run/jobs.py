@@ -41,8 +41,16 @@ def _status(status) -> str:
     return str(status).split(".")[-1]
 
 
-def job_key(manifest_url: str, manifest_sha256: str, weights_sha256: str, out_url: str, fmt: str, working_size: int,
-            precision: str = "fp32", chroma_gain: float | None = None) -> str:
+def job_key(
+    manifest_url: str,
+    manifest_sha256: str,
+    weights_sha256: str,
+    out_url: str,
+    fmt: str,
+    working_size: int,
+    precision: str = "fp32",
+    chroma_gain: float | None = None,
+) -> str:
     # options that change the bytes are part of the identity; ones added later only when
     # set, so the jobs of earlier versions keep their keys
     parts = [manifest_url, manifest_sha256, weights_sha256, out_url, fmt, working_size]
@@ -65,15 +73,19 @@ def _client(address: str):
     try:
         return JobSubmissionClient(address)
     except Exception as e:
-        raise ConfigError(f"cannot reach the Ray Jobs API at {address}: {one_line(e, 300)}",
-                          hint="give the dashboard address, e.g. http://HEAD:8265 (`ray start --head` prints it)") from None
+        raise ConfigError(
+            f"cannot reach the Ray Jobs API at {address}: {one_line(e, 300)}",
+            hint="give the dashboard address, e.g. http://HEAD:8265 (`ray start --head` prints it)",
+        ) from None
 
 
 def submit(opts: RunOptions, address: str, runtime_env: dict | None = None) -> Submission:
     if redact(opts.storage_options or {}) != (opts.storage_options or {}):
-        raise ConfigError("--storage-options for submit must not hold credentials: they would be stored in the job's "
-                          "entrypoint, visible to anyone who can list jobs",
-                          hint="give the cluster its own credentials (an IAM role, or AWS_* variables on its nodes)")
+        raise ConfigError(
+            "--storage-options for submit must not hold credentials: they would be stored in the job's "
+            "entrypoint, visible to anyone who can list jobs",
+            hint="give the cluster its own credentials (an IAM role, or AWS_* variables on its nodes)",
+        )
     checked = check(opts)  # validates manifest, weights and options before anything is submitted
     plan = inspect(opts, checked)
     out_url = (opts.out or default_out(opts.manifest)).rstrip("/")
@@ -81,36 +93,68 @@ def submit(opts: RunOptions, address: str, runtime_env: dict | None = None) -> S
         manifest_sha = checked.manifest.fingerprint()  # a file or a whole dataset
     except OSError as e:
         raise StorageError(f"cannot read manifest {opts.manifest}: {e}") from None
-    key = job_key(opts.manifest, manifest_sha, plan.weights_sha256, out_url, opts.fmt, opts.working_size, opts.precision,
-                  opts.chroma_gain)
+    key = job_key(
+        opts.manifest,
+        manifest_sha,
+        plan.weights_sha256,
+        out_url,
+        opts.fmt,
+        opts.working_size,
+        opts.precision,
+        opts.chroma_gain,
+    )
     client = _client(address)
-    attempts = sorted((j for j in client.list_jobs() if (j.metadata or {}).get(KEY) == key),
-                      key=lambda j: j.start_time or 0)
+    attempts = sorted(
+        (j for j in client.list_jobs() if (j.metadata or {}).get(KEY) == key), key=lambda j: j.start_time or 0
+    )
     active = [j for j in attempts if _status(j.status) in ACTIVE]
     if active:
-        return Submission("running", active[-1].submission_id,
-                          f"already running as {active[-1].submission_id}: nothing submitted", "RUNNING")
+        return Submission(
+            "running",
+            active[-1].submission_id,
+            f"already running as {active[-1].submission_id}: nothing submitted",
+            "RUNNING",
+        )
     if plan.pending == 0:
         sid = attempts[-1].submission_id if attempts else key
-        return Submission("finished", sid, f"already finished: {plan.done} done, {plan.failed} failed of {plan.total} "
-                          f"in {plan.out}; nothing submitted" + (" (use --retry-failed to retry failures)" if plan.failed else ""),
-                          "SUCCEEDED")
+        return Submission(
+            "finished",
+            sid,
+            f"already finished: {plan.done} done, {plan.failed} failed of {plan.total} "
+            f"in {plan.out}; nothing submitted"
+            + (" (use --retry-failed to retry failures)" if plan.failed else ""),
+            "SUCCEEDED",
+        )
     sid = key if not attempts else f"{key}-{len(attempts) + 1}"
     deadline = time.time() + AGENT_WAIT_S
     while True:
         try:
             client.submit_job(
-                entrypoint=entrypoint(opts, out_url), submission_id=sid, runtime_env=runtime_env or None,
-                metadata={KEY: key, "manifest": opts.manifest, "out": out_url, "weights_sha256": plan.weights_sha256},
+                entrypoint=entrypoint(opts, out_url),
+                submission_id=sid,
+                runtime_env=runtime_env or None,
+                metadata={
+                    KEY: key,
+                    "manifest": opts.manifest,
+                    "out": out_url,
+                    "weights_sha256": plan.weights_sha256,
+                },
             )
             break
         except RuntimeError as e:
             # a head that has just started answers 500 until its job agent is up
             if "try again later" not in str(e) or time.time() > deadline:
-                raise ConfigError(f"the Ray Jobs API at {address} refused the job: {one_line(e, 300)}") from None
+                raise ConfigError(
+                    f"the Ray Jobs API at {address} refused the job: {one_line(e, 300)}"
+                ) from None
             time.sleep(1.0)
     verb = "resumes" if attempts else "starts"
-    return Submission("submitted", sid, f"submitted {sid}: {verb} {plan.pending} of {plan.total} rows into {plan.out}", "PENDING")
+    return Submission(
+        "submitted",
+        sid,
+        f"submitted {sid}: {verb} {plan.pending} of {plan.total} rows into {plan.out}",
+        "PENDING",
+    )
 
 
 def wait(address: str, submission_id: str, timeout_s: float | None = None, on_status=None) -> str:
@@ -145,7 +189,11 @@ def load_runtime_env(text: str | None) -> dict | None:
     try:
         env = yaml.safe_load(src)
     except yaml.YAMLError as e:
-        raise ConfigError(f"--runtime-env is neither JSON/YAML nor a readable file: {str(e).splitlines()[0]}") from None
+        raise ConfigError(
+            f"--runtime-env is neither JSON/YAML nor a readable file: {str(e).splitlines()[0]}"
+        ) from None
     if not isinstance(env, dict):
-        raise ConfigError(f"--runtime-env must be a mapping (e.g. {{\"pip\": [...]}}), not {type(env).__name__}")
+        raise ConfigError(
+            f"--runtime-env must be a mapping (e.g. {{\"pip\": [...]}}), not {type(env).__name__}"
+        )
     return env

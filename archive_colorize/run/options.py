@@ -21,8 +21,13 @@ import pyarrow.compute as pc
 
 from archive_colorize.run import progress
 from archive_colorize.errors import ConfigError, OptionError
-from archive_colorize.core.defaults import (DEFAULT_MAX_PIXELS, DEFAULT_WORKING_SIZE, PRECISIONS, check_chroma_gain,
-                                            check_precision)
+from archive_colorize.core.defaults import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_WORKING_SIZE,
+    PRECISIONS,
+    check_chroma_gain,
+    check_precision,
+)
 from archive_colorize.core.formats import FORMATS
 from archive_colorize.sources.manifest import Manifest, default_out, load_manifest
 from archive_colorize.core.storage import is_local, resolve
@@ -35,7 +40,9 @@ JOBS = (RUN, SUBMIT)  # what a scheduled job can ask for is what a run can
 RECOMBINE_ON = ("auto", "actor", "finish")
 
 
-def option(default, flag: str, help: str, *, commands=JOBS, pinned: bool = False, choices=None, factory=None) -> Field:
+def option(
+    default, flag: str, help: str, *, commands=JOBS, pinned: bool = False, choices=None, factory=None
+) -> Field:
     """A run option. `commands`: the CLI commands that offer it. `pinned`: always written
     into a submitted job's command line, so that a job's bytes do not depend on the
     defaults of the version that runs it. `choices`: the values --help and the check know."""
@@ -50,50 +57,116 @@ class RunOptions:
     # the manifest and --out are each command's own arguments (their help differs)
     manifest: str
     out: str | None = None
-    weights: str | None = option(None, "--weights", "Weights file or URL (s3://...) that every worker can read "
-                                 "(default: the shipped one).", commands=(*JOBS, COLORIZE))
-    fmt: str = option("png", "--format", "Output format. 16-bit inputs stay 16-bit in png/tiff.",
-                      commands=(*JOBS, COLORIZE), pinned=True, choices=tuple(FORMATS))
-    working_size: int = option(DEFAULT_WORKING_SIZE, "--working-size", "Long side (px) at which the network predicts "
-                               "colour.", commands=(*JOBS, COLORIZE, CALIBRATE), pinned=True)
-    batch_size: int = option(8, "--batch-size", "Scans per model call: a model actor colorizes this many working "
-                             "copies together.", pinned=True)
-    precision: str = option("fp32", "--precision", "fp32 (exact, TF32 is turned off on GPUs); opt-in and lossy: int8 "
-                            "(CPU), bf16, fp16 (GPU).", commands=(*JOBS, COLORIZE), choices=PRECISIONS)
+    weights: str | None = option(
+        None,
+        "--weights",
+        "Weights file or URL (s3://...) that every worker can read (default: the shipped one).",
+        commands=(*JOBS, COLORIZE),
+    )
+    fmt: str = option(
+        "png",
+        "--format",
+        "Output format. 16-bit inputs stay 16-bit in png/tiff.",
+        commands=(*JOBS, COLORIZE),
+        pinned=True,
+        choices=tuple(FORMATS),
+    )
+    working_size: int = option(
+        DEFAULT_WORKING_SIZE,
+        "--working-size",
+        "Long side (px) at which the network predicts colour.",
+        commands=(*JOBS, COLORIZE, CALIBRATE),
+        pinned=True,
+    )
+    batch_size: int = option(
+        8,
+        "--batch-size",
+        "Scans per model call: a model actor colorizes this many working copies together.",
+        pinned=True,
+    )
+    precision: str = option(
+        "fp32",
+        "--precision",
+        "fp32 (exact, TF32 is turned off on GPUs); opt-in and lossy: int8 (CPU), bf16, fp16 (GPU).",
+        commands=(*JOBS, COLORIZE),
+        choices=PRECISIONS,
+    )
     device: str = option("auto", "--device", "cpu, cuda or auto.", commands=(*JOBS, COLORIZE, CALIBRATE))
-    recombine_on: str = option("auto", "--recombine-on", "Where full-resolution colour is made: actor (on the model's "
-                               "device; the scan is decoded once and shipped at 4 bytes a pixel), finish (CPU tasks "
-                               "decode the scan again), or auto: actor on a GPU, finish on CPUs.", choices=RECOMBINE_ON)
-    progress_every: float = option(2.0, "--progress-every", "Seconds between progress-log writes (a crash redoes at "
-                                   "most this much work).")
-    iiif_base: str | None = option(None, "--iiif-base", "Where OUT will be published (https://...), for the ids in "
-                                   "OUT/iiif/manifest.json (default: OUT's own file:// or s3:// location).")
+    recombine_on: str = option(
+        "auto",
+        "--recombine-on",
+        "Where full-resolution colour is made: actor (on the model's "
+        "device; the scan is decoded once and shipped at 4 bytes a pixel), finish (CPU tasks "
+        "decode the scan again), or auto: actor on a GPU, finish on CPUs.",
+        choices=RECOMBINE_ON,
+    )
+    progress_every: float = option(
+        2.0,
+        "--progress-every",
+        "Seconds between progress-log writes (a crash redoes at most this much work).",
+    )
+    iiif_base: str | None = option(
+        None,
+        "--iiif-base",
+        "Where OUT will be published (https://...), for the ids in "
+        "OUT/iiif/manifest.json (default: OUT's own file:// or s3:// location).",
+    )
     # the credentials by path: each node reads them itself, they never enter a job's text
-    c2pa_cert: str | None = option(None, "--c2pa-cert", "Sign each output with C2PA content credentials: the PEM "
-                                   "certificate chain, signing certificate first (needs pip install "
-                                   "'archive-colorize[c2pa]').", commands=(*JOBS, COLORIZE))
-    c2pa_key: str | None = option(None, "--c2pa-key", "The PEM private key for --c2pa-cert.", commands=(*JOBS, COLORIZE))
+    c2pa_cert: str | None = option(
+        None,
+        "--c2pa-cert",
+        "Sign each output with C2PA content credentials: the PEM "
+        "certificate chain, signing certificate first (needs pip install "
+        "'archive-colorize[c2pa]').",
+        commands=(*JOBS, COLORIZE),
+    )
+    c2pa_key: str | None = option(
+        None, "--c2pa-key", "The PEM private key for --c2pa-cert.", commands=(*JOBS, COLORIZE)
+    )
     # a*b* is scaled by this before recombination; None: the weights' calibrated gain. A
     # manifest column `chroma_gain` overrides both, row by row.
-    chroma_gain: float | None = option(None, "--chroma-gain", "Scale the predicted a*b* by this before recombination "
-                                       "(default: the gain the weights were calibrated with; 1 is the model's own "
-                                       "colour). A manifest column chroma_gain overrides it per row.",
-                                       commands=(*JOBS, COLORIZE))
-    max_pixels: int = option(DEFAULT_MAX_PIXELS, "--max-pixels", "Refuse images larger than this (decompression "
-                             "bombs).", commands=(*JOBS, COLORIZE))
+    chroma_gain: float | None = option(
+        None,
+        "--chroma-gain",
+        "Scale the predicted a*b* by this before recombination "
+        "(default: the gain the weights were calibrated with; 1 is the model's own "
+        "colour). A manifest column chroma_gain overrides it per row.",
+        commands=(*JOBS, COLORIZE),
+    )
+    max_pixels: int = option(
+        DEFAULT_MAX_PIXELS,
+        "--max-pixels",
+        "Refuse images larger than this (decompression bombs).",
+        commands=(*JOBS, COLORIZE),
+    )
     retry_failed: bool = option(False, "--retry-failed", "Retry rows that failed in earlier runs.")
     limit: int | None = option(None, "--limit", "Process at most this many pending rows.")
     actors: int | None = option(None, "--actors", "Model actors (default: from the cluster's GPUs/CPUs).")
     cpus_per_actor: float | None = option(None, "--cpus-per-actor", "CPUs reserved by each model actor.")
-    gpus_per_actor: float | None = option(None, "--gpus-per-actor", "GPUs per model actor (fractions share a GPU).")
-    threads_per_actor: int | None = option(None, "--threads-per-actor", "Torch threads in each model actor (default: "
-                                           "on CPUs its share of all the node's CPUs, on GPUs its CPUs).")
-    storage_options: dict = option(None, "--storage-options", "fsspec options as JSON, e.g. '{\"anon\": true}'. A "
-                                   "submitted job carries them in its command line: give it no credentials, the "
-                                   "cluster brings its own.", factory=dict)
+    gpus_per_actor: float | None = option(
+        None, "--gpus-per-actor", "GPUs per model actor (fractions share a GPU)."
+    )
+    threads_per_actor: int | None = option(
+        None,
+        "--threads-per-actor",
+        "Torch threads in each model actor (default: "
+        "on CPUs its share of all the node's CPUs, on GPUs its CPUs).",
+    )
+    storage_options: dict = option(
+        None,
+        "--storage-options",
+        "fsspec options as JSON, e.g. '{\"anon\": true}'. A "
+        "submitted job carries them in its command line: give it no credentials, the "
+        "cluster brings its own.",
+        factory=dict,
+    )
     # run only: submit has its own --address (the Jobs API), and a job's logs are Ray's
-    address: str | None = option(None, "--address", "Ray cluster address (default: RAY_ADDRESS, else a local "
-                                 "cluster).", commands=(RUN,))
+    address: str | None = option(
+        None,
+        "--address",
+        "Ray cluster address (default: RAY_ADDRESS, else a local cluster).",
+        commands=(RUN,),
+    )
     verbose: bool = option(False, "--verbose", "Show Ray's own logs and progress bars.", commands=(RUN,))
 
     @classmethod
@@ -189,8 +262,10 @@ def check_options(opts: RunOptions) -> None:
     if opts.threads_per_actor is not None and opts.threads_per_actor < 1:
         raise OptionError(f"--threads-per-actor must be >= 1, not {opts.threads_per_actor}")
     if opts.batch_size < 1 or opts.working_size < 8:
-        raise OptionError("--batch-size must be >= 1 and --working-size >= 8",
-                          hint="--batch-size counts images per model call (default 8); --working-size is the long side in pixels (default 512)")
+        raise OptionError(
+            "--batch-size must be >= 1 and --working-size >= 8",
+            hint="--batch-size counts images per model call (default 8); --working-size is the long side in pixels (default 512)",
+        )
 
 
 def c2pa_credentials(cert: str | None, key: str | None, fmt: str, storage_options: dict):
@@ -198,7 +273,10 @@ def c2pa_credentials(cert: str | None, key: str | None, fmt: str, storage_option
     if not cert and not key:
         return None
     if not (cert and key):
-        raise ConfigError("--c2pa-cert and --c2pa-key go together", hint="give the PEM certificate chain and its private key")
+        raise ConfigError(
+            "--c2pa-cert and --c2pa-key go together",
+            hint="give the PEM certificate chain and its private key",
+        )
     from archive_colorize.imaging.c2pa_sign import Credentials, check
 
     creds = Credentials(cert, key, storage_options or {})
@@ -281,6 +359,7 @@ def plan_finish(max_pixels: int, node_memory: float = 0) -> list[FinishStage]:
     """The finish stages: each takes scans of [low, high) pixels, one at a time per task,
     and declares the memory the largest of them needs (capped at the largest node's memory,
     so that the stage can always be scheduled)."""
+
     def memory(pixels: int) -> int:
         need = pixels * FINISH_BYTES_PER_PIXEL
         return int(min(need, 0.8 * node_memory)) if node_memory else need
@@ -296,8 +375,10 @@ def finish_line(stages: list[FinishStage], max_pixels: int) -> str:
     def size(b: float) -> str:
         return f"{b / 1e9:.2f} GB" if b >= 1e9 else f"{b / 1e6:.0f} MB"
 
-    parts = [f"scans to {(s.high - 1 if s.high else max_pixels) / 1e6:g} Mpx declare {size(s.memory)} each"
-             for s in stages]
+    parts = [
+        f"scans to {(s.high - 1 if s.high else max_pixels) / 1e6:g} Mpx declare {size(s.memory)} each"
+        for s in stages
+    ]
     return "finish tasks, one scan at a time: " + "; larger ".join(parts)
 
 
@@ -311,11 +392,15 @@ def plan_resources(cluster: dict, opts: RunOptions, node_memory: float = 0) -> R
     cpus = float(cluster.get("CPU", 1))
     gpus = float(cluster.get("GPU", 0))
     if opts.device == "cuda" and gpus < 1 and not opts.gpus_per_actor and not opts.actors:
-        raise ConfigError(f"--device cuda was asked for, but the Ray cluster has no GPU ({cpus:g} CPUs, 0 GPUs)",
-                          hint="start Ray on a GPU node, or give --actors N to wait for N GPU actors on an autoscaling "
-                               "cluster, or use --device auto or cpu")
+        raise ConfigError(
+            f"--device cuda was asked for, but the Ray cluster has no GPU ({cpus:g} CPUs, 0 GPUs)",
+            hint="start Ray on a GPU node, or give --actors N to wait for N GPU actors on an autoscaling "
+            "cluster, or use --device auto or cpu",
+        )
     waiting = opts.device == "cuda" and gpus < 1  # the autoscaler will bring the GPUs (and their CPUs)
-    use_gpu = waiting or (gpus >= 1 and opts.device != "cpu" if opts.gpus_per_actor is None else opts.gpus_per_actor > 0)
+    use_gpu = waiting or (
+        gpus >= 1 and opts.device != "cpu" if opts.gpus_per_actor is None else opts.gpus_per_actor > 0
+    )
     if use_gpu:
         per_gpu = opts.gpus_per_actor or 1.0
         actors = opts.actors or max(1, int(gpus / per_gpu))
@@ -336,17 +421,33 @@ def plan_resources(cluster: dict, opts: RunOptions, node_memory: float = 0) -> R
     # 1.33x the throughput of one thread on 2 CPUs (benchmarks/pipeline.py), and 7% faster
     # still on 12 MP scans, where the decoding CPU is busy (docs/performance.md).
     threads = opts.threads_per_actor or (max(1, int(num_cpus)) if use_gpu else max(1, int(cpus // actors)))
-    recombine_on = opts.recombine_on if opts.recombine_on != "auto" else ("actor" if device == "cuda" else "finish")
-    return ResourcePlan(actors, min_actors, num_cpus, num_gpus, device, threads,
-                        tuple(plan_finish(opts.max_pixels, node_memory)), recombine_on)
+    recombine_on = (
+        opts.recombine_on if opts.recombine_on != "auto" else ("actor" if device == "cuda" else "finish")
+    )
+    return ResourcePlan(
+        actors,
+        min_actors,
+        num_cpus,
+        num_gpus,
+        device,
+        threads,
+        tuple(plan_finish(opts.max_pixels, node_memory)),
+        recombine_on,
+    )
 
 
 def redact(obj):
     """Storage options as they may be written down: every value under a key that names a
     secret is replaced, at any depth (config_kwargs, client_kwargs...)."""
     if isinstance(obj, dict):
-        return {k: ("***" if any(w in str(k).lower() for w in _SECRET_WORDS) and not isinstance(v, (dict, list))
-                    else redact(v)) for k, v in obj.items()}
+        return {
+            k: (
+                "***"
+                if any(w in str(k).lower() for w in _SECRET_WORDS) and not isinstance(v, (dict, list))
+                else redact(v)
+            )
+            for k, v in obj.items()
+        }
     if isinstance(obj, list):
         return [redact(v) for v in obj]
     return obj

@@ -30,7 +30,15 @@ from archive_colorize.errors import RESUME_HINT, ColorizeError, StorageError, on
 from archive_colorize.run.faults import armed, crash_point
 from archive_colorize.run.lock import OutputLock
 from archive_colorize.sources.manifest import Manifest
-from archive_colorize.run.options import RunOptions, RunSummary, c2pa_credentials, check, count_in, finish_line, plan_resources
+from archive_colorize.run.options import (
+    RunOptions,
+    RunSummary,
+    c2pa_credentials,
+    check,
+    count_in,
+    finish_line,
+    plan_resources,
+)
 from archive_colorize.run.progress_view import native_stderr_to
 from archive_colorize.run.records import previous_devices, write_iiif, write_run_json
 from archive_colorize.core.storage import pa_filesystem, remove_stale_temps
@@ -70,14 +78,19 @@ def run(opts: RunOptions, console=None) -> RunSummary:
     try:
         c.out_fs.makedirs(c.out_root, exist_ok=True)
         lock.acquire()
-        remove_stale_temps(c.out_fs, c.out_root)  # a killed run's half-written files; the lock means no writer is live
+        remove_stale_temps(
+            c.out_fs, c.out_root
+        )  # a killed run's half-written files; the lock means no writer is live
         crash_point("lock-acquired")
     except ColorizeError:
         raise
     except OSError as e:
-        raise StorageError(f"cannot write to the output location {c.out_url}: {one_line(e)}",
-                           hint=RESUME_HINT) from None
-    ctx = RunContext(opts, c.manifest, weights, c.out_fs, c.out_root, c.out_url, lock, console, t_start, credentials)
+        raise StorageError(
+            f"cannot write to the output location {c.out_url}: {one_line(e)}", hint=RESUME_HINT
+        ) from None
+    ctx = RunContext(
+        opts, c.manifest, weights, c.out_fs, c.out_root, c.out_url, lock, console, t_start, credentials
+    )
     try:
         return _run_locked(ctx)
     finally:
@@ -110,33 +123,55 @@ def _run_locked(ctx: RunContext) -> RunSummary:
     st = results.column("status")
     n_done = int(pc.sum(pc.equal(st, "done")).as_py() or 0)
     n_failed = int(pc.sum(pc.equal(st, "failed")).as_py() or 0)
-    summary = RunSummary(ctx.out_url, manifest.num_rows, n_done, n_failed, n_skip, sum(ctx.counts.values()),
-                         ctx.counts["failed"], round(time.time() - ctx.t_start, 2), manifest.num_rows - n_done - n_failed, fid)
+    summary = RunSummary(
+        ctx.out_url,
+        manifest.num_rows,
+        n_done,
+        n_failed,
+        n_skip,
+        sum(ctx.counts.values()),
+        ctx.counts["failed"],
+        round(time.time() - ctx.t_start, 2),
+        manifest.num_rows - n_done - n_failed,
+        fid,
+    )
     write_run_json(ctx, summary, fid)
     return summary
 
 
 def _execute(ctx: RunContext) -> None:
     verbose = ctx.opts.verbose
-    log_path = None if verbose else os.path.join(tempfile.gettempdir(), f"archive-colorize-ray-{os.getpid()}.log")
+    log_path = (
+        None if verbose else os.path.join(tempfile.gettempdir(), f"archive-colorize-ray-{os.getpid()}.log")
+    )
     console = ctx.console
     tty = console.is_terminal if console else sys.stderr.isatty()  # asked before fd 2 is redirected
     with native_stderr_to(log_path) as term:
         from rich.console import Console
 
-        on_stderr = console is None or console.file in (sys.stderr, sys.__stderr__) or getattr(console, "stderr", False)
+        on_stderr = (
+            console is None
+            or console.file in (sys.stderr, sys.__stderr__)
+            or getattr(console, "stderr", False)
+        )
         live = Console(file=term, force_terminal=tty, soft_wrap=True) if on_stderr else console
         ds, plan, cluster = _dataset(ctx)
         gpus = f", {plan.num_gpus:g} GPU" if plan.num_gpus else ""
-        live.print(f"model actors: {plan.actors} on {plan.device}, {plan.num_cpus:g} CPU{gpus} each "
-                   f"(cluster: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs)", highlight=False)
+        live.print(
+            f"model actors: {plan.actors} on {plan.device}, {plan.num_cpus:g} CPU{gpus} each "
+            f"(cluster: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs)",
+            highlight=False,
+        )
         where = f"; the model actors make the colour on {plan.device}" if plan.recombine_on == "actor" else ""
         live.print(finish_line(plan.finish, ctx.opts.max_pixels) + where, highlight=False)
         _stream(ctx, ds, live)
         before = ctx.earlier_devices
         if before and ctx.devices and set(before) != ctx.devices:
-            live.print(f"note: earlier rows here were made on {', '.join(before)}; the rows made now on "
-                       f"{', '.join(sorted(ctx.devices))} may differ from them in their last bits", highlight=False)
+            live.print(
+                f"note: earlier rows here were made on {', '.join(before)}; the rows made now on "
+                f"{', '.join(sorted(ctx.devices))} may differ from them in their last bits",
+                highlight=False,
+            )
 
 
 def _init_ray(opts: RunOptions):
@@ -144,8 +179,13 @@ def _init_ray(opts: RunOptions):
 
     address = opts.address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=opts.verbose,
-                 logging_level=logging.INFO if opts.verbose else logging.ERROR, configure_logging=True)
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=opts.verbose,
+            logging_level=logging.INFO if opts.verbose else logging.ERROR,
+            configure_logging=True,
+        )
     dctx = ray.data.DataContext.get_current()
     dctx.enable_progress_bars = opts.verbose
     if hasattr(dctx, "print_on_execution_start"):
@@ -164,10 +204,16 @@ def _dataset(ctx: RunContext):
     ray = _init_ray(ctx.opts)
     opts, m, so = ctx.opts, ctx.manifest, ctx.opts.storage_options or {}
     cluster = ray.cluster_resources()
-    plan = plan_resources(cluster, opts, max((n["Resources"].get("memory", 0) for n in ray.nodes() if n["Alive"]), default=0))
-    ds = ray.data.read_parquet(m.files, filesystem=pa_filesystem(m.fs), partitioning=ray_partitioning(m), file_extensions=None)
+    plan = plan_resources(
+        cluster, opts, max((n["Resources"].get("memory", 0) for n in ray.nodes() if n["Alive"]), default=0)
+    )
+    ds = ray.data.read_parquet(
+        m.files, filesystem=pa_filesystem(m.fs), partitioning=ray_partitioning(m), file_extensions=None
+    )
     skip_ref = [ray.put(ctx.skip)] if len(ctx.skip) else None
-    ds = ds.map_batches(_select, fn_kwargs={"schema": m.schema, "skip_ref": skip_ref}, batch_format="pyarrow", batch_size=None)
+    ds = ds.map_batches(
+        _select, fn_kwargs={"schema": m.schema, "skip_ref": skip_ref}, batch_format="pyarrow", batch_size=None
+    )
     if opts.limit is not None:
         ds = ds.limit(opts.limit)
     # One block per batch (streaming, not a shuffle): a manifest file is often a single
@@ -176,24 +222,55 @@ def _dataset(ctx: RunContext):
     ds = ds.repartition(target_num_rows_per_block=opts.batch_size)
     common = {"batch_format": "pyarrow", "batch_size": opts.batch_size, "zero_copy_batch": True}
     ship = plan.recombine_on == "actor"  # the actor recombines on its device: prepare ships the full L*
-    ds = ds.map_batches(prepare, fn_kwargs={"base_dir": m.base_dir, "storage_options": so, "working_size": opts.working_size,
-                                            "max_pixels": opts.max_pixels, "ship": ship}, **common)
+    ds = ds.map_batches(
+        prepare,
+        fn_kwargs={
+            "base_dir": m.base_dir,
+            "storage_options": so,
+            "working_size": opts.working_size,
+            "max_pixels": opts.max_pixels,
+            "ship": ship,
+        },
+        **common,
+    )
     ds = ds.map_batches(
         _model_actor(),
-        fn_constructor_kwargs={"weights": ctx.weights.source, "device": plan.device, "working_size": opts.working_size,
-                               "threads": plan.threads, "storage_options": so, "expect_sha256": ctx.weights.file_sha256,
-                               "precision": opts.precision, "faults": armed(),
-                               # batched forwards pay on a GPU; on a CPU one image at a time is as fast
-                               "batch": opts.batch_size if plan.device == "cuda" else 1,
-                               "fmt": opts.fmt if ship else None, "chroma_gain": opts.chroma_gain},
-        compute=ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.actors), num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, **common,
+        fn_constructor_kwargs={
+            "weights": ctx.weights.source,
+            "device": plan.device,
+            "working_size": opts.working_size,
+            "threads": plan.threads,
+            "storage_options": so,
+            "expect_sha256": ctx.weights.file_sha256,
+            "precision": opts.precision,
+            "faults": armed(),
+            # batched forwards pay on a GPU; on a CPU one image at a time is as fast
+            "batch": opts.batch_size if plan.device == "cuda" else 1,
+            "fmt": opts.fmt if ship else None,
+            "chroma_gain": opts.chroma_gain,
+        },
+        compute=ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.actors),
+        num_cpus=plan.num_cpus,
+        num_gpus=plan.num_gpus,
+        **common,
     )
     provenance = Provenance(ctx.weights.file_sha256, opts.precision, ctx.c2pa)
     for k, stage in enumerate(plan.finish):  # small scans, then large ones, each with the memory it needs
-        ds = ds.map_batches(finish, fn_kwargs={"base_dir": m.base_dir, "out_url": ctx.out_url, "storage_options": so,
-                                               "fmt": opts.fmt, "max_pixels": opts.max_pixels, "provenance": provenance,
-                                               "pixels": (stage.low, stage.high), "last": k == len(plan.finish) - 1},
-                            memory=stage.memory, **common)
+        ds = ds.map_batches(
+            finish,
+            fn_kwargs={
+                "base_dir": m.base_dir,
+                "out_url": ctx.out_url,
+                "storage_options": so,
+                "fmt": opts.fmt,
+                "max_pixels": opts.max_pixels,
+                "provenance": provenance,
+                "pixels": (stage.low, stage.high),
+                "last": k == len(plan.finish) - 1,
+            },
+            memory=stage.memory,
+            **common,
+        )
     return ds, plan, cluster
 
 
@@ -238,7 +315,15 @@ def ray_partitioning(m: Manifest):
     from ray.data.datasource.partitioning import Partitioning
 
     def py(t):
-        return int if pa.types.is_integer(t) else float if pa.types.is_floating(t) else bool if pa.types.is_boolean(t) else str
+        return (
+            int
+            if pa.types.is_integer(t)
+            else float
+            if pa.types.is_floating(t)
+            else bool
+            if pa.types.is_boolean(t)
+            else str
+        )
 
     return Partitioning("hive", base_dir=m.root, field_types={f.name: py(f.type) for f in m.partitions})
 
@@ -247,8 +332,12 @@ def _stream(ctx: RunContext, ds, console) -> None:
     """Pull finished rows, record them in the progress log, show the counts."""
     from archive_colorize.run.progress_view import RunProgress
 
-    meta_cols = ctx.manifest.metadata_columns + [c for c in ("style_uri", "output_name") if c in ctx.manifest.schema.names]
-    writer = progress.ProgressWriter(ctx.out_fs, ctx.out_root, ctx.out_url, ctx.opts.progress_every, on_flush=ctx.lock.refresh)
+    meta_cols = ctx.manifest.metadata_columns + [
+        c for c in ("style_uri", "output_name") if c in ctx.manifest.schema.names
+    ]
+    writer = progress.ProgressWriter(
+        ctx.out_fs, ctx.out_root, ctx.out_url, ctx.opts.progress_every, on_flush=ctx.lock.refresh
+    )
     actors: set[str] = set()
     with RunProgress(ctx.todo, console) as bar:
         try:
@@ -262,8 +351,10 @@ def _stream(ctx: RunContext, ds, console) -> None:
                 fatal = batch.column(S.FATAL)[0].as_py()
                 if fatal is not None:  # rows the refused write left unattempted are not recorded
                     batch = batch.filter(pc.is_valid(batch.column("status")))
-                table = pa.Table.from_arrays([batch.column(f.name).cast(f.type) for f in progress.RESULT_SCHEMA],
-                                             schema=progress.RESULT_SCHEMA)
+                table = pa.Table.from_arrays(
+                    [batch.column(f.name).cast(f.type) for f in progress.RESULT_SCHEMA],
+                    schema=progress.RESULT_SCHEMA,
+                )
                 for c in meta_cols:
                     table = table.append_column(c, batch.column(c))
                 writer.add(table)

@@ -57,7 +57,11 @@ def _parts(fs, out_root: str) -> list[str]:
     d = f"{out_root}/{PROGRESS}"
     if not fs.exists(d):
         return []
-    return sorted(p for p in fs.ls(d, detail=False) if p.rsplit("/", 1)[-1].startswith("part-") and p.endswith(".parquet"))
+    return sorted(
+        p
+        for p in fs.ls(d, detail=False)
+        if p.rsplit("/", 1)[-1].startswith("part-") and p.endswith(".parquet")
+    )
 
 
 def read_log(fs, out_root: str, columns: list[str] | None = None) -> pa.Table | None:
@@ -86,8 +90,10 @@ def status_by_id(fs, out_root: str) -> tuple[pa.Array, pa.Array]:
         return pa.array([], pa.string()), pa.array([], pa.string())
     last = latest_rows(log)
     st = last.column("status")
-    return (last.filter(pc.equal(st, "done")).column("id").combine_chunks(),
-            last.filter(pc.equal(st, "failed")).column("id").combine_chunks())
+    return (
+        last.filter(pc.equal(st, "done")).column("id").combine_chunks(),
+        last.filter(pc.equal(st, "failed")).column("id").combine_chunks(),
+    )
 
 
 def compact(fs, out_root: str, manifest_ids: pa.ChunkedArray | None = None) -> pa.Table:
@@ -112,7 +118,13 @@ class ProgressWriter:
     redone with byte-identical results. `on_flush` runs after each file (the lock's refresh)."""
 
     def __init__(self, fs, out_root: str, out_url: str, every: float, on_flush=None):
-        self.fs, self.out_root, self.out_url, self.every, self.on_flush = fs, out_root, out_url, every, on_flush
+        self.fs, self.out_root, self.out_url, self.every, self.on_flush = (
+            fs,
+            out_root,
+            out_url,
+            every,
+            on_flush,
+        )
         self.tables: list[pa.Table] = []
         self.rows = 0
         self.last = time.monotonic()
@@ -137,7 +149,9 @@ class ProgressWriter:
             if self.on_flush:
                 self.on_flush()
         except (OSError, StorageError) as e:
-            raise StorageError(f"cannot write to the output location {self.out_url} (progress log): {one_line(e)}",
-                               hint=RESUME_HINT) from None
+            raise StorageError(
+                f"cannot write to the output location {self.out_url} (progress log): {one_line(e)}",
+                hint=RESUME_HINT,
+            ) from None
         self.tables, self.rows, self.last = [], 0, time.monotonic()
         crash_point("progress-written")

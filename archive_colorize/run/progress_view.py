@@ -7,7 +7,14 @@ import os
 import sys
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 
@@ -45,8 +52,9 @@ class RunProgress:
         self.failed += failed
         task = self.progress.tasks[0]
         speed = task.speed
-        self.progress.update(self.task, advance=done + failed, failed=self.failed,
-                             rate=f"{speed:.2f} img/s" if speed else "")
+        self.progress.update(
+            self.task, advance=done + failed, failed=self.failed, rate=f"{speed:.2f} img/s" if speed else ""
+        )
 
 
 def summary_table(summary) -> Table:

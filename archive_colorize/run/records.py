@@ -36,7 +36,10 @@ def chroma_gain_record(override: float | None, calibration: dict | None) -> dict
     if override is not None:
         return {"gain": float(override), "source": "--chroma-gain"}
     if calibration:
-        return {"gain": float(calibration["gain"]), "source": f"the weights' calibration ({calibration.get('criterion')})"}
+        return {
+            "gain": float(calibration["gain"]),
+            "source": f"the weights' calibration ({calibration.get('criterion')})",
+        }
     return {"gain": 1.0, "source": "uncalibrated weights"}
 
 
@@ -46,21 +49,36 @@ def write_run_json(ctx, summary: RunSummary, fid: dict | None) -> None:
 
     w = ctx.weights
     before = ctx.earlier_devices
-    write_json(ctx.out_fs, f"{ctx.out_root}/run.json", {
-        "devices": sorted(ctx.devices) or before,
-        "earlier_devices": before if ctx.devices and before and set(before) != ctx.devices else None,
-        "archive_colorize": __version__,
-        "manifest": ctx.opts.manifest,
-        "manifest_base_dir": ctx.manifest.base_dir,  # what its relative uris resolve against
-        "manifest_files": len(ctx.manifest.files),
-        "ids": "integers in the manifest, used as their decimal strings" if ctx.manifest.int_ids else "strings",
-        "options": redacted(ctx.opts),
-        "weights": {"path": w.path, "sha256": w.file_sha256, "storage": w.metadata.get("storage"),
-                    "training": w.metadata.get("training"), "data": w.metadata.get("data", {}).get("description")},
-        "counts": {k: v for k, v in asdict(summary).items() if k != "fidelity"},
-        "precision": {"name": ctx.opts.precision, **(fid or {})},
-        "chroma_gain": chroma_gain_record(ctx.opts.chroma_gain, w.metadata.get("calibration")),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
-                     "pyarrow": pa.__version__},
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    })
+    write_json(
+        ctx.out_fs,
+        f"{ctx.out_root}/run.json",
+        {
+            "devices": sorted(ctx.devices) or before,
+            "earlier_devices": before if ctx.devices and before and set(before) != ctx.devices else None,
+            "archive_colorize": __version__,
+            "manifest": ctx.opts.manifest,
+            "manifest_base_dir": ctx.manifest.base_dir,  # what its relative uris resolve against
+            "manifest_files": len(ctx.manifest.files),
+            "ids": "integers in the manifest, used as their decimal strings"
+            if ctx.manifest.int_ids
+            else "strings",
+            "options": redacted(ctx.opts),
+            "weights": {
+                "path": w.path,
+                "sha256": w.file_sha256,
+                "storage": w.metadata.get("storage"),
+                "training": w.metadata.get("training"),
+                "data": w.metadata.get("data", {}).get("description"),
+            },
+            "counts": {k: v for k, v in asdict(summary).items() if k != "fidelity"},
+            "precision": {"name": ctx.opts.precision, **(fid or {})},
+            "chroma_gain": chroma_gain_record(ctx.opts.chroma_gain, w.metadata.get("calibration")),
+            "versions": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "ray": ray.__version__,
+                "pyarrow": pa.__version__,
+            },
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )

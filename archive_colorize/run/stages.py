@@ -42,6 +42,7 @@ from archive_colorize.run import schema as S
 
 PENDING = "pending"  # between finish stages only: a scan left for the stage sized for it
 
+
 def unpack(column: pa.ChunkedArray | pa.Array) -> list[torch.Tensor | None]:
     """Writable copies, as torch tensors: for the small arrays (working copies, a*b*)."""
     return [None if a is None else torch.from_numpy(a.copy()) for a in unpack_numpy(column)]
@@ -73,8 +74,15 @@ def select(batch: pa.Table, *, schema: pa.Schema, skip: pa.Array | None = None) 
     return batch.filter(pc.invert(pc.is_in(batch.column("id"), value_set=skip)))
 
 
-def prepare(batch: pa.Table, *, base_dir: str, storage_options: dict, working_size: int, max_pixels: int,
-            ship: bool = False) -> pa.Table:
+def prepare(
+    batch: pa.Table,
+    *,
+    base_dir: str,
+    storage_options: dict,
+    working_size: int,
+    max_pixels: int,
+    ship: bool = False,
+) -> pa.Table:
     """Fetch, hash and decode each scan; keep the small working-size L*. With `ship`, also
     the full-resolution L* and the metadata the encoder needs, for a model actor that
     recombines on its GPU: the scan is then decoded once, here."""
@@ -101,20 +109,43 @@ def prepare(batch: pa.Table, *, base_dir: str, storage_options: dict, working_si
         except Exception as e:  # never let one odd file take the batch down
             error[i] = f"unexpected {type(e).__name__}: {one_line(e)}"
         t[i] = time.perf_counter() - t0
-    out = S.append(batch, S.PREPARED, {S.WORK: pack(work), S.STYLE: pack(style), S.WIDTH: width, S.HEIGHT: height,
-                                       S.INPUT_SHA: sha, S.ERROR: error, S.T: t})
+    out = S.append(
+        batch,
+        S.PREPARED,
+        {
+            S.WORK: pack(work),
+            S.STYLE: pack(style),
+            S.WIDTH: width,
+            S.HEIGHT: height,
+            S.INPUT_SHA: sha,
+            S.ERROR: error,
+            S.T: t,
+        },
+    )
     if ship:
-        out = S.append(out, S.SHIPPED, {S.FULL: pack(full), S.DEPTH: depth, S.EXIF: exif, S.XMP: xmp, S.FORMAT: fmt})
+        out = S.append(
+            out, S.SHIPPED, {S.FULL: pack(full), S.DEPTH: depth, S.EXIF: exif, S.XMP: xmp, S.FORMAT: fmt}
+        )
     return out
 
 
 class Colorizer:
     """The one stateful stage: holds the model, loaded once per actor."""
 
-    def __init__(self, weights: str, device: str, working_size: int, threads: int | None = None,
-                 storage_options: dict | None = None, expect_sha256: str | None = None, precision: str = "fp32",
-                 faults: dict | None = None, batch: int = 1, fmt: str | None = None,
-                 chroma_gain: float | None = None):
+    def __init__(
+        self,
+        weights: str,
+        device: str,
+        working_size: int,
+        threads: int | None = None,
+        storage_options: dict | None = None,
+        expect_sha256: str | None = None,
+        precision: str = "fp32",
+        faults: dict | None = None,
+        batch: int = 1,
+        fmt: str | None = None,
+        chroma_gain: float | None = None,
+    ):
         from archive_colorize.model.weights import load_weights
 
         self.faults = faults or {}
@@ -126,8 +157,14 @@ class Colorizer:
         loaded = load_weights(weights, storage_options=storage_options)
         if expect_sha256 and loaded.file_sha256 != expect_sha256:
             raise StorageError(f"weights {weights} changed since the run started (sha256 differs)")
-        self.engine = Engine(loaded, device=device, working_size=working_size, precision=precision, batch=batch,
-                             chroma_gain=chroma_gain)
+        self.engine = Engine(
+            loaded,
+            device=device,
+            working_size=working_size,
+            precision=precision,
+            batch=batch,
+            chroma_gain=chroma_gain,
+        )
         self.weights_sha256 = loaded.file_sha256
         self.where = f"{device_label(self.engine.device)} on {socket.gethostname()} pid {os.getpid()}"
 
@@ -139,7 +176,9 @@ class Colorizer:
         t = batch.column(S.T).to_pylist()
         gains = [self.engine.chroma_gain] * n  # the run's (or the weights'), unless the row names its own
         if S.GAIN in batch.column_names:
-            gains = [self.engine.chroma_gain if g is None else float(g) for g in batch.column(S.GAIN).to_pylist()]
+            gains = [
+                self.engine.chroma_gain if g is None else float(g) for g in batch.column(S.GAIN).to_pylist()
+            ]
             batch = batch.drop_columns([S.GAIN])
         ab, names, probs = [None] * n, [None] * n, [None] * n
         rows = [i for i in range(n) if errors[i] is None]
@@ -172,9 +211,19 @@ class Colorizer:
         batch = batch.drop_columns([S.WORK, S.STYLE, S.ERROR, S.T] + ([S.FULL] if full else []))
         if full:
             batch = batch.append_column(S.RGB, rgb)
-        return S.append(batch, S.COLORIZED, {S.AB: pack(ab), S.TOP5: names, S.TOP5_PROB: probs,
-                                             S.WEIGHTS_SHA: [self.weights_sha256] * n, S.GAIN: gains,
-                                             S.ERROR: errors, S.T: t})
+        return S.append(
+            batch,
+            S.COLORIZED,
+            {
+                S.AB: pack(ab),
+                S.TOP5: names,
+                S.TOP5_PROB: probs,
+                S.WEIGHTS_SHA: [self.weights_sha256] * n,
+                S.GAIN: gains,
+                S.ERROR: errors,
+                S.T: t,
+            },
+        )
 
     def _recombine(self, batch: pa.Table, ab: list, errors: list, t: list) -> list[np.ndarray | None]:
         """On this actor's device (its GPU), in strips sized to its free memory: the same
@@ -189,8 +238,12 @@ class Colorizer:
                 continue
             t0 = time.perf_counter()
             try:
-                rgb[i] = colour(full[i], torch.from_numpy(ab[i]), output_bit_depth(depth[i], self.fmt),
-                                device=self.engine.device)
+                rgb[i] = colour(
+                    full[i],
+                    torch.from_numpy(ab[i]),
+                    output_bit_depth(depth[i], self.fmt),
+                    device=self.engine.device,
+                )
             except ImageError as e:
                 errors[i] = one_line(e)
             except Exception as e:
@@ -206,13 +259,25 @@ class Colorizer:
         context) and the batch is done again."""
         import sys
 
-        print(f"archive-colorize: model actor {self.where}: device error, restarting: {one_line(e)}", file=sys.stderr, flush=True)
+        print(
+            f"archive-colorize: model actor {self.where}: device error, restarting: {one_line(e)}",
+            file=sys.stderr,
+            flush=True,
+        )
         os._exit(DEVICE_FAULT_EXIT)
 
 
 DEVICE_FAULT_EXIT = 75
-_DEVICE_WORDS = ("CUDA error", "CUDA out of memory", "cuDNN error", "CUBLAS_STATUS", "CUDNN_STATUS",
-                 "device-side assert", "illegal memory access", "NCCL error")
+_DEVICE_WORDS = (
+    "CUDA error",
+    "CUDA out of memory",
+    "cuDNN error",
+    "CUBLAS_STATUS",
+    "CUDNN_STATUS",
+    "device-side assert",
+    "illegal memory access",
+    "NCCL error",
+)
 
 
 def is_device_error(e: BaseException) -> bool:
@@ -225,14 +290,25 @@ def device_label(device: torch.device) -> str:
     """The device and what decides its bytes: GPU, CUDA and cuDNN, torch."""
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
-        return (f"cuda:{index} ({torch.cuda.get_device_name(index)}; CUDA {torch.version.cuda}, "
-                f"cuDNN {torch.backends.cudnn.version()}; torch {torch.__version__})")
+        return (
+            f"cuda:{index} ({torch.cuda.get_device_name(index)}; CUDA {torch.version.cuda}, "
+            f"cuDNN {torch.backends.cudnn.version()}; torch {torch.__version__})"
+        )
     return f"{device.type} ({torch.get_num_threads()} threads; torch {torch.__version__})"
 
 
-def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dict, fmt: str,
-           max_pixels: int, provenance: Provenance, pixels: tuple[int, int | None] = (0, None),
-           last: bool = True) -> pa.Table:
+def finish(
+    batch: pa.Table,
+    *,
+    base_dir: str,
+    out_url: str,
+    storage_options: dict,
+    fmt: str,
+    max_pixels: int,
+    provenance: Provenance,
+    pixels: tuple[int, int | None] = (0, None),
+    last: bool = True,
+) -> pa.Table:
     """Recombine the predicted chroma with the original full-resolution L*, encode, write.
 
     A finish stage takes the scans whose pixel count lies in `pixels` = [low, high) and
@@ -243,10 +319,15 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
     ids, uris = batch.column("id").to_pylist(), batch.column("uri").to_pylist()
     onames = batch.column("output_name").to_pylist() if "output_name" in batch.column_names else [None] * n
     errors, shas = batch.column(S.ERROR).to_pylist(), batch.column(S.INPUT_SHA).to_pylist()
-    sizes = [None if w is None else w * h for w, h in zip(batch.column(S.WIDTH).to_pylist(), batch.column(S.HEIGHT).to_pylist())]
+    sizes = [
+        None if w is None else w * h
+        for w, h in zip(batch.column(S.WIDTH).to_pylist(), batch.column(S.HEIGHT).to_pylist())
+    ]
     t = batch.column(S.T).to_pylist()
     if S.STATUS in batch.column_names:  # an earlier finish stage did the smaller scans
-        status, out_uris, out_shas, chroma = (batch.column(c).to_pylist() for c in (S.STATUS, S.OUTPUT_URI, S.OUTPUT_SHA, S.MEAN_CHROMA))
+        status, out_uris, out_shas, chroma = (
+            batch.column(c).to_pylist() for c in (S.STATUS, S.OUTPUT_URI, S.OUTPUT_SHA, S.MEAN_CHROMA)
+        )
         fatal = batch.column(S.FATAL)[0].as_py()
         batch = batch.drop_columns(list(S.FINISH_CARRIED))
     else:
@@ -254,7 +335,9 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
         out_uris, out_shas, chroma = [None] * n, [None] * n, None
         fatal = None  # the output location refused a write: this batch stops, and so will the run
     low, high = pixels
-    todo = [i for i in range(n) if status[i] == PENDING and sizes[i] >= low and (high is None or sizes[i] < high)]
+    todo = [
+        i for i in range(n) if status[i] == PENDING and sizes[i] >= low and (high is None or sizes[i] < high)
+    ]
     abs_ = unpack(batch.column(S.AB)) if todo or chroma is None else [None] * n
     if chroma is None:  # recorded for every row the model coloured, also one refused as grey
         chroma = [None if a is None else mean_chroma(a) for a in abs_]
@@ -263,7 +346,9 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
     if shipped:
         rgbs = unpack_numpy(batch.column(S.RGB))
         exifs, xmps, formats = (batch.column(c).to_pylist() for c in (S.EXIF, S.XMP, S.FORMAT))
-    out_fs, out_root = resolve(out_url, storage_options) if todo else (None, None)  # the URL: keep the protocol
+    out_fs, out_root = (
+        resolve(out_url, storage_options) if todo else (None, None)
+    )  # the URL: keep the protocol
     ext = FORMATS[fmt]
     for i in todo:
         if fatal is not None:
@@ -275,17 +360,29 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
             name = f"{safe_name(onames[i] or ids[i])}.{ext}"
             if shipped:
                 # the scan is read again only for a C2PA ingredient, which is its bytes
-                source = None if provenance.c2pa is None else fetch_unchanged(abs_uri(uris[i], base_dir), storage_options, shas[i])
-                blob = encode_result(rgbs[i], fmt, provenance, exif_from(exifs[i]), xmps[i], source, formats[i], name)
+                source = (
+                    None
+                    if provenance.c2pa is None
+                    else fetch_unchanged(abs_uri(uris[i], base_dir), storage_options, shas[i])
+                )
+                blob = encode_result(
+                    rgbs[i], fmt, provenance, exif_from(exifs[i]), xmps[i], source, formats[i], name
+                )
             else:
                 data = fetch_unchanged(abs_uri(uris[i], base_dir), storage_options, shas[i])
-                blob = render(decode_image(data, max_pixels), abs_[i], fmt, provenance, source=data, title=name)
+                blob = render(
+                    decode_image(data, max_pixels), abs_[i], fmt, provenance, source=data, title=name
+                )
             try:
                 atomic_write_bytes(f"{out_root}/images/{name}", blob, fs=out_fs)
             except (OSError, StorageError) as e:
                 fatal, status[i] = f"cannot write to the output location {out_url}: {one_line(e)}", None
                 continue
-            status[i], out_uris[i], out_shas[i] = "done", f"{out_url}/images/{name}", hashlib.sha256(blob).hexdigest()
+            status[i], out_uris[i], out_shas[i] = (
+                "done",
+                f"{out_url}/images/{name}",
+                hashlib.sha256(blob).hexdigest(),
+            )
         except ImageError as e:
             errors[i] = one_line(e)
         except Exception as e:
@@ -296,9 +393,25 @@ def finish(batch: pa.Table, *, base_dir: str, out_url: str, storage_options: dic
     done_with = [S.AB] + [c for c in S.ENCODER if c in batch.column_names]
     batch = batch.drop_columns([S.ERROR, S.T] + (done_with if last else []))
     # a later finish stage still counts this row's seconds: they stay an underscore column
-    schema = S.FINISHED if last else S.FINISHED.set(S.FINISHED.get_field_index(S.SECONDS), pa.field(S.T, pa.float64()))
-    return S.append(batch, schema, {S.STATUS: status, S.ERROR: errors, S.OUTPUT_URI: out_uris, S.OUTPUT_SHA: out_shas,
-                                    S.SECONDS: t, S.T: t, S.MEAN_CHROMA: chroma, S.FATAL: [fatal] * n})
+    schema = (
+        S.FINISHED
+        if last
+        else S.FINISHED.set(S.FINISHED.get_field_index(S.SECONDS), pa.field(S.T, pa.float64()))
+    )
+    return S.append(
+        batch,
+        schema,
+        {
+            S.STATUS: status,
+            S.ERROR: errors,
+            S.OUTPUT_URI: out_uris,
+            S.OUTPUT_SHA: out_shas,
+            S.SECONDS: t,
+            S.T: t,
+            S.MEAN_CHROMA: chroma,
+            S.FATAL: [fatal] * n,
+        },
+    )
 
 
 def fetch_unchanged(uri: str, storage_options: dict, sha: str) -> bytes:

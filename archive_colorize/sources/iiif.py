@@ -67,15 +67,25 @@ def _text(value) -> str | None:
 def _metadata(pairs) -> str | None:
     if not isinstance(pairs, list):
         return None
-    return json.dumps([{"label": _text(p.get("label")), "value": _text(p.get("value"))} for p in pairs if isinstance(p, dict)],
-                      ensure_ascii=False)
+    return json.dumps(
+        [
+            {"label": _text(p.get("label")), "value": _text(p.get("value"))}
+            for p in pairs
+            if isinstance(p, dict)
+        ],
+        ensure_ascii=False,
+    )
 
 
 def _service_id(service) -> str | None:
     services = service if isinstance(service, list) else [service]
     for s in services:
-        if isinstance(s, dict) and ("ImageService" in str(s.get("type", s.get("@type", ""))) or "image" in str(s.get("profile", ""))
-                                    or "@context" in s and "image" in str(s["@context"])):
+        if isinstance(s, dict) and (
+            "ImageService" in str(s.get("type", s.get("@type", "")))
+            or "image" in str(s.get("profile", ""))
+            or "@context" in s
+            and "image" in str(s["@context"])
+        ):
             return (s.get("id") or s.get("@id") or "").rstrip("/") or None
     return None
 
@@ -100,8 +110,12 @@ def row_id(canvas_id: str, k: int, n: int) -> str:
 
 def _rows_v3(doc: _Doc, m: dict, max_size: int | None) -> list[dict]:
     mid = doc.get(m, "id", "$", str)
-    common = {"iiif_manifest": mid, "rights": m.get("rights"),
-              "required_statement": _text((m.get("requiredStatement") or {}).get("value")), "metadata": _metadata(m.get("metadata"))}
+    common = {
+        "iiif_manifest": mid,
+        "rights": m.get("rights"),
+        "required_statement": _text((m.get("requiredStatement") or {}).get("value")),
+        "metadata": _metadata(m.get("metadata")),
+    }
     rows = []
     for ci, canvas in enumerate(doc.get(m, "items", "$", list)):
         cpath = f"$.items[{ci}]"
@@ -110,7 +124,11 @@ def _rows_v3(doc: _Doc, m: dict, max_size: int | None) -> list[dict]:
         for pi, page in enumerate(doc.get(canvas, "items", cpath, list, required=False) or []):
             for ai, anno in enumerate(doc.get(page, "items", f"{cpath}.items[{pi}]", list)):
                 apath = f"{cpath}.items[{pi}].items[{ai}]"
-                if doc.get(anno, "motivation", apath, (str, list), required=False) not in (None, "painting", ["painting"]):
+                if doc.get(anno, "motivation", apath, (str, list), required=False) not in (
+                    None,
+                    "painting",
+                    ["painting"],
+                ):
                     continue
                 body = doc.get(anno, "body", apath, (dict, list))
                 body = body[0] if isinstance(body, list) and body else body
@@ -133,14 +151,20 @@ def _image(doc: _Doc, resource: dict, path: str, max_size: int | None) -> str:
 
 
 def _canvas_rows(cid: str, bodies: list[str], title: str | None, common: dict) -> list[dict]:
-    return [{"id": row_id(cid, k, len(bodies)), "uri": u, "title": title, "iiif_canvas": cid, **common}
-            for k, u in enumerate(bodies)]
+    return [
+        {"id": row_id(cid, k, len(bodies)), "uri": u, "title": title, "iiif_canvas": cid, **common}
+        for k, u in enumerate(bodies)
+    ]
 
 
 def _rows_v2(doc: _Doc, m: dict, max_size: int | None) -> list[dict]:
     mid = doc.get(m, "@id", "$", str)
-    common = {"iiif_manifest": mid, "rights": _text(m.get("license")), "required_statement": _text(m.get("attribution")),
-              "metadata": _metadata(m.get("metadata"))}
+    common = {
+        "iiif_manifest": mid,
+        "rights": _text(m.get("license")),
+        "required_statement": _text(m.get("attribution")),
+        "metadata": _metadata(m.get("metadata")),
+    }
     rows = []
     for si, seq in enumerate(doc.get(m, "sequences", "$", list)):
         for ci, canvas in enumerate(doc.get(seq, "canvases", f"$.sequences[{si}]", list)):
@@ -189,9 +213,16 @@ def iiif_rows(url: str, max_size: int | None = None, storage_options: dict | Non
         if kind in ("Manifest", "sc:Manifest"):
             rows += (_rows_v3 if kind == "Manifest" else _rows_v2)(doc, data, max_size)
         elif kind == "Collection":
-            todo += [doc.get(item, "id", f"$.items[{i}]", str) for i, item in enumerate(doc.get(data, "items", "$", list))]
+            todo += [
+                doc.get(item, "id", f"$.items[{i}]", str)
+                for i, item in enumerate(doc.get(data, "items", "$", list))
+            ]
         elif kind == "sc:Collection":
-            members = [*(data.get("collections") or []), *(data.get("manifests") or []), *(data.get("members") or [])]
+            members = [
+                *(data.get("collections") or []),
+                *(data.get("manifests") or []),
+                *(data.get("members") or []),
+            ]
             todo += [doc.get(item, "@id", f"$.members[{i}]", str) for i, item in enumerate(members)]
         else:
             doc.fail("$.type", f"expected a Manifest or Collection, found {kind or 'nothing'}")
@@ -208,9 +239,31 @@ def iiif_rows(url: str, max_size: int | None = None, storage_options: dict | Non
 
 # ---------------------------------------------------------------- the run's own manifest
 
-CORE = {"id", "uri", "status", "error", "output_uri", "width", "height", "input_sha256", "output_sha256",
-        "scene_top5", "scene_top5_prob", "weights_sha256", "seconds", "mean_chroma", "chroma_gain", "style_uri",
-        "output_name", "iiif_manifest", "iiif_canvas", "title", "metadata", "rights", "required_statement"}
+CORE = {
+    "id",
+    "uri",
+    "status",
+    "error",
+    "output_uri",
+    "width",
+    "height",
+    "input_sha256",
+    "output_sha256",
+    "scene_top5",
+    "scene_top5_prob",
+    "weights_sha256",
+    "seconds",
+    "mean_chroma",
+    "chroma_gain",
+    "style_uri",
+    "output_name",
+    "iiif_manifest",
+    "iiif_canvas",
+    "title",
+    "metadata",
+    "rights",
+    "required_statement",
+}
 
 
 def _lmap(text) -> dict:
@@ -233,30 +286,80 @@ def run_manifest(rows: list[dict], out_url: str, label: str, base: str | None = 
         cid = f"{root}/iiif/canvas/{n}"
         name = str(r["output_uri"]).rsplit("/", 1)[-1]
         size = {"width": int(r["width"]), "height": int(r["height"])}
-        colour = {"id": f"{root}/images/{name}", "type": "Image", "format": MIME_BY_EXTENSION.get(name.rsplit(".", 1)[-1], "image/png"),
-                  "label": {"en": ["Colorized by a trained model (archive-colorize)"]}, **size}
+        colour = {
+            "id": f"{root}/images/{name}",
+            "type": "Image",
+            "format": MIME_BY_EXTENSION.get(name.rsplit(".", 1)[-1], "image/png"),
+            "label": {"en": ["Colorized by a trained model (archive-colorize)"]},
+            **size,
+        }
         source = r["uri"] if "://" in r["uri"] else Path(r["uri"]).resolve().as_uri()
         original = {"id": source, "type": "Image", "label": {"en": ["Original scan"]}, **size}
-        metadata = [{"label": {"en": ["Colour"]},
-                     "value": {"en": [f"Added by a trained model: archive-colorize, weights sha256 {r.get('weights_sha256')}"]}}]
+        metadata = [
+            {
+                "label": {"en": ["Colour"]},
+                "value": {
+                    "en": [
+                        f"Added by a trained model: archive-colorize, weights sha256 {r.get('weights_sha256')}"
+                    ]
+                },
+            }
+        ]
         if r.get("scene_top5"):
             metadata.append({"label": {"en": ["Scene (model's guess)"]}, "value": _lmap(r["scene_top5"][0])})
-        metadata += [{"label": _lmap(k), "value": _lmap(v)} for k, v in r.items()
-                     if k not in CORE and v is not None and not isinstance(v, (list, dict, bytes))]
-        canvas = {"id": cid, "type": "Canvas", "label": _lmap(r.get("title") or r["id"]), **size, "metadata": metadata,
-                  "items": [{"id": f"{cid}/page", "type": "AnnotationPage", "items": [
-                      {"id": f"{cid}/page/painting", "type": "Annotation", "motivation": "painting",
-                       "body": {"type": "Choice", "items": [colour, original]}, "target": cid}]}]}
+        metadata += [
+            {"label": _lmap(k), "value": _lmap(v)}
+            for k, v in r.items()
+            if k not in CORE and v is not None and not isinstance(v, (list, dict, bytes))
+        ]
+        canvas = {
+            "id": cid,
+            "type": "Canvas",
+            "label": _lmap(r.get("title") or r["id"]),
+            **size,
+            "metadata": metadata,
+            "items": [
+                {
+                    "id": f"{cid}/page",
+                    "type": "AnnotationPage",
+                    "items": [
+                        {
+                            "id": f"{cid}/page/painting",
+                            "type": "Annotation",
+                            "motivation": "painting",
+                            "body": {"type": "Choice", "items": [colour, original]},
+                            "target": cid,
+                        }
+                    ],
+                }
+            ],
+        }
         if r.get("iiif_manifest"):
             canvas["partOf"] = [{"id": r["iiif_manifest"], "type": "Manifest"}]
         if r.get("iiif_canvas"):
-            canvas["seeAlso"] = [{"id": r["iiif_canvas"], "type": "Dataset", "format": "application/ld+json",
-                                  "label": {"en": ["The source canvas"]}}]
+            canvas["seeAlso"] = [
+                {
+                    "id": r["iiif_canvas"],
+                    "type": "Dataset",
+                    "format": "application/ld+json",
+                    "label": {"en": ["The source canvas"]},
+                }
+            ]
         if r.get("rights"):
-            canvas.setdefault("metadata", []).append({"label": {"en": ["Source rights"]}, "value": _lmap(r["rights"])})
+            canvas.setdefault("metadata", []).append(
+                {"label": {"en": ["Source rights"]}, "value": _lmap(r["rights"])}
+            )
         canvases.append(canvas)
-    return {"@context": "http://iiif.io/api/presentation/3/context.json", "id": me, "type": "Manifest",
-            "label": {"en": [label]},
-            "summary": {"en": ["Scans colorized by a trained model (archive-colorize). Each canvas offers the "
-                               "colorized image and the original scan."]},
-            "items": canvases}
+    return {
+        "@context": "http://iiif.io/api/presentation/3/context.json",
+        "id": me,
+        "type": "Manifest",
+        "label": {"en": [label]},
+        "summary": {
+            "en": [
+                "Scans colorized by a trained model (archive-colorize). Each canvas offers the "
+                "colorized image and the original scan."
+            ]
+        },
+        "items": canvases,
+    }

@@ -42,8 +42,18 @@ GAIN_COLUMN = "chroma_gain"
 # Columns the pipeline writes into results.parquet; a manifest may not use these names
 # for its own metadata, or they would be silently overwritten.
 RESERVED = (
-    "status", "error", "output_uri", "width", "height", "input_sha256", "output_sha256",
-    "scene_top5", "scene_top5_prob", "weights_sha256", "seconds", "mean_chroma",
+    "status",
+    "error",
+    "output_uri",
+    "width",
+    "height",
+    "input_sha256",
+    "output_sha256",
+    "scene_top5",
+    "scene_top5_prob",
+    "weights_sha256",
+    "seconds",
+    "mean_chroma",
 )
 SHOW_ROWS = 5
 CHECK_BATCH = 256 * 1024  # rows per streamed batch: ~20 MB of id and uri text
@@ -58,7 +68,11 @@ _WILDCARDS = "*?["
 def _is_text(t: pa.DataType) -> bool:
     if pa.types.is_dictionary(t):
         return _is_text(t.value_type)
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t)
+    return (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or getattr(pa.types, "is_string_view", lambda _: False)(t)
+    )
 
 
 def _check_type(name: str, t: pa.DataType) -> None:
@@ -98,7 +112,9 @@ class Manifest:
     schema: pa.Schema = field(init=False)  # what every batch is normalized to
 
     def __post_init__(self):
-        self.schema = pa.schema([pa.field(f.name, pa.string()) if f.name in TEXT_COLUMNS else f for f in self.source_schema])
+        self.schema = pa.schema(
+            [pa.field(f.name, pa.string()) if f.name in TEXT_COLUMNS else f for f in self.source_schema]
+        )
 
     @property
     def is_dataset(self) -> bool:
@@ -199,7 +215,9 @@ def locate(url: str, storage_options: dict | None = None) -> tuple[object, str, 
     if not fs.exists(path):
         raise ManifestError(f"manifest not found: {url}")
     if fs.isdir(path):
-        files = sorted(p for p in fs.find(path) if p.endswith(".parquet") and _visible(posixpath.relpath(p, path)))
+        files = sorted(
+            p for p in fs.find(path) if p.endswith(".parquet") and _visible(posixpath.relpath(p, path))
+        )
         if not files:
             raise ManifestError(f"manifest {url} is a directory with no *.parquet files in it")
         return fs, path, files
@@ -222,7 +240,9 @@ def _read_schema(fs, files: list[str], url: str) -> tuple[pa.Schema, int]:
         # part files of one export may differ: a column all-null (type null) in one part
         return pa.unify_schemas(schemas, promote_options="permissive"), rows
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        raise ManifestError(f"manifest {url}: its part files have conflicting schemas: {str(e).splitlines()[0]}") from None
+        raise ManifestError(
+            f"manifest {url}: its part files have conflicting schemas: {str(e).splitlines()[0]}"
+        ) from None
 
 
 def open_manifest(url: str, storage_options: dict | None = None) -> Manifest:
@@ -230,32 +250,51 @@ def open_manifest(url: str, storage_options: dict | None = None) -> Manifest:
     fs, root, files = locate(url, storage_options)
     schema, num_rows = _read_schema(fs, files, url)
     partitions = pa.schema([])
-    keys = {seg.split("=", 1)[0] for p in files if p != root for seg in posixpath.relpath(p, root).split("/")[:-1] if "=" in seg}
+    keys = {
+        seg.split("=", 1)[0]
+        for p in files
+        if p != root
+        for seg in posixpath.relpath(p, root).split("/")[:-1]
+        if "=" in seg
+    }
     if keys:
         part = pads.HivePartitioning.discover(infer_dictionary=False)
-        found = pads.dataset(files, format="parquet", filesystem=pa_filesystem(fs), partitioning=part,
-                             partition_base_dir=root).partitioning.schema
+        found = pads.dataset(
+            files, format="parquet", filesystem=pa_filesystem(fs), partitioning=part, partition_base_dir=root
+        ).partitioning.schema
         partitions = pa.schema([f for f in found if f.name in keys])  # (with no keys it lists every column)
         clash = [f.name for f in partitions if f.name in schema.names]
         if clash:
-            raise ManifestError(f"manifest {url}: partition folder(s) {clash} repeat a column of the part files")
+            raise ManifestError(
+                f"manifest {url}: partition folder(s) {clash} repeat a column of the part files"
+            )
         for f in partitions:
             schema = schema.append(f)
     missing = [c for c in REQUIRED if c not in schema.names]
     if missing:
-        raise ManifestError(f"manifest {url} is missing required column(s) {', '.join(repr(m) for m in missing)} "
-                            f"(it has: {', '.join(schema.names) or 'none'})")
+        raise ManifestError(
+            f"manifest {url} is missing required column(s) {', '.join(repr(m) for m in missing)} "
+            f"(it has: {', '.join(schema.names) or 'none'})"
+        )
     for name in TEXT_COLUMNS:
         if name in schema.names:
             _check_type(name, schema.field(name).type)
     if GAIN_COLUMN in schema.names:
         t = schema.field(GAIN_COLUMN).type
-        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_null(t)):
-            raise ManifestError(f"manifest column {GAIN_COLUMN!r} has type {t}; accepted: a number type (float or integer)")
+        if not (
+            pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_null(t)
+        ):
+            raise ManifestError(
+                f"manifest column {GAIN_COLUMN!r} has type {t}; accepted: a number type (float or integer)"
+            )
     clash = [c for c in RESERVED if c in schema.names]
     if clash:
-        raise ManifestError(f"manifest column(s) {', '.join(map(repr, clash))} clash with result columns; rename them")
-    return Manifest(url, fs, root, files, partitions, schema, num_rows, pa.types.is_integer(schema.field("id").type))
+        raise ManifestError(
+            f"manifest column(s) {', '.join(map(repr, clash))} clash with result columns; rename them"
+        )
+    return Manifest(
+        url, fs, root, files, partitions, schema, num_rows, pa.types.is_integer(schema.field("id").type)
+    )
 
 
 def load_manifest(url: str, storage_options: dict | None = None) -> Manifest:
@@ -334,14 +373,18 @@ def check_rows(m: Manifest) -> None:
                 id_parts.append(ih[ih % passes == p])
             offset += b.num_rows
         if null_ids:
-            raise ManifestError(f"manifest column 'id' has {nulls} null value(s), first at {_where(m, null_ids)}")
+            raise ManifestError(
+                f"manifest column 'id' has {nulls} null value(s), first at {_where(m, null_ids)}"
+            )
         if empty_ids:
             raise ManifestError(f"manifest column 'id' has empty value(s) at {_where(m, empty_ids)}")
         if bad_uris:
             raise ManifestError(f"manifest column 'uri' has null or empty value(s) at {_where(m, bad_uris)}")
         if bad_gains:
-            raise ManifestError(f"manifest column {GAIN_COLUMN!r} must be above 0 and at most {MAX_CHROMA_GAIN:g} "
-                                f"(or null for the run's gain); not at {_where(m, bad_gains)}")
+            raise ManifestError(
+                f"manifest column {GAIN_COLUMN!r} must be above 0 and at most {MAX_CHROMA_GAIN:g} "
+                f"(or null for the run's gain); not at {_where(m, bad_gains)}"
+            )
         name_suspects.append(_repeats(np.concatenate(name_parts) if name_parts else np.empty(0, np.uint64)))
         del name_parts
         if has_oname:
@@ -355,9 +398,12 @@ def check_rows(m: Manifest) -> None:
             rows = sorted(r for v in values for r in dups[v])[:SHOW_ROWS]
             raise ManifestError(f"manifest column 'id' has duplicate value(s) {values} at {_where(m, rows)}")
     if len(names):
+
         def folded(b):
-            return _folded_names(b.column("id").combine_chunks(),
-                                 b.column("output_name").combine_chunks() if has_oname else None).to_pylist()
+            return _folded_names(
+                b.column("id").combine_chunks(),
+                b.column("output_name").combine_chunks() if has_oname else None,
+            ).to_pylist()
 
         clashes = _confirm(m, names, lambda b: _hashes(b, has_oname)[1], folded)
         if clashes:
@@ -389,12 +435,15 @@ def _report_name_clash(m: Manifest, rows: list[int], has_oname: bool) -> None:
     onames = t.column("output_name").to_pylist() if has_oname else [None, None]
     a, b = (safe_name(o or i) for i, o in zip(ids, onames))
     if has_oname and onames[0] and onames[0] == onames[1]:
-        raise ManifestError(f"manifest column 'output_name' has duplicate value(s) {[onames[0]]} at {_where(m, rows)}")
+        raise ManifestError(
+            f"manifest column 'output_name' has duplicate value(s) {[onames[0]]} at {_where(m, rows)}"
+        )
     col = "output_name" if has_oname and (onames[0] or onames[1]) else "id"
     raise ManifestError(
         f"manifest column {col!r}: rows {rows[0]} and {rows[1]} give output names that differ only in case "
-        f"({a!r} and {b!r})" if a != b else
-        f"manifest column {col!r}: rows {rows[0]} and {rows[1]} give the same output name {a!r}",
+        f"({a!r} and {b!r})"
+        if a != b
+        else f"manifest column {col!r}: rows {rows[0]} and {rows[1]} give the same output name {a!r}",
         hint="they would overwrite each other on a case-insensitive filesystem; make them differ in more than case",
     )
 
@@ -424,7 +473,9 @@ def safe_name(raw: str) -> str:
 def _folded_names(ids: pa.Array, onames: pa.Array | None) -> pa.Array:
     """Each row's output file name, case-folded (safe names are ASCII, so lower() folds)."""
     raw = ids if onames is None else pc.coalesce(pc.if_else(pc.equal(onames, ""), None, onames), ids)
-    clean = pc.and_(pc.match_substring_regex(raw, _CLEAN), pc.invert(pc.match_substring_regex(raw, r"-[0-9a-f]{8}$")))
+    clean = pc.and_(
+        pc.match_substring_regex(raw, _CLEAN), pc.invert(pc.match_substring_regex(raw, r"-[0-9a-f]{8}$"))
+    )
     odd = pc.indices_nonzero(pc.invert(clean)).to_pylist()
     if odd:
         fixed = raw.to_pylist()

@@ -15,8 +15,15 @@ from archive_colorize.core.storage import atomic_write_bytes, is_local, open_url
 # file names taken for images (decoding itself sniffs the bytes, whatever the name)
 
 
-def build_manifest(source: str, out: str, *, catalog: str | None = None, key: str | None = None,
-                   catalog_key: str | None = None, storage_options: dict | None = None) -> pa.Table:
+def build_manifest(
+    source: str,
+    out: str,
+    *,
+    catalog: str | None = None,
+    key: str | None = None,
+    catalog_key: str | None = None,
+    storage_options: dict | None = None,
+) -> pa.Table:
     """Folder, glob or S3 prefix -> manifest. Ids are the paths relative to the source root,
     without extension, so they stay stable when files are added elsewhere.
 
@@ -59,7 +66,9 @@ def _table(rows: list[dict], source: str) -> pa.Table:
     return pa.Table.from_pylist(rows)
 
 
-def build_from_iiif(source: str, out: str, *, max_size: int | None = None, storage_options: dict | None = None) -> pa.Table:
+def build_from_iiif(
+    source: str, out: str, *, max_size: int | None = None, storage_options: dict | None = None
+) -> pa.Table:
     """A IIIF Presentation 3 or 2.1 Manifest or Collection -> manifest (one row per image)."""
     from archive_colorize.sources.iiif import iiif_rows
 
@@ -68,8 +77,9 @@ def build_from_iiif(source: str, out: str, *, max_size: int | None = None, stora
     return table
 
 
-def build_from_nara(source: str, out: str, *, include_restricted: bool = False,
-                    storage_options: dict | None = None) -> tuple[pa.Table, int]:
+def build_from_nara(
+    source: str, out: str, *, include_restricted: bool = False, storage_options: dict | None = None
+) -> tuple[pa.Table, int]:
     """A NARA catalog export (JSON lines) -> (manifest, image objects left out as restricted)."""
     from archive_colorize.sources.nara import nara_rows
 
@@ -91,8 +101,12 @@ def _join_catalog(table: pa.Table, catalog: str, key: str | None, catalog_key: s
         cat = pacsv.read_csv(f)
     key = key or catalog_key
     if not key or key not in cat.column_names:
-        raise ManifestError(f"catalog {catalog}: key column {key!r} not found (columns: {', '.join(cat.column_names)})")
-    cat = cat.cast(pa.schema([pa.field(n, pa.string()) if n == key else cat.schema.field(n) for n in cat.column_names]))
+        raise ManifestError(
+            f"catalog {catalog}: key column {key!r} not found (columns: {', '.join(cat.column_names)})"
+        )
+    cat = cat.cast(
+        pa.schema([pa.field(n, pa.string()) if n == key else cat.schema.field(n) for n in cat.column_names])
+    )
     keys = cat.column(key).to_pylist()
     lookup = {k: i for i, k in enumerate(keys)}
     match = []
@@ -103,5 +117,10 @@ def _join_catalog(table: pa.Table, catalog: str, key: str | None, catalog_key: s
     for n in extra:
         col = cat.column(n).to_pylist()
         target = n if n not in table.column_names else f"catalog_{n}"
-        table = table.append_column(target, pa.array([col[i] if i is not None else None for i in match], cat.schema.field(n).type))
-    return table.append_column(f"catalog_{key}" if key in table.column_names else key, pa.array([keys[i] if i is not None else None for i in match], pa.string()))
+        table = table.append_column(
+            target, pa.array([col[i] if i is not None else None for i in match], cat.schema.field(n).type)
+        )
+    return table.append_column(
+        f"catalog_{key}" if key in table.column_names else key,
+        pa.array([keys[i] if i is not None else None for i in match], pa.string()),
+    )

@@ -39,7 +39,9 @@ def _is_image(obj: dict) -> bool:
     return any(t in kind for t in IMAGE_TYPES) or name.endswith(tuple(f".{t}" for t in IMAGE_TYPES[1:]))
 
 
-def nara_rows(url: str, include_restricted: bool = False, storage_options: dict | None = None) -> tuple[list[dict], int]:
+def nara_rows(
+    url: str, include_restricted: bool = False, storage_options: dict | None = None
+) -> tuple[list[dict], int]:
     """-> (rows, number of image objects left out because their use is restricted)."""
     from archive_colorize.core.storage import open_url
 
@@ -57,15 +59,27 @@ def nara_rows(url: str, include_restricted: bool = False, storage_options: dict 
                 if not isinstance(d, dict) or "naId" not in d:
                     raise ManifestError(f"NARA export {url} line {n}: not a catalog description (no naId)")
                 use, access = _status(d, "useRestriction"), _status(d, "accessRestriction")
-                images = [o for o in d.get("digitalObjects") or [] if isinstance(o, dict) and o.get("objectUrl") and _is_image(o)]
+                images = [
+                    o
+                    for o in d.get("digitalObjects") or []
+                    if isinstance(o, dict) and o.get("objectUrl") and _is_image(o)
+                ]
                 if use.lower() not in OPEN and not include_restricted:
                     restricted += len(images)
                     continue
                 for k, o in enumerate(images):
-                    rows.append({"id": f"{d['naId']}-{k}", "uri": o["objectUrl"], "naId": int(d["naId"]),
-                                 "title": d.get("title"), "record_group": _record_group(d),
-                                 "access_restriction": access or None, "use_restriction": use or None,
-                                 "object_filename": o.get("objectFilename")})
+                    rows.append(
+                        {
+                            "id": f"{d['naId']}-{k}",
+                            "uri": o["objectUrl"],
+                            "naId": int(d["naId"]),
+                            "title": d.get("title"),
+                            "record_group": _record_group(d),
+                            "access_restriction": access or None,
+                            "use_restriction": use or None,
+                            "object_filename": o.get("objectFilename"),
+                        }
+                    )
     except FileNotFoundError:
         raise ManifestError(f"NARA export not found: {url}") from None
     return rows, restricted

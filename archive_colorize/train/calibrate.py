@@ -67,8 +67,12 @@ def read_images(data: str, rows: tuple[int, int | None]) -> tuple[list[bytes], d
     if os.path.isdir(data):
         from archive_colorize.core.formats import IMAGE_SUFFIXES
 
-        files = sorted(os.path.join(d, f) for d, _, fs in os.walk(data) for f in fs
-                       if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES)
+        files = sorted(
+            os.path.join(d, f)
+            for d, _, fs in os.walk(data)
+            for f in fs
+            if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES
+        )
         images = []
         for path in files[start:end]:
             with open(path, "rb") as f:
@@ -78,8 +82,10 @@ def read_images(data: str, rows: tuple[int, int | None]) -> tuple[list[bytes], d
     else:
         paths = sorted(glob.glob(data)) if any(c in data for c in "*?[") else [data]
         if not paths or not all(os.path.isfile(p) for p in paths):
-            raise ConfigError(f"--data {data}: no Parquet file or image folder there",
-                              hint="give Parquet shards with an `image` column (a quoted glob) or a folder of colour photographs")
+            raise ConfigError(
+                f"--data {data}: no Parquet file or image folder there",
+                hint="give Parquet shards with an `image` column (a quoted glob) or a folder of colour photographs",
+            )
         images = []
         for p in paths:
             with open(p, "rb") as f:
@@ -130,7 +136,9 @@ def prepare(engine, data: str, rows: tuple[int, int | None] = (0, None)) -> Held
         grey_se += float(tab.pow(2).sum())
         pixels += tab[0].numel()
     if not Ls:
-        raise ConfigError(f"--data {data}: no colour photographs left after the colour filter ({dropped} removed)")
+        raise ConfigError(
+            f"--data {data}: no colour photographs left after the colour filter ({dropped} removed)"
+        )
     info |= {"images": len(Ls), "filtered_out": dropped, "working_size": engine.working_size}
     return Heldout(Ls, abs_, tabs, trgbs, colour / len(Ls), grey_se / pixels, info)
 
@@ -143,7 +151,10 @@ def measure(h: Heldout, gain: float) -> dict:
 
     se, pixels, colour, psnr = 0.0, 0, 0.0, 0.0
     for L, ab, tab, trgb in zip(h.lightness, h.ab, h.truth_ab, h.truth_rgb):
-        rgb = torch.from_numpy(recombine(L, scale_chroma(ab, gain), 8, threads=1)).permute(2, 0, 1).float() / 255
+        rgb = (
+            torch.from_numpy(recombine(L, scale_chroma(ab, gain), 8, threads=1)).permute(2, 0, 1).float()
+            / 255
+        )
         out_ab = rgb_to_lab(rgb[None])[0, 1:]
         se += float((out_ab - tab).pow(2).sum())
         pixels += tab[0].numel()
@@ -151,8 +162,12 @@ def measure(h: Heldout, gain: float) -> dict:
         mse = float((rgb - trgb).pow(2).mean())
         psnr += 10 * math.log10(1.0 / max(mse, 1e-10))
     n = len(h.lightness)
-    return {"gain": round(gain, 4), "ab_mse_ratio_to_grey": round(se / pixels / h.grey_mse, 4),
-            "colourfulness_ratio_to_truth": round(colour / n / h.truth_colourfulness, 4), "psnr": round(psnr / n, 3)}
+    return {
+        "gain": round(gain, 4),
+        "ab_mse_ratio_to_grey": round(se / pixels / h.grey_mse, 4),
+        "colourfulness_ratio_to_truth": round(colour / n / h.truth_colourfulness, 4),
+        "psnr": round(psnr / n, 3),
+    }
 
 
 def _golden(f, lo: float, hi: float, tol: float = 0.002) -> float:
@@ -211,10 +226,16 @@ def fit(h: Heldout, criterion: str, budget: float = 0.05) -> dict:
     # still keeps within them
     q = 10**DECIMALS
     gain = round(gain, DECIMALS) if criterion == "mse" else math.floor(gain * q + 1e-9) / q
-    block = {"gain": gain, "criterion": criterion, "data": h.info, "at_gain": m(gain), "at_1": at_1,
-             "curve": [m(k) for k in sorted(set(CURVE_GAINS) | {gain})],
-             "measured_as": "the inference path: working-size prediction x gain, recombined with the full-res L* "
-                            "(gamut mapping) and quantised to 8 bits, against the photograph"}
+    block = {
+        "gain": gain,
+        "criterion": criterion,
+        "data": h.info,
+        "at_gain": m(gain),
+        "at_1": at_1,
+        "curve": [m(k) for k in sorted(set(CURVE_GAINS) | {gain})],
+        "measured_as": "the inference path: working-size prediction x gain, recombined with the full-res L* "
+        "(gamut mapping) and quantised to 8 bits, against the photograph",
+    }
     if criterion == "mse-budget":
         block["budget"] = budget
     return block
@@ -225,8 +246,14 @@ def curve_table(block: dict) -> list[tuple[str, str, str, str]]:
     rows = []
     for r in block["curve"]:
         mark = " *" if r["gain"] == block["gain"] else ""
-        rows.append((f"{r['gain']:.2f}{mark}", f"{r['ab_mse_ratio_to_grey']:.3f}",
-                     f"{r['colourfulness_ratio_to_truth']:.3f}", f"{r['psnr']:.2f}"))
+        rows.append(
+            (
+                f"{r['gain']:.2f}{mark}",
+                f"{r['ab_mse_ratio_to_grey']:.3f}",
+                f"{r['colourfulness_ratio_to_truth']:.3f}",
+                f"{r['psnr']:.2f}",
+            )
+        )
     return rows
 
 
@@ -243,16 +270,24 @@ def plot(block: dict, path: str) -> None:
     y0, y1 = min(ys + [0.0]), max(ys) * 1.05
 
     def xy(g, v):
-        return pad + (g - g0) / (g1 - g0 or 1) * (W - 2 * pad), H - pad - (v - y0) / (y1 - y0 or 1) * (H - 2 * pad)
+        return pad + (g - g0) / (g1 - g0 or 1) * (W - 2 * pad), H - pad - (v - y0) / (y1 - y0 or 1) * (
+            H - 2 * pad
+        )
 
     d.rectangle([pad, pad, W - pad, H - pad], outline="black")
     d.line([xy(g0, 1.0), xy(g1, 1.0)], fill=(180, 180, 180))
-    for key, colour in (("ab_mse_ratio_to_grey", (200, 40, 40)), ("colourfulness_ratio_to_truth", (40, 90, 200))):
+    for key, colour in (
+        ("ab_mse_ratio_to_grey", (200, 40, 40)),
+        ("colourfulness_ratio_to_truth", (40, 90, 200)),
+    ):
         d.line([xy(p["gain"], p[key]) for p in pts], fill=colour, width=2)
     gx = xy(block["gain"], y0)[0]
     d.line([(gx, pad), (gx, H - pad)], fill=(60, 160, 60))
-    d.text((pad, 15), f"gain {block['gain']:.2f} ({block['criterion']}); red: a*b* MSE / grey; blue: colourfulness / truth",
-           fill="black")
+    d.text(
+        (pad, 15),
+        f"gain {block['gain']:.2f} ({block['criterion']}); red: a*b* MSE / grey; blue: colourfulness / truth",
+        fill="black",
+    )
     for g in (g0, 1.0, block["gain"], g1):
         d.text((xy(g, y0)[0] - 10, H - pad + 8), f"{g:.2f}", fill="black")
     for v in (y0, 1.0, y1):

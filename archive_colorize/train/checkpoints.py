@@ -18,8 +18,20 @@ import torch
 from archive_colorize.core.storage import atomic_write_bytes, is_local, join, resolve
 
 METRIC_FIELDS = [
-    "step", "images", "filtered", "loss", "colour_loss", "class_loss", "top1", "top5",
-    "val_ab_mse", "val_psnr", "val_top1", "val_top5", "images_per_s", "seconds",
+    "step",
+    "images",
+    "filtered",
+    "loss",
+    "colour_loss",
+    "class_loss",
+    "top1",
+    "top5",
+    "val_ab_mse",
+    "val_psnr",
+    "val_top1",
+    "val_top5",
+    "images_per_s",
+    "seconds",
 ]
 
 
@@ -75,4 +87,6 @@ def read_metrics(run_dir: str) -> list[dict]:
     if not fs.exists(path):
         return []
     with fs.open(path, "rt") as f:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in csv.DictReader(f)]
+        return [
+            {k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in csv.DictReader(f)
+        ]

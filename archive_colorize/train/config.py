@@ -80,8 +80,10 @@ SUBNETWORKS = TRUNK + ("classification",) + HEAD
 def check_freeze(names: list[str], global_branch: bool = True) -> None:
     unknown = [n for n in names if n not in SUBNETWORKS]
     if unknown:
-        raise ConfigError(f"config key train.freeze names unknown sub-network(s) {unknown}",
-                          hint=f"the paper's sub-networks are {', '.join(SUBNETWORKS)}")
+        raise ConfigError(
+            f"config key train.freeze names unknown sub-network(s) {unknown}",
+            hint=f"the paper's sub-networks are {', '.join(SUBNETWORKS)}",
+        )
     if set(HEAD) <= set(names) and ("classification" in names or not global_branch):
         raise ConfigError("config key train.freeze leaves nothing to train")
 
@@ -106,8 +108,12 @@ def _coerce(section: str, key: str, value, typ):
         return value
     if typ in (float, "float") and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    expected = {"int": int, "float": float, "bool": bool, "str": str}.get(typ if isinstance(typ, str) else typ.__name__)
-    if expected is not None and (not isinstance(value, expected) or (expected is int and isinstance(value, bool))):
+    expected = {"int": int, "float": float, "bool": bool, "str": str}.get(
+        typ if isinstance(typ, str) else typ.__name__
+    )
+    if expected is not None and (
+        not isinstance(value, expected) or (expected is int and isinstance(value, bool))
+    ):
         raise ConfigError(f"config key {name} must be {expected.__name__}, got {value!r}")
     return value
 
@@ -125,7 +131,9 @@ def config_from_dict(d: dict, base: Config | None = None) -> Config:
                 raise ConfigError(f"unknown config key {section}.{key}")
             cfg[section][key] = _coerce(section, key, value, types[key])
     try:
-        return Config(ModelConfig.from_dict(cfg["model"]), DataConfig(**cfg["data"]), TrainConfig(**cfg["train"]))
+        return Config(
+            ModelConfig.from_dict(cfg["model"]), DataConfig(**cfg["data"]), TrainConfig(**cfg["train"])
+        )
     except TypeError as e:
         raise ConfigError(f"bad config: {e}") from None
 
@@ -166,7 +174,13 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         # data paths given on the command line are relative to where the command runs; made
         # absolute here, because Ray Train workers run in directories of their own
         for key, v in d.get("data", {}).items():
-            if key in _PATH_KEYS and isinstance(v, str) and v and "://" not in v and not Path(v).is_absolute():
+            if (
+                key in _PATH_KEYS
+                and isinstance(v, str)
+                and v
+                and "://" not in v
+                and not Path(v).is_absolute()
+            ):
                 d["data"][key] = str(Path(v).resolve())
         cfg = config_from_dict(d, cfg)
     if cfg.train.batch_size % max(1, cfg.train.num_workers):
@@ -176,10 +190,14 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     if cfg.train.loss not in LOSSES:
         raise ConfigError(f"config key train.loss must be one of {', '.join(LOSSES)}, not {cfg.train.loss!r}")
     if not isinstance(cfg.train.freeze, list) or not all(isinstance(n, str) for n in cfg.train.freeze):
-        raise ConfigError(f"config key train.freeze must be a list of sub-network names, got {cfg.train.freeze!r}")
+        raise ConfigError(
+            f"config key train.freeze must be a list of sub-network names, got {cfg.train.freeze!r}"
+        )
     check_freeze(cfg.train.freeze, cfg.model.global_branch)
     if cfg.train.feature_augmentations < 1:
         raise ConfigError("config key train.feature_augmentations must be >= 1")
     if cfg.model.global_branch is False and cfg.train.alpha != 0:
-        raise ConfigError("train.alpha must be 0 for the baseline without a global branch (model.global_branch = false)")
+        raise ConfigError(
+            "train.alpha must be 0 for the baseline without a global branch (model.global_branch = false)"
+        )
     return cfg

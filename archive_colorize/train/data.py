@@ -40,14 +40,20 @@ def resolve_source(spec: str, root: str | None = None) -> Source:
 
     spec = str(spec)
     fs, _ = url_to_fs(spec)
-    prefix = "" if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)) else f"{fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]}://"
+    prefix = (
+        ""
+        if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+        else f"{fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]}://"
+    )
     if spec.endswith((".txt", ".csv")):
         if not fs.exists(spec):
             raise ConfigError(f"data: file list not found: {spec}")
         if root is None:
             base = spec.rsplit("/", 1)[0]
             stem = spec.rsplit("/", 1)[1].split(".")[0].split("_")[0]
-            candidates = [f"{base}/{stem}", f"{base}/data", base] if stem.startswith("val") else [f"{base}/data", base]
+            candidates = (
+                [f"{base}/{stem}", f"{base}/data", base] if stem.startswith("val") else [f"{base}/data", base]
+            )
             root = next((c for c in candidates if fs.isdir(c)), base)
         return Source("places", (spec,), root)
     paths = sorted(fs.glob(spec)) if any(ch in spec for ch in "*?[") else [spec]
@@ -69,7 +75,9 @@ def read_places_list(source: Source) -> list[dict]:
                 continue
             if len(parts) < 2 or not parts[-1].lstrip("-").isdigit():
                 raise ConfigError(f"data: {source.paths[0]} line {n} is not 'path label': {line.strip()!r}")
-            rows.append({"path": f"{source.root.rstrip('/')}/{parts[0].lstrip('/')}", "label": int(parts[-1])})
+            rows.append(
+                {"path": f"{source.root.rstrip('/')}/{parts[0].lstrip('/')}", "label": int(parts[-1])}
+            )
     return rows
 
 
@@ -102,7 +110,9 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def prepare_batch(batch: dict, *, train: bool, size: int = 224, scale: int = 256, seed: int | None = None) -> dict:
+def prepare_batch(
+    batch: dict, *, train: bool, size: int = 224, scale: int = 256, seed: int | None = None
+) -> dict:
     """{image: bytes, label} -> {L (N,1,size,size), ab (N,2,size/2,size/2), label, keep, colour_std}.
 
     Train: scale to `scale`x`scale`, random `size` crop, flip with p=0.5 (paper §3.4).
@@ -136,7 +146,13 @@ def prepare_batch(batch: dict, *, train: bool, size: int = 224, scale: int = 256
         lab = rgb_to_lab(t.clamp(0, 1))
         L[i] = (lab[:, :1] / 100).numpy()[0]
         ab[i] = normalize_ab(F.interpolate(lab[:, 1:], scale_factor=0.5, mode="area")).numpy()[0]
-    return {"L": L, "ab": ab, "label": np.asarray(batch["label"], dtype=np.int64), "keep": keep, "colour_std": cstd}
+    return {
+        "L": L,
+        "ab": ab,
+        "label": np.asarray(batch["label"], dtype=np.int64),
+        "keep": keep,
+        "colour_std": cstd,
+    }
 
 
 def iter_raw_batches(source: Source, batch_size: int, columns=("image", "label"), limit: int | None = None):
@@ -160,7 +176,10 @@ def iter_raw_batches(source: Source, batch_size: int, columns=("image", "label")
         rows = read_places_list(source)[:limit]
         for i in range(0, len(rows), batch_size):
             chunk = rows[i : i + batch_size]
-            yield {"image": np.asarray([_read(r["path"]) for r in chunk], dtype=object), "label": np.asarray([r["label"] for r in chunk])}
+            yield {
+                "image": np.asarray([_read(r["path"]) for r in chunk], dtype=object),
+                "label": np.asarray([r["label"] for r in chunk]),
+            }
 
 
 def _read(path: str) -> bytes:
@@ -179,7 +198,7 @@ def ray_dataset(source: Source, limit: int | None = None, task_cpus: float = 1.0
     else:
         ds = ray.data.from_items(read_places_list(source)).map_batches(
             lambda b: {"image": np.asarray([_read(p) for p in b["path"]], dtype=object), "label": b["label"]},
-            batch_format="numpy", num_cpus=task_cpus,
+            batch_format="numpy",
+            num_cpus=task_cpus,
         )
     return ds.limit(limit) if limit else ds
-

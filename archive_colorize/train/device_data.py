@@ -32,7 +32,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from archive_colorize.train.data import MIN_COLOUR_STD, Source, colour_spread, iter_raw_batches, resolve_source, usable_cpus
+from archive_colorize.train.data import (
+    MIN_COLOUR_STD,
+    Source,
+    colour_spread,
+    iter_raw_batches,
+    resolve_source,
+    usable_cpus,
+)
 from archive_colorize.train.decode_pool import decode_chunk, image_side
 from archive_colorize.imaging.lab import normalize_ab, rgb_to_lab
 
@@ -74,7 +81,9 @@ def resident_bytes(source: Source, scale: int, limit: int | None = None) -> int:
     return min(n, limit or n) * side * side * 3 * 2  # L*a*b* as float16
 
 
-def fits(source: Source, scale: int, device: torch.device, limit: int | None = None, share: float = 0.5) -> bool:
+def fits(
+    source: Source, scale: int, device: torch.device, limit: int | None = None, share: float = 0.5
+) -> bool:
     """True when the decoded set takes at most `share` of the device's free memory; the rest
     is for the network's activations (or, on a CPU, for everything else on the machine)."""
     return resident_bytes(source, scale, limit) <= share * free_bytes(device)
@@ -83,8 +92,17 @@ def fits(source: Source, scale: int, device: torch.device, limit: int | None = N
 class DeviceDataset:
     """The kept images as float16 L*a*b* (N, 3, S, S) on `device`, their labels, and what was filtered."""
 
-    def __init__(self, spec: str, root: str | None, device: torch.device, *, scale: int = 256, crop: int = 224,
-                 limit: int | None = None, workers: int | None = None):
+    def __init__(
+        self,
+        spec: str,
+        root: str | None,
+        device: torch.device,
+        *,
+        scale: int = 256,
+        crop: int = 224,
+        limit: int | None = None,
+        workers: int | None = None,
+    ):
         self.spec, self.root, self.device = spec, root, device
         self.scale, self.crop, self.limit = scale, crop, limit
         self.workers = workers or usable_cpus()
@@ -144,8 +162,12 @@ class DeviceDataset:
             # re-imports the caller's __main__ (breaks under Ray workers and `python -`).
             with ThreadPoolExecutor(min(self.workers, len(chunks))) as pool:
                 parts = list(pool.map(decode_chunk, chunks, [self.side] * len(chunks)))
-        return (np.concatenate([p[0] for p in parts]), np.concatenate(labels),
-                np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]))
+        return (
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate(labels),
+            np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]),
+        )
 
     def epoch(self, batch: int, generator: torch.Generator, rank: int = 0, world: int = 1):
         """Index batches for one epoch: one permutation shared by all ranks, split rank::world."""
@@ -157,13 +179,17 @@ class DeviceDataset:
         # On a CPU, 32 images at a time keep the resampled L*a*b* (19 MB) in cache: batch 128
         # in one piece ran at 0.4x the per-image speed. A GPU takes the batch whole.
         step = len(idx) if self.device.type == "cuda" else CPU_CHUNK
-        parts = [augment(self.images[idx[i : i + step]], crop=self.crop, scale=self.scale, generator=generator)
-                 for i in range(0, len(idx), step)]
+        parts = [
+            augment(self.images[idx[i : i + step]], crop=self.crop, scale=self.scale, generator=generator)
+            for i in range(0, len(idx), step)
+        ]
         L, ab = (torch.cat(t) if len(t) > 1 else t[0] for t in zip(*parts))
         return {"L": L, "ab": ab, "label": self.labels[idx]}
 
 
-def to_lab(rgb_u8: torch.Tensor, device: torch.device, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def to_lab(
+    rgb_u8: torch.Tensor, device: torch.device, chunk: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 (N, S, S, 3) on any device -> (float16 (N, 3, S, S) on `device` holding L*/100 and
     normalised a*b*, i.e. the network's input and target units; the filter's measure
     data.colour_spread per image).
@@ -193,8 +219,15 @@ def crop_grid(b: int, crop: int, scale: int, offsets: torch.Tensor, flips: torch
     return torch.stack([x[:, None, :].expand(b, crop, crop), y[:, :, None].expand(b, crop, crop)], dim=-1)
 
 
-def augment(lab16: torch.Tensor, *, crop: int = 224, scale: int = 256, generator: torch.Generator | None = None,
-            offsets: torch.Tensor | None = None, flips: torch.Tensor | None = None):
+def augment(
+    lab16: torch.Tensor,
+    *,
+    crop: int = 224,
+    scale: int = 256,
+    generator: torch.Generator | None = None,
+    offsets: torch.Tensor | None = None,
+    flips: torch.Tensor | None = None,
+):
     """float16 (B, 3, S, S) from to_lab -> L*/100 (B, 1, crop, crop), normalised a*b* (B, 2, crop/2, crop/2).
 
     Each image is scaled to scale x scale, cropped at a random offset and flipped with p=0.5,

@@ -17,6 +17,7 @@ from archive_colorize.model.engine import scale_chroma
 from archive_colorize.imaging.lab import denormalize_ab, normalize_ab
 from archive_colorize.train.metrics import AUC_THRESHOLDS, colourfulness, psnr, rgb_from
 
+
 def report_dropped(prepared: list[dict]) -> int:
     return sum(b["dropped"] for b in prepared)
 
@@ -42,9 +43,18 @@ class _Acc:
         return out
 
 
-def evaluate(weights, data: str, *, limit: int | None = None, batch_size: int = 32, size: int = 224,
-             root: str | None = None, mean_ab: list[float] | None = None, device: str = "auto",
-             rows: tuple[int, int | None] = (0, None)) -> dict:
+def evaluate(
+    weights,
+    data: str,
+    *,
+    limit: int | None = None,
+    batch_size: int = 32,
+    size: int = 224,
+    root: str | None = None,
+    mean_ab: list[float] | None = None,
+    device: str = "auto",
+    rows: tuple[int, int | None] = (0, None),
+) -> dict:
     """-> {"model": {...}, "grey": {...}, "mean_colour": {...}, "images": n, "filtered_out": k};
     with weights calibrated to a gain other than 1, also "model_calibrated": the same
     predictions with a*b* scaled by that gain. `rows`: [start, end) of the data, in order."""
@@ -67,16 +77,21 @@ def evaluate(weights, data: str, *, limit: int | None = None, batch_size: int = 
             seen += n_raw
             continue
         if seen < start:
-            raw = {k: v[start - seen:] for k, v in raw.items()}
+            raw = {k: v[start - seen :] for k, v in raw.items()}
         seen += n_raw
         b = prepare_batch(raw, train=False, size=size)
-        prepared.append({k: torch.as_tensor(b[k][b["keep"]]) for k in ("L", "ab", "label")} | {"dropped": int((~b["keep"]).sum())})
+        prepared.append(
+            {k: torch.as_tensor(b[k][b["keep"]]) for k in ("L", "ab", "label")}
+            | {"dropped": int((~b["keep"]).sum())}
+        )
     if mean_ab is None:
         allab = torch.cat([b["ab"] for b in prepared])
         mean_ab = denormalize_ab(allab.mean(dim=(0, 2, 3))).tolist()
     mean01 = normalize_ab(torch.tensor(mean_ab, dtype=torch.float32)).view(1, 2, 1, 1)
     gain = weights.chroma_gain
-    accs = {"model": _Acc(), "grey": _Acc(), "mean_colour": _Acc()} | ({"model_calibrated": _Acc()} if gain != 1 else {})
+    accs = {"model": _Acc(), "grey": _Acc(), "mean_colour": _Acc()} | (
+        {"model_calibrated": _Acc()} if gain != 1 else {}
+    )
     gt_colour = 0.0
     t1 = t5 = 0.0
     n = 0
@@ -94,10 +109,15 @@ def evaluate(weights, data: str, *, limit: int | None = None, batch_size: int = 
                 top = logits.float().topk(min(5, logits.shape[1]), 1).indices.cpu()
                 t1 += float((top[:, 0] == label.cpu()).sum())
                 t5 += float((top == label.cpu()[:, None]).any(1).sum())
-            candidates = [("model", pred), ("grey", normalize_ab(torch.zeros(1, 2, 1, 1))),
-                          ("mean_colour", mean01.expand_as(ab))]
+            candidates = [
+                ("model", pred),
+                ("grey", normalize_ab(torch.zeros(1, 2, 1, 1))),
+                ("mean_colour", mean01.expand_as(ab)),
+            ]
             if gain != 1:
-                candidates.append(("model_calibrated", normalize_ab(scale_chroma(denormalize_ab(pred), gain))))
+                candidates.append(
+                    ("model_calibrated", normalize_ab(scale_chroma(denormalize_ab(pred), gain)))
+                )
             for name, p in candidates:
                 p = p.expand_as(ab)
                 a = accs[name]

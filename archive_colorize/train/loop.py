@@ -16,7 +16,13 @@ import torch.nn.functional as F
 
 from archive_colorize.errors import ConfigError
 from archive_colorize.model.network import ColorizationModel
-from archive_colorize.train.checkpoints import list_checkpoints, load_checkpoint, read_metrics, save_checkpoint, write_metrics
+from archive_colorize.train.checkpoints import (
+    list_checkpoints,
+    load_checkpoint,
+    read_metrics,
+    save_checkpoint,
+    write_metrics,
+)
 from archive_colorize.train.config import Config, config_from_dict
 from archive_colorize.train.data import iter_raw_batches, prepare_batch, resolve_source
 from archive_colorize.train.losses import colour_loss
@@ -31,7 +37,9 @@ def joint_loss(model, L, ab, label, alpha: float, loss: str = "mse", beta: float
     The class loss is computed from the logits, which depend only on the classification,
     global and low-level networks, so its gradient reaches nothing else."""
     pred_ab, logits = model(L)
-    colour = F.mse_loss(pred_ab.float(), ab) if loss == "mse" else colour_loss(loss, pred_ab, ab, L, beta=beta)
+    colour = (
+        F.mse_loss(pred_ab.float(), ab) if loss == "mse" else colour_loss(loss, pred_ab, ab, L, beta=beta)
+    )
     if logits is None or alpha == 0:
         cls = torch.zeros((), device=L.device)
         return colour, colour, cls, logits
@@ -63,8 +71,17 @@ def make_optimizer(model, tc, params=None) -> torch.optim.Optimizer:
     raise ConfigError(f"train.optimizer must be adadelta, adam or sgd, not {tc.optimizer!r}")
 
 
-def train_step(model, optimizer, batch: dict, alpha: float, device, bf16: bool = False, loss: str = "mse",
-               beta: float = 0.0, frozen: tuple = ()) -> dict:
+def train_step(
+    model,
+    optimizer,
+    batch: dict,
+    alpha: float,
+    device,
+    bf16: bool = False,
+    loss: str = "mse",
+    beta: float = 0.0,
+    frozen: tuple = (),
+) -> dict:
     """One optimisation step on a prepared batch {L, ab, label} (torch tensors or numpy).
 
     Returns 0-d tensors on the device, not floats: a float() here would make the host wait
@@ -76,13 +93,18 @@ def train_step(model, optimizer, batch: dict, alpha: float, device, bf16: bool =
     if frozen:
         freeze(_unwrap(model), list(frozen))  # their batch norms keep the statistics they were trained with
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
+    with torch.autocast(
+        device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"
+    ):
         loss, colour, cls, logits = joint_loss(model, L, ab, label, alpha, loss, beta)
     loss.backward()
     optimizer.step()
     return {
-        "loss": loss.detach(), "colour_loss": colour.detach(), "class_loss": cls.detach(),
-        "top1": topk_hits(logits, label, 1), "top5": topk_hits(logits, label, 5),
+        "loss": loss.detach(),
+        "colour_loss": colour.detach(),
+        "class_loss": cls.detach(),
+        "top1": topk_hits(logits, label, 1),
+        "top5": topk_hits(logits, label, 5),
     }
 
 
@@ -125,7 +147,11 @@ def freeze(model: ColorizationModel, names: list[str]) -> None:
 
 
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_pos": random.getstate()[2]}
+    return {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "python_pos": random.getstate()[2],
+    }
 
 
 def _set_rng_state(s: dict) -> None:
@@ -220,10 +246,18 @@ def _resident_batches(cfg: Config, ctx: "Context", per_worker: int, seed: int, l
     from archive_colorize.train.device_data import DeviceDataset
 
     t0 = time.time()
-    ds = DeviceDataset(cfg.data.train, cfg.data.train_root or None, ctx.device, scale=cfg.data.scale,
-                       crop=cfg.data.crop, limit=cfg.data.train_limit or None)
-    log(f"data on {ctx.device.type}: {len(ds)} images ({ds.filtered} filtered) at {ds.side}x{ds.side}, "
-        f"{ds.nbytes / 2**30:.2f} GiB, loaded in {time.time() - t0:.1f} s")
+    ds = DeviceDataset(
+        cfg.data.train,
+        cfg.data.train_root or None,
+        ctx.device,
+        scale=cfg.data.scale,
+        crop=cfg.data.crop,
+        limit=cfg.data.train_limit or None,
+    )
+    log(
+        f"data on {ctx.device.type}: {len(ds)} images ({ds.filtered} filtered) at {ds.side}x{ds.side}, "
+        f"{ds.nbytes / 2**30:.2f} GiB, loaded in {time.time() - t0:.1f} s"
+    )
     order = torch.Generator().manual_seed(seed)  # the same permutation on every rank
     draws = torch.Generator(device=ctx.device).manual_seed(seed + 1000 * ctx.rank + 1)
     epoch, counted = 0, 0
@@ -259,8 +293,11 @@ def check_init_architecture(mine, theirs, path: str) -> None:
     """--init needs the same network apart from the class count; name the key that differs."""
     for key in ("width", "global_branch", "global_size"):
         if getattr(mine, key) != getattr(theirs, key):
-            raise ConfigError(f"--init {path} has model.{key} = {getattr(theirs, key)!r}, this config has "
-                              f"{getattr(mine, key)!r}", hint=f"set model.{key} = {getattr(theirs, key)!r} to fine-tune it")
+            raise ConfigError(
+                f"--init {path} has model.{key} = {getattr(theirs, key)!r}, this config has "
+                f"{getattr(mine, key)!r}",
+                hint=f"set model.{key} = {getattr(theirs, key)!r} to fine-tune it",
+            )
 
 
 def init_from_weights(model: ColorizationModel, path: str) -> str:
@@ -322,7 +359,9 @@ class Trainer:
             pass
         if torch.cuda.is_available() and self.tc.use_gpu:
             ctx.device = torch.device("cuda", torch.cuda.current_device())
-            torch.backends.cudnn.benchmark = True  # training shapes are fixed: let cuDNN pick its fastest kernels
+            torch.backends.cudnn.benchmark = (
+                True  # training shapes are fixed: let cuDNN pick its fastest kernels
+            )
         if self.loop_config.get("threads"):
             torch.set_num_threads(self.loop_config["threads"])
         return ctx, shard
@@ -352,7 +391,9 @@ class Trainer:
             self.step, self.images, self.filtered = state["step"], state["images"], state["filtered"]
             self.mean_ab = state["mean_ab"].double()
             _set_rng_state(state["rng"])
-            self.history = [r for r in read_metrics(self.run_dir) if r["step"] is not None and r["step"] <= self.step]
+            self.history = [
+                r for r in read_metrics(self.run_dir) if r["step"] is not None and r["step"] <= self.step
+            ]
             self.log(f"resumed from checkpoint at step {self.step}")
         self.mean_ab = self.mean_ab.to(ctx.device)
         if ctx.world > 1:
@@ -373,14 +414,21 @@ class Trainer:
             def batches():
                 while True:  # epochs; each pass re-reads and re-augments the shard
                     yield from shard.iter_batches(batch_size=per_worker, batch_format="numpy", drop_last=True)
+
             return _streamed_batches(batches(), ctx.device, ctx.world)
         return _streamed_batches(_local_batches(cfg, per_worker, tc.seed + self.step), ctx.device, ctx.world)
 
     def state_dict(self) -> dict:
         return {
-            "step": self.step, "images": self.images, "filtered": self.filtered, "mean_ab": self.mean_ab.cpu(),
-            "model": _unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
-            "config": self.cfg.to_dict(), "categories": self.loop_config["categories"], "rng": _rng_state(),
+            "step": self.step,
+            "images": self.images,
+            "filtered": self.filtered,
+            "mean_ab": self.mean_ab.cpu(),
+            "model": _unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "config": self.cfg.to_dict(),
+            "categories": self.loop_config["categories"],
+            "rng": _rng_state(),
         }
 
     def run(self) -> None:
@@ -394,15 +442,32 @@ class Trainer:
             self.filtered += dropped
             if b is None:
                 continue
-            acc.append(train_step(self.forward, self.optimizer, b, tc.alpha, ctx.device, tc.bf16, tc.loss,
-                                  tc.colourfulness_weight, tuple(tc.freeze)))
+            acc.append(
+                train_step(
+                    self.forward,
+                    self.optimizer,
+                    b,
+                    tc.alpha,
+                    ctx.device,
+                    tc.bf16,
+                    tc.loss,
+                    tc.colourfulness_weight,
+                    tuple(tc.freeze),
+                )
+            )
             self.step += 1
             n = len(b["label"])
             self.images += n * ctx.world
             img_log += n * ctx.world
             self.mean_ab += b["ab"].double().mean(dim=(0, 2, 3))
-            if stop_at == tc.steps and (ctx.world == 1 or self.step % tc.log_every == 0) and _out_of_time(deadline, ctx):
-                stop_at = self.step  # out of time: finish this step as the last one (logged, evaluated, saved)
+            if (
+                stop_at == tc.steps
+                and (ctx.world == 1 or self.step % tc.log_every == 0)
+                and _out_of_time(deadline, ctx)
+            ):
+                stop_at = (
+                    self.step
+                )  # out of time: finish this step as the last one (logged, evaluated, saved)
             row = None
             if self.step % tc.log_every == 0 or self.step == stop_at:
                 row = as_floats(acc)  # the one host sync per log_every steps
@@ -425,7 +490,12 @@ class Trainer:
 
     def _record(self, row: dict, t0: float, stop_at: int, bar) -> None:
         """metrics.csv, and a line on the console."""
-        row |= {"step": self.step, "images": self.images, "filtered": self.filtered, "seconds": round(time.time() - t0, 1)}
+        row |= {
+            "step": self.step,
+            "images": self.images,
+            "filtered": self.filtered,
+            "seconds": round(time.time() - t0, 1),
+        }
         self.history.append(row)
         write_metrics(self.run_dir, self.history)
         keys = ("loss", "colour_loss", "class_loss", "val_ab_mse", "val_psnr", "images_per_s")
@@ -434,7 +504,12 @@ class Trainer:
             print(f"step {self.step}/{stop_at}  {shown}", flush=True)
         else:
             bar.console.print(f"step {self.step}/{stop_at}  {shown}", highlight=False)
-            bar.update(bar.tasks[0].id, completed=self.step, total=stop_at, info=f"loss {row.get('loss', float('nan')):.4g}")
+            bar.update(
+                bar.tasks[0].id,
+                completed=self.step,
+                total=stop_at,
+                info=f"loss {row.get('loss', float('nan')):.4g}",
+            )
 
 
 def _out_of_time(deadline: float, ctx: "Context") -> bool:
@@ -459,8 +534,13 @@ def _progress_bar(start: int, total: int):
         return None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    bar = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                   TimeRemainingColumn())
+    bar = Progress(
+        TextColumn("[bold]training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+    )
     bar.add_task("train", total=total, completed=start, info="")
     bar.start()
     return bar

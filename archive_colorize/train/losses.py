@@ -73,8 +73,14 @@ def rebalance_weights(counts: torch.Tensor, lam: float = 0.5, sigma: float = 5.0
     return w.float()
 
 
-def colour_loss(kind: str, pred01: torch.Tensor, true01: torch.Tensor, L01: torch.Tensor | None = None,
-                weights: torch.Tensor | None = None, beta: float = 0.0) -> torch.Tensor:
+def colour_loss(
+    kind: str,
+    pred01: torch.Tensor,
+    true01: torch.Tensor,
+    L01: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+    beta: float = 0.0,
+) -> torch.Tensor:
     """The colour term of the joint loss. pred01/true01: normalised a*b* (N, 2, h, w);
     L01: the input L*/100 (N, 1, H, W), for `colourfulness`; weights: rebalance_weights."""
     pred01 = pred01.float()

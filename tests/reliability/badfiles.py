@@ -39,10 +39,22 @@ def _bytes(im: Image.Image, fmt: str, **kw) -> bytes:
 
 def _png_bomb(w: int, h: int) -> bytes:
     """A valid PNG header that claims w x h, with a tiny IDAT: decoding it would need 10 GB."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
+
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def make_bad_inputs(folder: Path) -> list[Case]:
@@ -62,7 +74,9 @@ def make_bad_inputs(folder: Path) -> list[Case]:
         "document.pdf": b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n",
         "bomb.png": _png_bomb(100_000, 100_000),
         "one_pixel.png": _bytes(Image.new("L", (1, 1), 128), "PNG"),
-        "sixteen_bit.tif": _bytes(Image.fromarray((np.asarray(src, np.uint16) * 257).astype(np.uint16)), "TIFF"),
+        "sixteen_bit.tif": _bytes(
+            Image.fromarray((np.asarray(src, np.uint16) * 257).astype(np.uint16)), "TIFF"
+        ),
         "cmyk.jpg": _bytes(src.convert("CMYK"), "JPEG", quality=90),
         "grey_alpha.png": _bytes(Image.merge("LA", (src, Image.new("L", src.size, 200))), "PNG"),
     }
@@ -91,7 +105,12 @@ def make_bad_inputs(folder: Path) -> list[Case]:
         Case("random_bytes", p("random.jpg"), "failed", "not a recognised image format (starts with "),
         Case("html_error_page", p("error_page.jpg"), "failed", "an HTML/XML page, not an image"),
         Case("pdf", p("document.pdf"), "failed", "a PDF document, not an image"),
-        Case("decompression_bomb", p("bomb.png"), "failed", "image is 100000x100000 = 10000.0 Mpx, above the 250 Mpx limit"),
+        Case(
+            "decompression_bomb",
+            p("bomb.png"),
+            "failed",
+            "image is 100000x100000 = 10000.0 Mpx, above the 250 Mpx limit",
+        ),
         Case("missing_path", p("no_such_scan.jpg"), "failed", "input not found: "),
         Case("one_pixel", p("one_pixel.png"), "done", size=(1, 1)),
         Case("sixteen_bit_tiff", p("sixteen_bit.tif"), "done", size=(w, h), bit_depth=16),

@@ -23,7 +23,10 @@ def tiny_scans(folder: Path, n: int, size: tuple[int, int] = (64, 48), seed: int
     """n small grayscale JPEGs cut from the committed sample photographs, and their manifest."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    sources = [Image.open(SAMPLE / n).convert("L") for n in ("astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg")]
+    sources = [
+        Image.open(SAMPLE / n).convert("L")
+        for n in ("astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg")
+    ]
     ids, uris = [], []
     for i in range(n):
         src = sources[i % len(sources)]
@@ -39,13 +42,26 @@ def tiny_scans(folder: Path, n: int, size: tuple[int, int] = (64, 48), seed: int
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "archive_colorize.apps.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})}, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "archive_colorize.apps.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        **kw,
+    )
 
 
 def popen_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "archive_colorize.apps.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "archive_colorize.apps.cli", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def wait_until_stopped(proc: subprocess.Popen, timeout: float = 240) -> None:

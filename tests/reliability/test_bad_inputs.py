@@ -34,8 +34,16 @@ def bad_run(ray_cluster, s3_server, weights_path, tmp_path_factory):
     pq.write_table(pa.table({"id": ids, "uri": uris}), manifest)
     out = d / "out"
     # one batch holds every case, so a bad row cannot take its neighbours down with it
-    summary = run(RunOptions(manifest=str(manifest), out=str(out), weights=str(weights_path), working_size=96,
-                             batch_size=len(ids), storage_options=dict(s3_server)))
+    summary = run(
+        RunOptions(
+            manifest=str(manifest),
+            out=str(out),
+            weights=str(weights_path),
+            working_size=96,
+            batch_size=len(ids),
+            storage_options=dict(s3_server),
+        )
+    )
     rows = {r["id"]: r for r in pq.read_table(out / "results.parquet").to_pylist()}
     return cases, rows, summary
 
@@ -78,9 +86,11 @@ def test_unreadable_input_as_a_user(tmp_path, weights_path):
     f = tmp_path / "locked.jpg"
     shutil.copy(sample("chelsea.jpg"), f)
     f.chmod(0o000)
-    code = ("import pyarrow as pa; from archive_colorize.run.stages import prepare;"
-            f"b = prepare(pa.table({{'id': ['x'], 'uri': [{str(f)!r}]}}), base_dir='/', storage_options={{}},"
-            " working_size=64, max_pixels=10**8); print(b.column('error')[0].as_py())")
+    code = (
+        "import pyarrow as pa; from archive_colorize.run.stages import prepare;"
+        f"b = prepare(pa.table({{'id': ['x'], 'uri': [{str(f)!r}]}}), base_dir='/', storage_options={{}},"
+        " working_size=64, max_pixels=10**8); print(b.column('error')[0].as_py())"
+    )
     cmd = [sys.executable, "-c", code]
     if os.geteuid() == 0:
         cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]

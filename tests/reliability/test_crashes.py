@@ -26,14 +26,32 @@ def scans(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(ray_cluster, scans, weights_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference") / "out"
-    s = run(RunOptions(manifest=str(scans), out=str(out), weights=str(weights_path), working_size=WORKING, batch_size=4))
+    s = run(
+        RunOptions(
+            manifest=str(scans), out=str(out), weights=str(weights_path), working_size=WORKING, batch_size=4
+        )
+    )
     assert (s.done, s.failed) == (N, 0)
     return {p.name: p.read_bytes() for p in (out / "images").iterdir()}
 
 
 def _args(scans, out, weights_path, ray_cluster):
-    return ("run", str(scans), "--out", str(out), "--weights", str(weights_path), "--working-size", str(WORKING),
-            "--batch-size", "2", "--progress-every", "0", "--address", ray_cluster)
+    return (
+        "run",
+        str(scans),
+        "--out",
+        str(out),
+        "--weights",
+        str(weights_path),
+        "--working-size",
+        str(WORKING),
+        "--batch-size",
+        "2",
+        "--progress-every",
+        "0",
+        "--address",
+        ray_cluster,
+    )
 
 
 def _log_is_readable(out: Path) -> int:
@@ -73,8 +91,13 @@ def test_sigkill_at_many_moments_then_resume(ray_cluster, scans, reference, weig
     assert _parts(out) == 11 and _log_is_readable(out) > rows_before
 
     crash("before-compact", lambda: assert_(not (out / "results.parquet").exists()))
-    crash("compacted", lambda: (assert_(pq.read_table(out / "results.parquet").num_rows == N),
-                                assert_(not (out / "run.json").exists())))
+    crash(
+        "compacted",
+        lambda: (
+            assert_(pq.read_table(out / "results.parquet").num_rows == N),
+            assert_(not (out / "run.json").exists()),
+        ),
+    )
     assert len(moments) == 6
 
     r = cli(*args)
@@ -83,7 +106,9 @@ def test_sigkill_at_many_moments_then_resume(ray_cluster, scans, reference, weig
     assert res.num_rows == N and set(res.column("status").to_pylist()) == {"done"}
     fs, root = resolve(str(out))
     log = progress.read_log(fs, root, columns=["id", "status"])
-    done_ids = [i for i, s in zip(log.column("id").to_pylist(), log.column("status").to_pylist()) if s == "done"]
+    done_ids = [
+        i for i, s in zip(log.column("id").to_pylist(), log.column("status").to_pylist()) if s == "done"
+    ]
     assert len(done_ids) == len(set(done_ids)) == N, "an id was recorded done twice"
     images = {p.name: p.read_bytes() for p in (out / "images").iterdir()}
     assert images.keys() == reference.keys()
@@ -96,15 +121,19 @@ def assert_(cond: bool) -> None:
     assert cond
 
 
-@pytest.mark.parametrize("fault,point", [
-    # the actor SIGKILLs itself in its third batch, before it returns it
-    ("ARCHIVE_COLORIZE_CRASH_AT", "model-batch:3"),
-    # a simulated CUDA error ('illegal memory access') in the third batch: not the scans'
-    # fault, so no row may fail; the actor process ends instead
-    ("ARCHIVE_COLORIZE_RAISE_AT", "device-error:3"),
-])
-def test_a_model_actor_that_dies_or_hits_a_device_error(fault, point, ray_cluster, scans, reference, weights_path,
-                                                        tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "fault,point",
+    [
+        # the actor SIGKILLs itself in its third batch, before it returns it
+        ("ARCHIVE_COLORIZE_CRASH_AT", "model-batch:3"),
+        # a simulated CUDA error ('illegal memory access') in the third batch: not the scans'
+        # fault, so no row may fail; the actor process ends instead
+        ("ARCHIVE_COLORIZE_RAISE_AT", "device-error:3"),
+    ],
+)
+def test_a_model_actor_that_dies_or_hits_a_device_error(
+    fault, point, ray_cluster, scans, reference, weights_path, tmp_path, monkeypatch
+):
     """Once across restarts (the restarted actor carries on): Ray starts another actor and
     the batch is done again. Every row ends done, recorded once, with the bytes of an
     uninterrupted run."""
@@ -112,7 +141,16 @@ def test_a_model_actor_that_dies_or_hits_a_device_error(fault, point, ray_cluste
     marker = tmp_path / "fault-fired"
     monkeypatch.setenv(fault, point)
     monkeypatch.setenv("ARCHIVE_COLORIZE_CRASH_ONCE", str(marker))
-    s = run(RunOptions(manifest=str(scans), out=str(out), weights=str(weights_path), working_size=WORKING, batch_size=2, progress_every=0))
+    s = run(
+        RunOptions(
+            manifest=str(scans),
+            out=str(out),
+            weights=str(weights_path),
+            working_size=WORKING,
+            batch_size=2,
+            progress_every=0,
+        )
+    )
     assert marker.exists(), "the model actor never reached its fault"
     assert (s.done, s.failed) == (N, 0)
     fs, root = resolve(str(out))
@@ -126,20 +164,31 @@ def small_disk(tmp_path):
     """A real 1 MB filesystem (tmpfs) as the output location."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if r.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_full_disk_stops_with_a_clear_message_then_resumes(ray_cluster, scans, reference, weights_path, small_disk):
+def test_full_disk_stops_with_a_clear_message_then_resumes(
+    ray_cluster, scans, reference, weights_path, small_disk
+):
     out = small_disk / "out"
     args = _args(scans, out, weights_path, ray_cluster)
     r = cli(*args, "--format", "tiff")  # uncompressed TIFFs: 120 x 12 kB (in 4 kB pages) overflow 1 MB
     assert r.returncode == 1, r.stderr[-2000:]
-    lines = [l for l in r.stderr.splitlines() if l.strip() and not l.startswith(("model actor", "finish tasks"))]  # after the plan lines
-    assert lines[0].startswith(f"Error: cannot write to the output location {out}") and "No space left on device" in lines[0], lines
+    lines = [
+        line
+        for line in r.stderr.splitlines()
+        if line.strip() and not line.startswith(("model actor", "finish tasks"))
+    ]  # after the plan lines
+    assert (
+        lines[0].startswith(f"Error: cannot write to the output location {out}")
+        and "No space left on device" in lines[0]
+    ), lines
     assert lines[1].startswith("Hint: free space or fix permissions there"), lines
     assert "Traceback" not in r.stderr
     done_before = _log_is_readable(out)
@@ -159,8 +208,14 @@ def test_full_disk_stops_with_a_clear_message_then_resumes(ray_cluster, scans, r
 def test_denied_output_refused_before_work_then_resumes(ray_cluster, scans, weights_path, small_disk):
     out = small_disk / "out"
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
-    with pytest.raises(StorageError, match=f"^cannot write to the output location {out}: .*Read-only file system"):
+    with pytest.raises(
+        StorageError, match=f"^cannot write to the output location {out}: .*Read-only file system"
+    ):
         run(RunOptions(manifest=str(scans), out=str(out), weights=str(weights_path), working_size=WORKING))
     subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
-    s = run(RunOptions(manifest=str(scans), out=str(out), weights=str(weights_path), working_size=WORKING, limit=10))
+    s = run(
+        RunOptions(
+            manifest=str(scans), out=str(out), weights=str(weights_path), working_size=WORKING, limit=10
+        )
+    )
     assert s.processed_now == 10 and s.done == 10

@@ -22,9 +22,23 @@ from ..conftest import ROOT
 from .conftest import WORKING, cli, popen_cli, tiny_scans
 
 HOSTILE_IDS = [
-    "../../../../tmp/escaped", "/etc/passwd", "/", "..", ".", "nul\x00byte", "x" * 5000, "façade/été 1936 — 写真",
-    "a/b", "a_b", "a?b", "a_b-" + __import__("hashlib").sha256(b"a/b").hexdigest()[:8],  # the name 'a/b' is given
-    "~/.ssh/authorized_keys", "C:\\Windows\\system32", " ", "\n", "emoji 🙂",
+    "../../../../tmp/escaped",
+    "/etc/passwd",
+    "/",
+    "..",
+    ".",
+    "nul\x00byte",
+    "x" * 5000,
+    "façade/été 1936 — 写真",
+    "a/b",
+    "a_b",
+    "a?b",
+    "a_b-" + __import__("hashlib").sha256(b"a/b").hexdigest()[:8],  # the name 'a/b' is given
+    "~/.ssh/authorized_keys",
+    "C:\\Windows\\system32",
+    " ",
+    "\n",
+    "emoji 🙂",
 ]
 
 
@@ -49,11 +63,17 @@ def test_hostile_ids_stay_inside_out_and_never_collide(ray_cluster, hostile, wei
     before = _tree(d)
     outs = []
     for name in ("out1", "out2"):
-        s = run(RunOptions(manifest=str(manifest), out=str(d / name), weights=str(weights_path), working_size=WORKING))
+        s = run(
+            RunOptions(
+                manifest=str(manifest), out=str(d / name), weights=str(weights_path), working_size=WORKING
+            )
+        )
         assert (s.done, s.failed) == (len(ids), 0)
         outs.append(d / name)
     created = _tree(d) - before
-    assert all(p.resolve().is_relative_to(d / "out1") or p.resolve().is_relative_to(d / "out2") for p in created)
+    assert all(
+        p.resolve().is_relative_to(d / "out1") or p.resolve().is_relative_to(d / "out2") for p in created
+    )
     assert not Path("/tmp/escaped.png").exists() and not list(Path("/").glob("outside*"))
     rows = {r["id"]: r for r in pq.read_table(outs[0] / "results.parquet").to_pylist()}
     assert set(rows) == set(ids)  # the original ids, NUL and all, are kept
@@ -62,7 +82,9 @@ def test_hostile_ids_stay_inside_out_and_never_collide(ray_cluster, hostile, wei
     assert len({f.name.casefold() for f in files}) == len(ids)
     for f in files:
         assert f.parent == outs[0] / "images" and f.exists() and len(f.name) <= 140
-    again = {r["id"]: Path(r["output_uri"]).name for r in pq.read_table(outs[1] / "results.parquet").to_pylist()}
+    again = {
+        r["id"]: Path(r["output_uri"]).name for r in pq.read_table(outs[1] / "results.parquet").to_pylist()
+    }
     assert again == {k: Path(v["output_uri"]).name for k, v in rows.items()}  # deterministic
     assert rows["a_b"]["output_uri"].endswith("/images/a_b.png")
     assert Path(rows["named_1"]["output_uri"]).name == safe_name("../../outside") + ".png"
@@ -70,8 +92,13 @@ def test_hostile_ids_stay_inside_out_and_never_collide(ray_cluster, hostile, wei
 
 def test_names_equal_but_for_case_are_refused_before_work(tmp_path, weights_path):
     manifest = tmp_path / "m.parquet"
-    pq.write_table(pa.table({"id": ["scan_1", "Photo", "photo"], "uri": ["a.jpg", "b.jpg", "c.jpg"]}), manifest)
-    with pytest.raises(ManifestError, match=r"^manifest column 'id': rows 1 and 2 give output names that differ only in case \('Photo' and 'photo'\)$"):
+    pq.write_table(
+        pa.table({"id": ["scan_1", "Photo", "photo"], "uri": ["a.jpg", "b.jpg", "c.jpg"]}), manifest
+    )
+    with pytest.raises(
+        ManifestError,
+        match=r"^manifest column 'id': rows 1 and 2 give output names that differ only in case \('Photo' and 'photo'\)$",
+    ):
         run(RunOptions(manifest=str(manifest), out=str(tmp_path / "out"), weights=str(weights_path)))
     assert not (tmp_path / "out").exists()
 
@@ -79,8 +106,22 @@ def test_names_equal_but_for_case_are_refused_before_work(tmp_path, weights_path
 def test_a_second_run_on_the_same_out_is_refused_until_the_first_is_dead(ray_cluster, weights_path, tmp_path):
     manifest = tiny_scans(tmp_path / "scans", 200, seed=11)
     out = tmp_path / "out"
-    args = ("run", str(manifest), "--out", str(out), "--weights", str(weights_path), "--working-size", str(WORKING),
-            "--batch-size", "1", "--progress-every", "0", "--address", ray_cluster)
+    args = (
+        "run",
+        str(manifest),
+        "--out",
+        str(out),
+        "--weights",
+        str(weights_path),
+        "--working-size",
+        str(WORKING),
+        "--batch-size",
+        "1",
+        "--progress-every",
+        "0",
+        "--address",
+        ray_cluster,
+    )
     first = popen_cli(*args)
     deadline = time.time() + 120
     while not (out / "_progress").exists() and time.time() < deadline:
@@ -88,7 +129,10 @@ def test_a_second_run_on_the_same_out_is_refused_until_the_first_is_dead(ray_clu
         time.sleep(0.05)
     second = cli(*args)
     assert second.returncode == 1
-    assert second.stderr.splitlines()[0] == f"Error: another run (pid {first.pid} on {socket.gethostname()}) is writing to {out}"
+    assert (
+        second.stderr.splitlines()[0]
+        == f"Error: another run (pid {first.pid} on {socket.gethostname()}) is writing to {out}"
+    )
     first.send_signal(signal.SIGKILL)
     first.communicate()
     third = cli(*args)  # the dead run's lock is stale: taken over
@@ -103,7 +147,9 @@ def test_lock_held_by_another_host(age, refused, weights_path, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / LOCK).write_text(json.dumps({"pid": 1, "host": "other-node", "time": time.time() - age}))
-    opts = RunOptions(manifest=str(manifest), out=str(out), weights=str(weights_path), working_size=WORKING, limit=0)
+    opts = RunOptions(
+        manifest=str(manifest), out=str(out), weights=str(weights_path), working_size=WORKING, limit=0
+    )
     if refused:
         with pytest.raises(ConfigError, match=f"^another run \\(pid 1 on other-node\\) is writing to {out}$"):
             run(opts)
@@ -123,14 +169,19 @@ def test_no_pickle_is_loaded_anywhere():
         tree = ast.parse(f.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                assert not any(a.name.split(".")[0] in ("pickle", "cloudpickle", "dill") for a in node.names), f
+                assert not any(
+                    a.name.split(".")[0] in ("pickle", "cloudpickle", "dill") for a in node.names
+                ), f
             if isinstance(node, ast.ImportFrom):
                 assert (node.module or "").split(".")[0] not in ("pickle", "cloudpickle", "dill"), f
-            if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":  # over several lines too
+            if (
+                isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load"
+            ):  # over several lines too
                 loads += 1
                 kw = {k.arg: k.value for k in node.keywords}
-                assert "weights_only" in kw and getattr(kw["weights_only"], "value", None) is True, \
+                assert "weights_only" in kw and getattr(kw["weights_only"], "value", None) is True, (
                     f"{f.name}:{node.lineno}: {ast.unparse(node)}"
+                )
     assert loads >= 1  # the checkpoint reader is found, so the check sees what it must
 
 
@@ -155,8 +206,12 @@ def test_secrets_never_written(ray_cluster, s3_server, weights_path, tmp_path):
     """Credentials passed in --storage-options appear in no output, log or message."""
     secret = f"S3CRET-{uuid.uuid4().hex}"
     key_id = f"AKIA{uuid.uuid4().hex[:16].upper()}"
-    so = {"endpoint_url": s3_server["endpoint_url"], "key": key_id, "secret": secret,
-          "client_kwargs": {"aws_session_token": f"tok-{secret}"}}
+    so = {
+        "endpoint_url": s3_server["endpoint_url"],
+        "key": key_id,
+        "secret": secret,
+        "client_kwargs": {"aws_session_token": f"tok-{secret}"},
+    }
     import s3fs
 
     fs = s3fs.S3FileSystem(**s3_server)
@@ -165,9 +220,23 @@ def test_secrets_never_written(ray_cluster, s3_server, weights_path, tmp_path):
     manifest = tiny_scans(tmp_path / "scans", 4, seed=2)
     t = pq.read_table(manifest)
     uris = [str(manifest.parent / u) for u in t.column("uri").to_pylist()] + ["s3://secrets/missing.jpg"]
-    pq.write_table(pa.table({"id": t.column("id").to_pylist() + ["missing"], "uri": uris}), tmp_path / "m.parquet")
-    r = cli("run", str(tmp_path / "m.parquet"), "--out", "s3://secrets/out", "--weights", str(weights_path),
-            "--working-size", str(WORKING), "--address", ray_cluster, "--storage-options", json.dumps(so))
+    pq.write_table(
+        pa.table({"id": t.column("id").to_pylist() + ["missing"], "uri": uris}), tmp_path / "m.parquet"
+    )
+    r = cli(
+        "run",
+        str(tmp_path / "m.parquet"),
+        "--out",
+        "s3://secrets/out",
+        "--weights",
+        str(weights_path),
+        "--working-size",
+        str(WORKING),
+        "--address",
+        ray_cluster,
+        "--storage-options",
+        json.dumps(so),
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     res = pq.read_table(fs.open("secrets/out/results.parquet", "rb")).to_pylist()
     assert sorted(r["status"] for r in res) == ["done"] * 4 + ["failed"]

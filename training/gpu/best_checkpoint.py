@@ -14,8 +14,11 @@ from archive_colorize.train.checkpoints import list_checkpoints, read_metrics  #
 
 def best(run: str) -> str:
     ckpts = dict(list_checkpoints(run))
-    scored = [(r["val_ab_mse"], int(r["step"])) for r in read_metrics(run)
-              if r.get("val_ab_mse") is not None and int(r["step"]) in ckpts]
+    scored = [
+        (r["val_ab_mse"], int(r["step"]))
+        for r in read_metrics(run)
+        if r.get("val_ab_mse") is not None and int(r["step"]) in ckpts
+    ]
     if not scored:
         return ckpts[max(ckpts)]
     return ckpts[min(scored)[1]]

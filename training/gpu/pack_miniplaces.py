@@ -2,9 +2,9 @@
 
 One upload (the repository plus carried files) is capped at 64 MiB, and the repository
 itself is about 42 MiB since it ships the full-width int8 weights (it was 7 MiB for the run
-of 2026-11-29, which used three parts of 47 MiB: `--parts 3 --budget-mib 47`). The 40k training JPEGs (about 4.4 KB each) are re-encoded as WebP at
-quality 70 (about 3.0 KB each, 114 MiB in all; JPEG at quality 70 is 3.9 KB: measured by
-`--measure`), then split into parts of at most --budget-mib each:
+of 2026-11-29, which used three parts of 47 MiB: `--parts 3 --budget-mib 47`). The 40k
+training JPEGs (about 4.4 KB each) are re-encoded as WebP at quality 70 (about 3.0 KB each,
+114 MiB in all; JPEG at quality 70 is 3.9 KB: measured by `--measure`), then split into parts of at most --budget-mib each:
 
     part-1/  categories.txt, val-monitor.parquet (val rows 0-499), train-00.parquet
     part-2/  train-01.parquet
@@ -58,18 +58,28 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default="../shared")
     ap.add_argument("--out", default=".device/parts")
-    ap.add_argument("--budget-mib", type=float, default=20.0, help="data per part (the repository travels beside it)")
+    ap.add_argument(
+        "--budget-mib", type=float, default=20.0, help="data per part (the repository travels beside it)"
+    )
     ap.add_argument("--parts", type=int, default=7)
-    ap.add_argument("--train-mib", type=float, default=0, help="--parts 1: training bytes to include (0 = what fits)")
+    ap.add_argument(
+        "--train-mib", type=float, default=0, help="--parts 1: training bytes to include (0 = what fits)"
+    )
     ap.add_argument("--format", default="WEBP", choices=["WEBP", "JPEG"])
     ap.add_argument("--quality", type=int, default=70)
     ap.add_argument("--monitor", type=int, default=500, help="val images used for monitoring during training")
-    ap.add_argument("--heldout", type=int, default=0, help="held-out val images to pack (0 = all 4,500 after the monitor)")
-    ap.add_argument("--measure", type=int, default=0, help="only print bytes/image of WebP and JPEG on this many images")
+    ap.add_argument(
+        "--heldout", type=int, default=0, help="held-out val images to pack (0 = all 4,500 after the monitor)"
+    )
+    ap.add_argument(
+        "--measure", type=int, default=0, help="only print bytes/image of WebP and JPEG on this many images"
+    )
     a = ap.parse_args()
     mp = Path(a.shared) / "data" / "miniplaces"
     if a.measure:
-        blobs = pq.read_table(mp / "train-00.parquet", columns=["image"]).column("image").to_pylist()[: a.measure]
+        blobs = (
+            pq.read_table(mp / "train-00.parquet", columns=["image"]).column("image").to_pylist()[: a.measure]
+        )
         print(f"original: {sum(map(len, blobs)) / len(blobs):.0f} B/image")
         for fmt in ("WEBP", "JPEG"):
             out = reencode_all(blobs, fmt, a.quality)
@@ -81,8 +91,10 @@ def main():
     train = pa.concat_tables([pq.read_table(p) for p in sorted(mp.glob("train-*.parquet"))])
     blobs = reencode_all(train.column("image").to_pylist(), a.format, a.quality)
     sizes = [len(b) + ROW_OVERHEAD for b in blobs]
-    print(f"{len(blobs)} training images re-encoded as {a.format} q{a.quality}: {sum(sizes) / 2**20:.1f} MiB, "
-          f"{sum(sizes) / len(sizes):.0f} B/image")
+    print(
+        f"{len(blobs)} training images re-encoded as {a.format} q{a.quality}: {sum(sizes) / 2**20:.1f} MiB, "
+        f"{sum(sizes) / len(sizes):.0f} B/image"
+    )
 
     def bytes_of(t: pa.Table) -> int:
         buf = pa.BufferOutputStream()
@@ -104,7 +116,9 @@ def main():
         d = out / f"part-{k}"
         d.mkdir(parents=True, exist_ok=True)
         rows = train.slice(start, end - start)
-        rows = rows.set_column(rows.schema.get_field_index("image"), "image", pa.array(blobs[start:end], pa.binary()))
+        rows = rows.set_column(
+            rows.schema.get_field_index("image"), "image", pa.array(blobs[start:end], pa.binary())
+        )
         pq.write_table(rows, d / f"train-{k - 1:02d}.parquet", compression="none")
         if k == 1:
             pq.write_table(monitor, d / "val-monitor.parquet")
@@ -115,7 +129,9 @@ def main():
         print(f"{d}: {end - start} training images, {total / 2**20:.1f} MiB in all")
         start = end
     if start < len(blobs):
-        print(f"left out: {len(blobs) - start} training images (raise --budget-mib or --parts to include them)")
+        print(
+            f"left out: {len(blobs) - start} training images (raise --budget-mib or --parts to include them)"
+        )
 
 
 if __name__ == "__main__":
