@@ -5,7 +5,6 @@ from archive_colorize.imaging.lab import (
     denormalize_ab,
     gray_to_lightness,
     lab_to_rgb,
-    lab_to_rgb_keep_lightness,
     normalize_ab,
     rgb_to_lab,
 )
@@ -41,11 +40,16 @@ def test_round_trip_batch_first():
     assert torch.allclose(lab_to_rgb(lab), x, atol=1e-9)
 
 
-def test_keep_lightness_pulls_chroma_not_luminance():
-    lab = torch.tensor([[[[40.0]], [[120.0]], [[-110.0]]]], dtype=torch.float64)  # far outside sRGB
-    rgb = lab_to_rgb_keep_lightness(lab)
-    assert rgb.min() >= 0 and rgb.max() <= 1
-    assert abs(float(rgb_to_lab(rgb)[0, 0]) - 40.0) < 0.05
+def test_recombination_pulls_chroma_not_luminance():
+    """The path every output takes (render.recombine): a colour far outside sRGB is pulled
+    toward grey at the scan's own L*."""
+    from archive_colorize.imaging.render import recombine
+
+    ab = torch.tensor([120.0, -110.0]).view(2, 1, 1).expand(2, 2, 2)  # far outside sRGB
+    out = recombine(torch.full((4, 4), 40.0), ab, bit_depth=16)
+    rgb = torch.from_numpy(out.astype("float64") / 65535).permute(2, 0, 1)[None]
+    assert abs(float(rgb_to_lab(rgb)[0, 0].mean()) - 40.0) < 0.05
+    lab = torch.tensor([[[[40.0]], [[120.0]], [[-110.0]]]], dtype=torch.float64)
     clipped = lab_to_rgb(lab)
     assert abs(float(rgb_to_lab(clipped)[0, 0]) - 40.0) > 1  # plain clipping would have moved L*
 

@@ -16,3 +16,13 @@ def test_stale_temporaries_are_removed_and_real_files_kept(tmp_path):
         "notes.tmp-keep",
     ]
     assert (tmp_path / "images" / "a.png").read_bytes() == b"whole"
+
+
+def test_one_glob_rule_for_manifests_builds_and_training_data():
+    from archive_colorize.core.storage import glob_root, has_wildcard
+    from archive_colorize.sources.manifest import default_out
+
+    assert [glob_root(p) for p in ("scans/19*/a?.tif", "s3://b/m/*.parquet", "x[12].png", "/a/b/c*")] == [
+        "scans", "s3://b/m", "x", "/a/b"]  # fmt: skip
+    assert has_wildcard("a/[ab].tif") and not has_wildcard("a/b.tif")
+    assert default_out("s3://b/m/part-*.parquet") == "s3://b/m-out"

@@ -259,3 +259,19 @@ def test_checkpoints_and_resume_on_s3(s3, s3_server, smoke, monkeypatch):
     assert [int(r["step"]) for r in read_metrics(run_dir)] == [1, 2, 3, 4, 5]
     s3.invalidate_cache()
     assert s3.exists("runs/smoke/checkpoints/step-000000005.pt") and s3.exists("runs/smoke/config.json")
+
+
+def test_both_training_data_paths_call_a_grey_image_with_alpha_grey():
+    """The streamed path (data.py) and the resident one (decode_pool.py) share one list of
+    colourless Pillow modes: an LA image was grey to one and colour to the other."""
+    import io
+
+    from PIL import Image
+
+    from archive_colorize.train.data import _decode_rgb
+    from archive_colorize.train.decode_pool import decode_chunk
+
+    buf = io.BytesIO()
+    Image.merge("LA", (Image.linear_gradient("L"), Image.new("L", (256, 256), 200))).save(buf, "PNG")
+    assert _decode_rgb(buf.getvalue())[1] is True
+    assert bool(decode_chunk([buf.getvalue()], 64)[2][0]) is True  # (rgb, ok, gray)

@@ -25,4 +25,7 @@ FORMATS = {f.name: f.extension for f in FORMAT_TABLE}  # --format -> file extens
 SIXTEEN_BIT_FORMATS = tuple(f.name for f in FORMAT_TABLE if f.sixteen_bit)
 MIME_BY_EXTENSION = {f.extension: f.mime for f in FORMAT_TABLE}
 # what a folder or prefix listing takes as scans (more than we write: archives keep BMP, GIF, JPEG 2000)
+# Pillow modes that hold no colour: a training image in one of these is grey, whatever
+# colour filter it would pass after conversion to RGB (LA: grey with alpha)
+GRAY_MODES = ("L", "1", "I;16", "I", "LA")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".jp2")

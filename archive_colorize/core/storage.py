@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 
@@ -27,6 +28,20 @@ def resolve(url: str, storage_options: dict | None = None):
     """-> (fs, path). Local paths come back absolute."""
     fs, path = url_to_fs(str(url), **(storage_options or {}))
     return fs, path
+
+
+WILDCARDS = "*?["  # what makes a path a glob, for fsspec's glob as for the shell's
+
+
+def has_wildcard(path: str) -> bool:
+    return any(ch in path for ch in WILDCARDS)
+
+
+def glob_root(pattern: str) -> str:
+    """The folder a glob searches under: `scans/19*/a?.tif` -> `scans`. Paths found by the
+    glob are named relative to it (ids, Hive partitions)."""
+    head = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+    return head.rsplit("/", 1)[0] if "/" in head else head
 
 
 def is_local(fs) -> bool:

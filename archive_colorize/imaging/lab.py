@@ -161,27 +161,3 @@ def fit_into_gamut(L: torch.Tensor, a: torch.Tensor, b: torch.Tensor, steps: int
         lo = torch.where(fits, mid, lo)
         hi = torch.where(fits, hi, mid)
     return lab_to_linear_planes(L, a * lo, b * lo)
-
-
-def lab_to_srgb_planes(L: torch.Tensor, a: torch.Tensor, b: torch.Tensor, steps: int = 10) -> torch.Tensor:
-    """L*, a*, b* planes -> (3, *shape) sRGB in [0, 1], pulling out-of-gamut chroma toward
-    grey instead of clipping channels.
-
-    Per-channel clipping changes L*, and the contract is that the archive's own luminance
-    survives untouched. The same functions run on the CPU and on a GPU.
-    """
-    lin = lab_to_linear_planes(L, a, b)
-    outside = outside_gamut(lin)
-    if outside.any():  # often a few pixels in a thousand: gather them, bisect, put back
-        sel = outside.nonzero(as_tuple=True)
-        fixed = fit_into_gamut(L[sel], a[sel], b[sel], steps)
-        for c in range(3):
-            lin[c][sel] = fixed[c]
-    return linear_to_srgb_(lin)
-
-
-def lab_to_rgb_keep_lightness(lab: torch.Tensor, steps: int = 10) -> torch.Tensor:
-    """(N,3,H,W) L*a*b* -> sRGB in [0,1], out-of-gamut chroma pulled toward grey
-    (lab_to_srgb_planes)."""
-    L, a, b = lab.unbind(1)
-    return lab_to_srgb_planes(L, a, b, steps).transpose(0, 1)

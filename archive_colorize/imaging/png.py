@@ -28,12 +28,6 @@ _BASE = 65521
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-    )
-
-
 def _adler32_combine(a1: int, a2: int, len2: int) -> int:
     rem = len2 % _BASE
     s1 = ((a1 & 0xFFFF) + (a2 & 0xFFFF) + _BASE - 1) % _BASE

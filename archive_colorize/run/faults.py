@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = ("lock-acquired", "progress-written", "before-compact", "compacted", "model-batch", "device-error")
 _VARS = (
     "ARCHIVE_COLORIZE_CRASH_AT",
     "ARCHIVE_COLORIZE_STOP_AT",

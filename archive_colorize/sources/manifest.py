@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from archive_colorize.core.defaults import MAX_CHROMA_GAIN
 from archive_colorize.errors import ManifestError
-from archive_colorize.core.storage import is_local, pa_filesystem, resolve
+from archive_colorize.core.storage import glob_root, has_wildcard, is_local, pa_filesystem, resolve
 
 REQUIRED = ("id", "uri")
 OPTIONAL = ("style_uri", "output_name")
@@ -59,7 +59,6 @@ SHOW_ROWS = 5
 CHECK_BATCH = 256 * 1024  # rows per streamed batch: ~20 MB of id and uri text
 HASHES_PER_PASS = 4_000_000  # 32 MB of 8-byte hashes: the duplicate check's memory, at any size
 STRING_TYPES = "string, large_string, string_view or dictionary<string>"
-_WILDCARDS = "*?["
 
 
 # ---------------------------------------------------------------- types
@@ -185,9 +184,8 @@ def default_out(manifest_url: str) -> str:
     """`m.parquet` -> `m-out`, `m/` -> `m-out`, `m/*.parquet` -> `m-out`: beside the
     manifest, in the same folder or bucket prefix."""
     base = manifest_url.rstrip("/")
-    if any(ch in base for ch in _WILDCARDS):
-        head = re.split(r"[*?\[]", base, maxsplit=1)[0]
-        base = head.rsplit("/", 1)[0] if "/" in head else head
+    if has_wildcard(base):
+        base = glob_root(base)
     elif base.endswith(".parquet"):
         base = base[: -len(".parquet")]
     return base.rstrip("/") + "-out"
@@ -205,9 +203,8 @@ def locate(url: str, storage_options: dict | None = None) -> tuple[object, str, 
     except Exception as e:
         raise ManifestError(f"cannot open manifest {url}: {e}") from None
     path = path.rstrip("/") or "/"
-    if any(ch in path for ch in _WILDCARDS):
-        head = re.split(r"[*?\[]", path, maxsplit=1)[0]
-        root = head.rsplit("/", 1)[0] if "/" in head else head
+    if has_wildcard(path):
+        root = glob_root(path)
         files = sorted(p for p in fs.glob(path) if p.endswith(".parquet") and fs.isfile(p))
         if not files:
             raise ManifestError(f"manifest {url}: no Parquet files match")
@@ -490,7 +487,7 @@ def expand_manifests(sources: list[str], storage_options: dict | None = None) ->
     directory is a partitioned dataset); a glob is one manifest per file it matches."""
     urls: list[str] = []
     for src in sources:
-        if any(ch in src for ch in _WILDCARDS):
+        if has_wildcard(src):
             fs, root, files = locate(src, storage_options)
             proto = "" if is_local(fs) else f"{src.split('://', 1)[0]}://"
             urls += [f"{proto}{p}" for p in files]

@@ -10,7 +10,14 @@ import pyarrow.parquet as pq
 
 from archive_colorize.core.formats import IMAGE_SUFFIXES
 from archive_colorize.errors import ManifestError
-from archive_colorize.core.storage import atomic_write_bytes, is_local, open_url, resolve
+from archive_colorize.core.storage import (
+    atomic_write_bytes,
+    glob_root,
+    has_wildcard,
+    is_local,
+    open_url,
+    resolve,
+)
 
 # file names taken for images (decoding itself sniffs the bytes, whatever the name)
 
@@ -31,8 +38,8 @@ def build_manifest(
     its other columns ride along as metadata (e.g. the archive's own identifier and title)."""
     fs, path = resolve(source, storage_options)
     proto = "" if is_local(fs) else f"{source.split('://', 1)[0]}://"
-    if any(ch in path for ch in "*?["):
-        root = path.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0].rsplit("/", 1)[0]
+    if has_wildcard(path):
+        root = glob_root(path)
         files = sorted(fs.glob(path))
     else:
         if not fs.isdir(path):

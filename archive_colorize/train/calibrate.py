@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from archive_colorize.errors import ConfigError
+from archive_colorize.core.storage import has_wildcard
 from archive_colorize.imaging.lab import rgb_to_lab
 from archive_colorize.train.metrics import colourfulness
 
@@ -80,7 +81,7 @@ def read_images(data: str, rows: tuple[int, int | None]) -> tuple[list[bytes], d
             h.update(os.path.relpath(path, data).encode() + b"\0" + hashlib.sha256(images[-1]).digest())
         name = os.path.basename(os.path.normpath(data))
     else:
-        paths = sorted(glob.glob(data)) if any(c in data for c in "*?[") else [data]
+        paths = sorted(glob.glob(data)) if has_wildcard(data) else [data]
         if not paths or not all(os.path.isfile(p) for p in paths):
             raise ConfigError(
                 f"--data {data}: no Parquet file or image folder there",
@@ -109,7 +110,7 @@ def prepare(engine, data: str, rows: tuple[int, int | None] = (0, None)) -> Held
     from PIL import Image
 
     from archive_colorize.train.data import MIN_COLOUR_STD, colour_spread
-    from archive_colorize.train.decode_pool import GRAY_MODES
+    from archive_colorize.core.formats import GRAY_MODES
     from archive_colorize.imaging.images import decode_image
 
     images, info = read_images(data, rows)

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from archive_colorize.errors import ConfigError
+from archive_colorize.core.formats import GRAY_MODES
+from archive_colorize.core.storage import has_wildcard
 from archive_colorize.imaging.lab import normalize_ab, rgb_to_lab
 
 # The paper's filter (§4): drop grayscale images and images with little colour variance.
@@ -56,7 +58,7 @@ def resolve_source(spec: str, root: str | None = None) -> Source:
             )
             root = next((c for c in candidates if fs.isdir(c)), base)
         return Source("places", (spec,), root)
-    paths = sorted(fs.glob(spec)) if any(ch in spec for ch in "*?[") else [spec]
+    paths = sorted(fs.glob(spec)) if has_wildcard(spec) else [spec]
     paths = [p if p.startswith(prefix) else prefix + p for p in paths]
     if not paths or not all(fs.exists(p) for p in paths):
         raise ConfigError(f"data: no Parquet files match {spec}")
@@ -83,7 +85,7 @@ def read_places_list(source: Source) -> list[dict]:
 
 def _decode_rgb(data: bytes) -> tuple[np.ndarray, bool]:
     im = Image.open(io.BytesIO(data))
-    gray = im.mode in ("L", "1", "I;16", "I")
+    gray = im.mode in GRAY_MODES
     return np.asarray(im.convert("RGB")), gray
 
 

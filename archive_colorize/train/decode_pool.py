@@ -11,7 +11,7 @@ import io
 import numpy as np
 from PIL import Image
 
-GRAY_MODES = ("L", "1", "I;16", "I", "LA")
+from archive_colorize.core.formats import GRAY_MODES
 
 
 def decode_chunk(blobs: list[bytes], side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
