@@ -61,7 +61,7 @@ def full_width_model(num_classes: int = 365, width: float = 1.0):
     """The paper's network at full width, seeded, with non-trivial batch-norm statistics (so
     folding does real work). Speed does not depend on the values; int8 calibration does
     not care either, as it calibrates on real images."""
-    from archive_colorize.model.network import ColorizationModel, ModelConfig
+    from archive_colorize import ColorizationModel, ModelConfig
 
     torch.manual_seed(0)
     m = ColorizationModel(ModelConfig(num_classes=num_classes, width=width)).eval()

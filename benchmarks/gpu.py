@@ -55,7 +55,7 @@ def timed(fn, dev, repeats=5, warmup=2):
 
 def scans(n: int, h: int = 512, w: int = 384) -> list[tuple[torch.Tensor, None]]:
     """n distinct working copies (L*/100) cut from the committed sample photographs."""
-    from archive_colorize.imaging.images import decode_image, working_copy
+    from archive_colorize import decode_image, working_copy
 
     files = sorted((ROOT / "manifests" / "sample").glob("*.jpg"))
     base = [working_copy(decode_image(f.read_bytes()).lightness, 1024)[0, 0] for f in files]
@@ -73,8 +73,8 @@ def scans(n: int, h: int = 512, w: int = 384) -> list[tuple[torch.Tensor, None]]
 
 
 def engine_for(dev, precision: str, batch: int, compile_mode: str | None = None):
-    from archive_colorize.model.engine import Engine
-    from archive_colorize.model.weights import load_weights
+    from archive_colorize import Engine
+    from archive_colorize import load_weights
 
     e = Engine(
         load_weights(None),
@@ -174,7 +174,7 @@ def compile_section(dev, precisions, modes, batches, quick):
 
 
 def recombine_section(dev, sizes, quick):
-    from archive_colorize.imaging.render import recombine
+    from archive_colorize import recombine
 
     rows = []
     g = torch.Generator().manual_seed(0)
@@ -182,9 +182,9 @@ def recombine_section(dev, sizes, quick):
         H = int((mpx * 1e6 * 4 / 3) ** 0.5)
         W = int(mpx * 1e6 / H)
         # a real photograph's L* and a*b*, stretched to this size: realistic gamut and edges
-        from archive_colorize.model.engine import Engine
-        from archive_colorize.imaging.images import decode_image
-        from archive_colorize.model.weights import load_weights
+        from archive_colorize import Engine
+        from archive_colorize import decode_image
+        from archive_colorize import load_weights
 
         d = decode_image((ROOT / "manifests" / "sample" / "astronaut.jpg").read_bytes())
         ab = Engine(load_weights(None), device="cpu").predict(d.lightness).ab

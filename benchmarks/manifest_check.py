@@ -26,7 +26,7 @@ kind, path, bench = sys.argv[1], sys.argv[2], sys.argv[3]
 sys.path.insert(0, bench)
 from common import PeakRSS, rss_mb
 import pyarrow.compute as pc, pyarrow.dataset as ds
-from archive_colorize.sources.manifest import load_manifest
+from archive_colorize import load_manifest
 import pandas.util
 before = rss_mb()  # everything imported
 t = time.perf_counter()

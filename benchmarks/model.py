@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import PeakRSS, full_width_model, machine, median_time, table, write  # noqa: E402
 from naive import NaiveColorizer  # noqa: E402
 
-from archive_colorize.model.engine import Engine  # noqa: E402
-from archive_colorize.model.weights import Weights  # noqa: E402
+from archive_colorize import Engine  # noqa: E402
+from archive_colorize import Weights  # noqa: E402
 
 
 def engine_for(model, precision: str) -> Engine:
@@ -74,7 +74,7 @@ def main():
     if a.random:
         model, source = full_width_model(width=a.width), f"seeded random, width {a.width}"
     else:
-        from archive_colorize.model.weights import load_weights
+        from archive_colorize import load_weights
 
         shipped = load_weights(None)
         model, source = (

@@ -10,7 +10,7 @@ import copy
 
 import torch
 
-from archive_colorize.model.network import ColorizationModel
+from archive_colorize import ColorizationModel
 
 
 class NaiveColorizer:

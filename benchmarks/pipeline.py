@@ -59,12 +59,12 @@ def make_images(folder: Path, n: int, size: tuple[int, int] = (640, 480)) -> Pat
 def engine_loop(manifest: Path, working_size: int, out: Path) -> float:
     import torch
 
-    from archive_colorize.model.engine import Engine
-    from archive_colorize.imaging.provenance import Provenance
-    from archive_colorize.imaging.render import render
-    from archive_colorize.imaging.images import decode_image
+    from archive_colorize import Engine
+    from archive_colorize import Provenance
+    from archive_colorize import render
+    from archive_colorize import decode_image
     from archive_colorize.core.storage import atomic_write_bytes
-    from archive_colorize.model.weights import load_weights
+    from archive_colorize import load_weights
 
     torch.set_num_threads(2)
     w = load_weights(None)

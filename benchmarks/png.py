@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, table, write  # noqa: E402
 
-from archive_colorize import png  # noqa: E402
+from archive_colorize.imaging import png  # noqa: E402
 
 FILES = {"24 MP 8-bit": "scan_24mp.png", "100 MP 16-bit": "scan_100mp.tif"}
 
@@ -43,10 +43,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
-    from archive_colorize.model.engine import Engine
-    from archive_colorize.imaging.images import decode_image, working_copy
-    from archive_colorize.imaging.render import recombine
-    from archive_colorize.model.weights import load_weights
+    from archive_colorize import Engine
+    from archive_colorize import decode_image, working_copy
+    from archive_colorize import recombine
+    from archive_colorize import load_weights
 
     torch.set_num_threads(2)
     folder = Path(tempfile.gettempdir()) / "archive-colorize-scan-bench"

@@ -20,10 +20,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import SHARED, machine, table, write  # noqa: E402
 
-from archive_colorize.model.engine import Engine  # noqa: E402
-from archive_colorize.imaging.render import recombine  # noqa: E402
-from archive_colorize.imaging.images import decode_image  # noqa: E402
-from archive_colorize.model.weights import load_weights  # noqa: E402
+from archive_colorize import Engine  # noqa: E402
+from archive_colorize import recombine  # noqa: E402
+from archive_colorize import decode_image  # noqa: E402
+from archive_colorize import load_weights  # noqa: E402
 
 
 def main():

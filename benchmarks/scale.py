@@ -27,7 +27,7 @@ HISTORICAL = Path(os.environ.get("ARCHIVE_COLORIZE_SHARED", ROOT.parent / "share
 
 
 def tiny_model(path: Path) -> None:
-    from archive_colorize.model.network import ColorizationModel, ModelConfig
+    from archive_colorize import ColorizationModel, ModelConfig
     from archive_colorize.model.weights import load_categories, save_weights
 
     torch.manual_seed(0)

@@ -53,12 +53,13 @@ def one(path: Path, working_size: int, repeats: int, code: str = "now") -> dict:
     they were before issue 13 (benchmarks/legacy.py)."""
     import torch
 
-    from archive_colorize.model.engine import Engine
-    from archive_colorize.imaging.images import working_copy
-    from archive_colorize.imaging.render import recombine
-    from archive_colorize.imaging.images import decode_image, encode_image, output_bit_depth
+    from archive_colorize import Engine
+    from archive_colorize import working_copy
+    from archive_colorize import recombine
+    from archive_colorize import decode_image, encode_image
+    from archive_colorize.imaging.images import output_bit_depth
     from archive_colorize.core.storage import atomic_write_bytes
-    from archive_colorize.model.weights import load_weights
+    from archive_colorize import load_weights
     from legacy import encode_png_before, recombine_before, use_decode_before
 
     if code == "before":

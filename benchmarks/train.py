@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from archive_colorize.train.config import load_config  # noqa: E402
+from archive_colorize import load_config  # noqa: E402
 from archive_colorize.train.device_data import DeviceDataset  # noqa: E402
-from archive_colorize.model.network import ColorizationModel, ModelConfig  # noqa: E402
+from archive_colorize import ColorizationModel, ModelConfig  # noqa: E402
 from archive_colorize.train.loop import _local_batches, make_optimizer, train_step  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -38,11 +38,11 @@ def main():
     a = ap.parse_args()
     import pyvips
 
-    from archive_colorize.model.engine import Engine
-    from archive_colorize.imaging.images import decode_image, working_copy
+    from archive_colorize import Engine
+    from archive_colorize import decode_image, working_copy
     from archive_colorize.imaging.png import encode_png
-    from archive_colorize.imaging.render import recombine
-    from archive_colorize.model.weights import load_weights
+    from archive_colorize import recombine
+    from archive_colorize import load_weights
 
     torch.set_num_threads(2)
     pyvips.concurrency_set(2)

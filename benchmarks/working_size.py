@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from archive_colorize.model.engine import Engine
-from archive_colorize.imaging.images import decode_image
-from archive_colorize.model.weights import load_weights
+from archive_colorize import Engine
+from archive_colorize import decode_image
+from archive_colorize import load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 
