@@ -200,3 +200,23 @@ def test_rebalanced_without_a_frozen_trunk_and_a_frozen_trunk_without_init(head_
         ConfigError, match="^a frozen trunk \\(train.freeze\\) needs trained weights to start from$"
     ):
         run_training(head_setup["cfg"](), str(d / "y"))
+
+
+def test_colourfulness_loss_has_finite_gradients_where_srgb_clips():
+    """A grey prediction on a black or white region clips to 0 or 1 in linear sRGB, where
+    the gamma curve's power has an infinite slope: the first CPU run of this loss went NaN
+    at step 100 (torch.where passes inf * 0 back through the branch it did not take)."""
+    torch.manual_seed(0)
+    true = normalize_ab(torch.randn(4, 2, 8, 8) * 30)
+    L = torch.rand(4, 1, 16, 16)
+    L[0] = 0.0  # black
+    L[1] = 1.0  # white
+    for start in (
+        torch.full_like(true, 0.5),
+        normalize_ab(torch.randn(4, 2, 8, 8) * 200),
+    ):  # grey; far out of gamut
+        pred = start.clone().requires_grad_(True)
+        loss = colour_loss("colourfulness", pred, true, L, beta=0.005)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(pred.grad).all()
+        assert pred.grad.abs().sum() > 0

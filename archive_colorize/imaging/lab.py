@@ -49,7 +49,9 @@ def srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
 
 def linear_to_srgb(lin: torch.Tensor) -> torch.Tensor:
     lin = lin.clamp(0.0, 1.0)
-    return torch.where(lin <= 0.0031308, lin * 12.92, 1.055 * lin ** (1 / 2.4) - 0.055)
+    # the power's argument clamped to its own branch: at 0 its gradient is infinite, and
+    # torch.where's gradient multiplies the branch it did not take by 0 (inf * 0 = NaN)
+    return torch.where(lin <= 0.0031308, lin * 12.92, 1.055 * lin.clamp(min=0.0031308) ** (1 / 2.4) - 0.055)
 
 
 def _f(t: torch.Tensor) -> torch.Tensor:

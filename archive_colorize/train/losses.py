@@ -96,7 +96,8 @@ def colour_loss(
         from archive_colorize.train.metrics import colourfulness
 
         L = F.interpolate(L01, size=pred01.shape[-2:], mode="area") * 100
-        c_pred = colourfulness(lab_to_rgb(torch.cat([L, denormalize_ab(pred01)], 1)))
+        # eps: a grey prediction has colourfulness 0, where the square root's slope is infinite
+        c_pred = colourfulness(lab_to_rgb(torch.cat([L, denormalize_ab(pred01)], 1)), eps=1e-4)
         c_true = colourfulness(lab_to_rgb(torch.cat([L, denormalize_ab(true01)], 1)))
         short = (c_true - c_pred).clamp(min=0) / c_true.clamp(min=1.0)
         return F.mse_loss(pred01, true01) + beta * short.mean()

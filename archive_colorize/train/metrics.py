@@ -28,10 +28,11 @@ def psnr_rgb(L01, pred_ab01, true_ab01) -> torch.Tensor:
     return psnr(rgb_from(L01, pred_ab01), rgb_from(L01, true_ab01))
 
 
-def colourfulness(rgb01: torch.Tensor) -> torch.Tensor:
-    """Hasler & Suesstrunk (2003), on 0..255 values; one number per image."""
+def colourfulness(rgb01: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Hasler & Suesstrunk (2003), on 0..255 values; one number per image. `eps` under the
+    square roots: a loss needs it, since a grey image's gradient there is infinite."""
     r, g, b = (rgb01 * 255).unbind(1)
     rg, yb = r - g, 0.5 * (r + g) - b
-    std = (rg.flatten(1).var(1, unbiased=False) + yb.flatten(1).var(1, unbiased=False)).sqrt()
-    mean = (rg.flatten(1).mean(1) ** 2 + yb.flatten(1).mean(1) ** 2).sqrt()
+    std = (rg.flatten(1).var(1, unbiased=False) + yb.flatten(1).var(1, unbiased=False) + eps).sqrt()
+    mean = (rg.flatten(1).mean(1) ** 2 + yb.flatten(1).mean(1) ** 2 + eps).sqrt()
     return std + 0.3 * mean
