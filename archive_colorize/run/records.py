@@ -23,7 +23,7 @@ def previous_devices(ctx) -> list[str]:
 
 
 def write_iiif(ctx, results: pa.Table) -> None:
-    from archive_colorize.sources.iiif import run_manifest
+    from archive_colorize.sinks.iiif import run_manifest
     from archive_colorize.core.storage import abs_uri
 
     rows = [{**r, "uri": abs_uri(r["uri"], ctx.manifest.base_dir)} for r in results.to_pylist()]

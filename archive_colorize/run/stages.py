@@ -33,12 +33,12 @@ from archive_colorize.model.engine import Engine, scale_chroma
 from archive_colorize.run.faults import crash_point
 from archive_colorize.imaging.images import decode_image, output_bit_depth, working_copy
 from archive_colorize.sources.manifest import normalize, safe_name
-from archive_colorize.run.options import FORMATS
 from archive_colorize.imaging.provenance import Provenance
 from archive_colorize.imaging.render import colour, encode_result, mean_chroma, render
-from archive_colorize.core.storage import abs_uri, atomic_write_bytes, read_bytes, resolve
+from archive_colorize.core.storage import abs_uri, read_bytes, resolve
 from archive_colorize.core.arrays import pack, unpack_numpy
 from archive_colorize.run import schema as S
+from archive_colorize.sinks.images import ImageFolder
 
 PENDING = "pending"  # between finish stages only: a scan left for the stage sized for it
 
@@ -346,10 +346,7 @@ def finish(
     if shipped:
         rgbs = unpack_numpy(batch.column(S.RGB))
         exifs, xmps, formats = (batch.column(c).to_pylist() for c in (S.EXIF, S.XMP, S.FORMAT))
-    out_fs, out_root = (
-        resolve(out_url, storage_options) if todo else (None, None)
-    )  # the URL: keep the protocol
-    ext = FORMATS[fmt]
+    folder = ImageFolder(out_url, storage_options) if todo else None
     for i in todo:
         if fatal is not None:
             status[i] = None  # not attempted: unsettled, so the resumed run does it
@@ -357,7 +354,7 @@ def finish(
         status[i] = "failed"
         t0 = time.perf_counter()
         try:
-            name = f"{safe_name(onames[i] or ids[i])}.{ext}"
+            name = ImageFolder.file_name(safe_name(onames[i] or ids[i]), fmt)
             if shipped:
                 # the scan is read again only for a C2PA ingredient, which is its bytes
                 source = (
@@ -374,15 +371,11 @@ def finish(
                     decode_image(data, max_pixels), abs_[i], fmt, provenance, source=data, title=name
                 )
             try:
-                atomic_write_bytes(f"{out_root}/images/{name}", blob, fs=out_fs)
+                uri = folder.write(name, blob)
             except (OSError, StorageError) as e:
                 fatal, status[i] = f"cannot write to the output location {out_url}: {one_line(e)}", None
                 continue
-            status[i], out_uris[i], out_shas[i] = (
-                "done",
-                f"{out_url}/images/{name}",
-                hashlib.sha256(blob).hexdigest(),
-            )
+            status[i], out_uris[i], out_shas[i] = "done", uri, hashlib.sha256(blob).hexdigest()
         except ImageError as e:
             errors[i] = one_line(e)
         except Exception as e:
