@@ -20,11 +20,19 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from archive_colorize.run import progress
+
+if TYPE_CHECKING:  # torch and the signer load only when a run starts
+    import fsspec
+    from rich.console import Console
+
+    from archive_colorize.imaging.c2pa_sign import Credentials
+    from archive_colorize.model.weights import Weights
 from archive_colorize.run import schema as S
 from archive_colorize.errors import RESUME_HINT, ColorizeError, StorageError, one_line
 from archive_colorize.run.faults import armed, crash_point
@@ -52,14 +60,14 @@ class RunContext:
 
     opts: RunOptions
     manifest: Manifest
-    weights: object  # weights.Weights, loaded and verified
-    out_fs: object
+    weights: Weights  # loaded and verified
+    out_fs: fsspec.AbstractFileSystem
     out_root: str
     out_url: str
     lock: OutputLock
-    console: object = None
+    console: Console | None = None
     t_start: float = field(default_factory=time.time)
-    c2pa: object = None  # c2pa_sign.Credentials, checked
+    c2pa: Credentials | None = None  # checked
     skip: pa.Array | None = None  # ids settled in the progress log that this run leaves alone
     todo: int = 0
     counts: dict = field(default_factory=lambda: {"done": 0, "failed": 0})
