@@ -16,7 +16,9 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from archive_colorize.core.text import printable
 from archive_colorize.errors import ColorizeError
 
 app = typer.Typer(
@@ -29,8 +31,10 @@ manifest_app = typer.Typer(no_args_is_help=True, help="Build and check Parquet m
 app.add_typer(weights_app, name="weights")
 app.add_typer(manifest_app, name="manifest")
 
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# markup off: ids, uris and column names come from manifests and folders, and `[/]` in one
+# is text (styles are given as Text, below)
+console = Console(soft_wrap=True, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
 _state = {"debug": False}
 
 
@@ -58,6 +62,8 @@ def run_options(command: str):
             annotation = types[f.name]
             if f.name == "storage_options":  # JSON text on the command line
                 annotation, default = Optional[str], None
+            elif default == []:  # a repeatable option
+                annotation, default = Optional[List[str]], None
             choices = f" One of {', '.join(m['choices'])}." if m["choices"] else ""
             # Rich reads [...] in help as markup: escape it, so [c2pa] stays on the page
             info = typer.Option(default, m["flag"], help=(m["help"] + choices).replace("[", "\\["))
@@ -71,6 +77,9 @@ def run_options(command: str):
             fields = {name: kwargs.pop(name) for name in names}
             if "storage_options" in fields:
                 fields["storage_options"] = parse_storage_options(fields["storage_options"])
+            for name in names:
+                if fields[name] is None and types[name] is list:
+                    fields[name] = []
             return fn(*args, run_fields=fields, **kwargs)
 
         params = own + added
@@ -91,9 +100,11 @@ def friendly(fn):
         except ColorizeError as e:
             if _state["debug"]:
                 raise
-            err.print(f"[bold red]Error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(
+                Text.assemble(("Error:", "bold red"), f" {printable(e)}"), highlight=False, soft_wrap=True
+            )
             if e.hint:
-                err.print(f"Hint: {e.hint}", highlight=False, soft_wrap=True)
+                err.print(f"Hint: {printable(e.hint)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1)
 
     return wrapper
@@ -145,10 +156,16 @@ def colorize(
     for r in colorize_paths(engine, inputs, out, fmt, style_from, o.max_pixels, credentials):
         if r.error:
             failed += 1
-            err.print(f"[red]failed[/] {r.input}: {r.error}", highlight=False)
+            err.print(
+                Text.assemble(("failed", "red"), f" {printable(r.input)}: {printable(r.error)}"),
+                highlight=False,
+            )
             continue
         scenes = ", ".join(f"{name} {p:.0%}" for name, p in r.top5)
-        console.print(f"{r.input} -> {r.output}  [dim]{scenes}[/]", highlight=False)
+        console.print(
+            Text.assemble(f"{printable(r.input)} -> {printable(r.output)}  ", (scenes, "dim")),
+            highlight=False,
+        )
     if failed:
         raise typer.Exit(1)
 
@@ -408,6 +425,12 @@ def manifest_build(
     max_size: Optional[int] = typer.Option(
         None, "--max-size", help="With IIIF: ask the image service for at most N x N pixels."
     ),
+    allow_uri: Optional[List[str]] = typer.Option(
+        None,
+        "--allow-uri",
+        help="With a remote IIIF document: let it name URIs under this prefix, which the URI policy refuses "
+        "otherwise (another scheme, a private or loopback address). Repeatable.",
+    ),
     storage_options: Optional[str] = typer.Option(None, "--storage-options", help="fsspec options as JSON."),
 ):
     """Make a manifest from scans (ids: relative paths without extension), a IIIF manifest or a NARA export.
@@ -427,7 +450,26 @@ def manifest_build(
             else ""
         )
     elif source and mb.is_iiif_source(source):
-        table, extra = mb.build_from_iiif(source, out, max_size=max_size, storage_options=so), ""
+        refused: list = []
+        try:
+            table = mb.build_from_iiif(
+                source,
+                out,
+                max_size=max_size,
+                storage_options=so,
+                allow=tuple(allow_uri or ()),
+                refused=refused,
+            )
+        finally:  # also when the policy left nothing and the build fails
+            for where, uri, rule in refused:
+                err.print(
+                    f"left out {printable(where)}: {printable(uri)}: {printable(rule)}", highlight=False
+                )
+        extra = (
+            f"; {len(refused)} image(s) left out by the URI policy (--allow-uri opens a prefix)"
+            if refused
+            else ""
+        )
     elif source:
         table, extra = mb.build_manifest(source, out, catalog=catalog, key=key, storage_options=so), ""
     else:

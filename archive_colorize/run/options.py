@@ -160,6 +160,14 @@ class RunOptions:
         "cluster brings its own.",
         factory=dict,
     )
+    allow_uri: list = option(
+        None,
+        "--allow-uri",
+        "Let rows that a remote document named (IIIF, NARA by URL) fetch URIs under this prefix, "
+        "which the URI policy refuses otherwise (another scheme, a private or loopback address), "
+        "e.g. http://iiif.internal/. Repeatable.",
+        factory=list,
+    )
     # run only: submit has its own --address (the Jobs API), and a job's logs are Ray's
     address: str | None = option(
         None,
@@ -191,6 +199,9 @@ class RunOptions:
             flag = f.metadata["flag"]
             if isinstance(value, bool):
                 args.append(flag)
+            elif isinstance(value, list):
+                for item in value:
+                    args += [flag, str(item)]
             elif isinstance(value, dict):
                 args += [flag, json.dumps(value, sort_keys=True)]
             elif isinstance(value, float):
@@ -257,6 +268,11 @@ def check_options(opts: RunOptions) -> None:
         if choices and value not in choices and f.name != "precision":
             raise OptionError(f"{f.metadata['flag']} must be one of {', '.join(choices)}, not {value!r}")
     check_precision(opts.precision)  # its message explains the lossy choices
+    for prefix in opts.allow_uri or ():
+        if "://" not in prefix or prefix.split("://", 1)[1] == "":
+            raise OptionError(
+                f"--allow-uri must be a URL prefix with a scheme and host, e.g. http://iiif.internal/, not {prefix!r}"
+            )
     if opts.chroma_gain is not None:
         check_chroma_gain(opts.chroma_gain)
     if opts.threads_per_actor is not None and opts.threads_per_actor < 1:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # torch and the signer load only when a run starts
     from archive_colorize.imaging.c2pa_sign import Credentials
     from archive_colorize.model.weights import Weights
 from archive_colorize.run import schema as S
+from archive_colorize.core.uripolicy import UriPolicy
 from archive_colorize.errors import RESUME_HINT, ColorizeError, StorageError, one_line
 from archive_colorize.run.faults import armed, crash_point
 from archive_colorize.run.lock import OutputLock
@@ -162,7 +163,7 @@ def _execute(ctx: RunContext) -> None:
             or console.file in (sys.stderr, sys.__stderr__)
             or getattr(console, "stderr", False)
         )
-        live = Console(file=term, force_terminal=tty, soft_wrap=True) if on_stderr else console
+        live = Console(file=term, force_terminal=tty, soft_wrap=True, markup=False) if on_stderr else console
         ds, plan, cluster = _dataset(ctx)
         gpus = f", {plan.num_gpus:g} GPU" if plan.num_gpus else ""
         live.print(
@@ -229,6 +230,8 @@ def _dataset(ctx: RunContext):
     # progress files, only when the whole file is done.
     ds = ds.repartition(target_num_rows_per_block=opts.batch_size)
     common = {"batch_format": "pyarrow", "batch_size": opts.batch_size, "zero_copy_batch": True}
+    # the operator's manifest is trusted; rows a remote document named are not (uripolicy.py)
+    policy = UriPolicy(bool(m.untrusted_origin), tuple(opts.allow_uri or ()), m.untrusted_origin)
     ship = plan.recombine_on == "actor"  # the actor recombines on its device: prepare ships the full L*
     ds = ds.map_batches(
         prepare,
@@ -238,6 +241,7 @@ def _dataset(ctx: RunContext):
             "working_size": opts.working_size,
             "max_pixels": opts.max_pixels,
             "ship": ship,
+            "policy": policy,
         },
         **common,
     )
@@ -275,6 +279,7 @@ def _dataset(ctx: RunContext):
                 "provenance": provenance,
                 "pixels": (stage.low, stage.high),
                 "last": k == len(plan.finish) - 1,
+                "policy": policy,
             },
             memory=stage.memory,
             **common,

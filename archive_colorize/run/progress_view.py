@@ -17,10 +17,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from archive_colorize.core.text import printable
+
 
 class RunProgress:
     def __init__(self, total: int, console: Console | None = None):
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, markup=False)
         self.failed = 0
         self.progress = Progress(
             TextColumn("[bold]colorizing"),
@@ -46,7 +48,7 @@ class RunProgress:
 
     def note(self, text: str) -> None:
         """A line above the bar (or plain, off a terminal)."""
-        self.console.print(text, highlight=False)
+        self.console.print(printable(text), highlight=False, markup=False)
 
     def advance(self, done: int, failed: int) -> None:
         self.failed += failed

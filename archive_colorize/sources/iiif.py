@@ -14,8 +14,12 @@ import json
 import re
 from collections import Counter
 
+from urllib.parse import urlsplit
+
+from archive_colorize.core.uripolicy import UriPolicy, UriRefused, fetch_http, origin
 from archive_colorize.errors import ManifestError, one_line
 
+MAX_DOCUMENT_BYTES = 64 * 2**20  # a manifest of 10,000 canvases is a few MB
 MAX_DOCUMENTS = 10_000  # collections of collections: a cycle or a runaway crawl stops here
 
 
@@ -141,17 +145,25 @@ def _rows_v3(doc: _Doc, m: dict, max_size: int | None) -> list[dict]:
     return rows
 
 
-def _image(doc: _Doc, resource: dict, path: str, max_size: int | None) -> str:
+def _image(doc: _Doc, resource: dict, path: str, max_size: int | None) -> tuple[str, str]:
     url = image_url(resource, max_size)
     if not url:
         doc.fail(path, "has neither an id nor an image service")
-    return url
+    return url, path
 
 
-def _canvas_rows(cid: str, bodies: list[str], title: str | None, common: dict) -> list[dict]:
+def _canvas_rows(cid: str, bodies: list[tuple[str, str]], title: str | None, common: dict) -> list[dict]:
+    # _path: where in the document the image was named, for a refusal (dropped before writing)
     return [
-        {"id": row_id(cid, k, len(bodies)), "uri": u, "title": title, "iiif_canvas": cid, **common}
-        for k, u in enumerate(bodies)
+        {
+            "id": row_id(cid, k, len(bodies)),
+            "uri": u,
+            "title": title,
+            "iiif_canvas": cid,
+            **common,
+            "_path": p,
+        }
+        for k, (u, p) in enumerate(bodies)
     ]
 
 
@@ -178,12 +190,22 @@ def _rows_v2(doc: _Doc, m: dict, max_size: int | None) -> list[dict]:
     return rows
 
 
-def _load(url: str, storage_options: dict | None) -> dict:
+def _load(url: str, storage_options: dict | None, policy: UriPolicy | None = None) -> dict:
+    """The operator's own document (policy None) through fsspec; a member that a remote
+    document names through the policy's checked fetch."""
     from archive_colorize.core.storage import open_url
 
     try:
-        with open_url(url, "rb", storage_options) as f:
-            data = json.loads(f.read())
+        if policy is None:
+            with open_url(url, "rb", storage_options) as f:
+                raw = f.read(MAX_DOCUMENT_BYTES + 1)
+        else:
+            raw = fetch_http(url, policy, storage_options, MAX_DOCUMENT_BYTES)
+        if len(raw) > MAX_DOCUMENT_BYTES:
+            raise ManifestError(
+                f"IIIF {url}: larger than {MAX_DOCUMENT_BYTES // 2**20} MiB, the limit for a document"
+            )
+        data = json.loads(raw)
     except FileNotFoundError:
         raise ManifestError(f"IIIF document not found: {url}") from None
     except json.JSONDecodeError as e:
@@ -195,24 +217,54 @@ def _load(url: str, storage_options: dict | None) -> dict:
     return data
 
 
-def iiif_rows(url: str, max_size: int | None = None, storage_options: dict | None = None) -> list[dict]:
-    """A IIIF Manifest or Collection (3 or 2.1), by URL or path -> manifest rows."""
+def document_policy(url: str, allow: tuple[str, ...] = ()) -> UriPolicy:
+    """A document the operator names over http(s) is trusted; what it names is not."""
+    remote = urlsplit(url).scheme.lower() in ("http", "https")
+    return UriPolicy(untrusted=remote, allow=tuple(allow), trusted_origin=origin(url) if remote else None)
+
+
+def iiif_rows(
+    url: str,
+    max_size: int | None = None,
+    storage_options: dict | None = None,
+    allow: tuple[str, ...] = (),
+    refused: list | None = None,
+) -> list[dict]:
+    """A IIIF Manifest or Collection (3 or 2.1), by URL or path -> manifest rows.
+
+    The URI policy (core/uripolicy.py) applies to what a remote document names: a member
+    document it refuses stops the build with its JSON path; an image it refuses is left
+    out, and (JSON path, uri, rule) is appended to `refused`."""
+    policy = document_policy(url, allow)
     rows: list[dict] = []
-    todo, seen = [url], set()
+    todo, seen = [(url, None)], set()
     while todo:
-        u = todo.pop(0)
+        u, where = todo.pop(0)
         if u in seen:
             continue
         seen.add(u)
         if len(seen) > MAX_DOCUMENTS:
             raise ManifestError(f"IIIF {url}: more than {MAX_DOCUMENTS} documents under this collection")
-        doc, data = _Doc(u), _load(u, storage_options)
+        if where is not None:  # a member: named by a document, not by the operator
+            try:
+                policy.check(u)
+            except UriRefused as e:
+                raise ManifestError(f"IIIF {where[0]}: {where[1]}: {u}: {e}", hint=e.hint) from None
+        doc = _Doc(u)
+        try:
+            data = _load(
+                u,
+                storage_options if where is None else policy.credentials_for(u, storage_options or {}),
+                None if where is None else policy,
+            )
+        except UriRefused as e:
+            raise ManifestError(f"IIIF {where[0]}: {where[1]}: {u}: {e}", hint=e.hint) from None
         kind = str(data.get("type") or data.get("@type") or "")
         if kind in ("Manifest", "sc:Manifest"):
             rows += (_rows_v3 if kind == "Manifest" else _rows_v2)(doc, data, max_size)
         elif kind == "Collection":
             todo += [
-                doc.get(item, "id", f"$.items[{i}]", str)
+                (doc.get(item, "id", f"$.items[{i}]", str), (u, f"$.items[{i}]"))
                 for i, item in enumerate(doc.get(data, "items", "$", list))
             ]
         elif kind == "sc:Collection":
@@ -221,7 +273,10 @@ def iiif_rows(url: str, max_size: int | None = None, storage_options: dict | Non
                 *(data.get("manifests") or []),
                 *(data.get("members") or []),
             ]
-            todo += [doc.get(item, "@id", f"$.members[{i}]", str) for i, item in enumerate(members)]
+            todo += [
+                (doc.get(item, "@id", f"$.members[{i}]", str), (u, f"$.members[{i}]"))
+                for i, item in enumerate(members)
+            ]
         else:
             doc.fail("$.type", f"expected a Manifest or Collection, found {kind or 'nothing'}")
     # the same manifest reached twice (two collections list it) gives the same rows once;
@@ -229,6 +284,13 @@ def iiif_rows(url: str, max_size: int | None = None, storage_options: dict | Non
     counts = Counter(r["id"] for r in {(r["id"], r["iiif_manifest"]): r for r in rows}.values())
     out: dict[str, dict] = {}
     for r in rows:
+        path = r.pop("_path")
+        try:
+            policy.check(r["uri"])
+        except UriRefused as e:
+            if refused is not None:
+                refused.append((f"{r['iiif_manifest']} {path}", r["uri"], str(e)))
+            continue
         if counts[r["id"]] > 1:
             r = {**r, "id": f"{r['id']}-{hashlib.sha256(r['iiif_manifest'].encode()).hexdigest()[:8]}"}
         out.setdefault(r["id"], r)

@@ -98,6 +98,10 @@ def normalize(batch: pa.Table, schema: pa.Schema) -> pa.Table:
 # ---------------------------------------------------------------- the dataset
 
 
+# set by manifest_build on rows from a document fetched over http(s): its origin
+UNTRUSTED_ORIGIN = b"archive_colorize.untrusted_origin"
+
+
 @dataclass
 class Manifest:
     url: str
@@ -122,6 +126,13 @@ class Manifest:
     @property
     def metadata_columns(self) -> list[str]:
         return [n for n in self.schema.names if n not in REQUIRED + OPTIONAL + (GAIN_COLUMN,)]
+
+    @property
+    def untrusted_origin(self) -> str | None:
+        """Set when `manifest build` made the rows from a document fetched over http(s):
+        that document's origin. `run` then applies the URI policy to every row."""
+        value = (self.source_schema.metadata or {}).get(UNTRUSTED_ORIGIN)
+        return value.decode() if value else None
 
     @property
     def base_dir(self) -> str:
@@ -222,12 +233,15 @@ def locate(url: str, storage_options: dict | None = None) -> tuple[object, str, 
 
 
 def _read_schema(fs, files: list[str], url: str) -> tuple[pa.Schema, int]:
-    schemas, rows = [], 0
+    schemas, rows, untrusted = [], 0, None
     for p in files:
         try:
             with fs.open(p, "rb") as f:
                 meta = pq.ParquetFile(f).metadata
-                schemas.append(meta.schema.to_arrow_schema().remove_metadata())
+                arrow = meta.schema.to_arrow_schema()
+                # one part built from a remote document makes the whole manifest untrusted
+                untrusted = untrusted or (arrow.metadata or {}).get(UNTRUSTED_ORIGIN)
+                schemas.append(arrow.remove_metadata())
                 rows += meta.num_rows
         except Exception as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -235,7 +249,8 @@ def _read_schema(fs, files: list[str], url: str) -> tuple[pa.Schema, int]:
             raise ManifestError(f"manifest {where} is not a readable Parquet file: {first}") from None
     try:
         # part files of one export may differ: a column all-null (type null) in one part
-        return pa.unify_schemas(schemas, promote_options="permissive"), rows
+        unified = pa.unify_schemas(schemas, promote_options="permissive")
+        return (unified.with_metadata({UNTRUSTED_ORIGIN: untrusted}) if untrusted else unified), rows
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise ManifestError(
             f"manifest {url}: its part files have conflicting schemas: {str(e).splitlines()[0]}"

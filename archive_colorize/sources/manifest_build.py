@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from archive_colorize.core.formats import IMAGE_SUFFIXES
 from archive_colorize.errors import ManifestError
+from archive_colorize.sources.manifest import UNTRUSTED_ORIGIN
 from archive_colorize.core.storage import (
     atomic_write_bytes,
     glob_root,
@@ -60,6 +61,11 @@ def build_manifest(
     return table
 
 
+# UNTRUSTED_ORIGIN, in the schema's key-value metadata: rows named by a document fetched
+# from elsewhere, and the origin of that document (the only one --storage-options' headers
+# may go to). `run` reads it and applies the URI policy (core/uripolicy.py) to every row.
+
+
 def _write(table: pa.Table, out: str, storage_options: dict | None = None) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
@@ -74,12 +80,23 @@ def _table(rows: list[dict], source: str) -> pa.Table:
 
 
 def build_from_iiif(
-    source: str, out: str, *, max_size: int | None = None, storage_options: dict | None = None
+    source: str,
+    out: str,
+    *,
+    max_size: int | None = None,
+    storage_options: dict | None = None,
+    allow: tuple[str, ...] = (),
+    refused: list | None = None,
 ) -> pa.Table:
-    """A IIIF Presentation 3 or 2.1 Manifest or Collection -> manifest (one row per image)."""
-    from archive_colorize.sources.iiif import iiif_rows
+    """A IIIF Presentation 3 or 2.1 Manifest or Collection -> manifest (one row per image).
+    The images the URI policy left out are appended to `refused` as (JSON path, uri, rule),
+    also when none is left and the build fails."""
+    from archive_colorize.sources.iiif import document_policy, iiif_rows
 
-    table = _table(iiif_rows(source, max_size, storage_options), source)
+    table = _table(iiif_rows(source, max_size, storage_options, allow, refused), source)
+    policy = document_policy(source, allow)
+    if policy.untrusted:
+        table = table.replace_schema_metadata({UNTRUSTED_ORIGIN: policy.trusted_origin.encode()})
     _write(table, out, storage_options)
     return table
 
