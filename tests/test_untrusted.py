@@ -257,3 +257,82 @@ def test_headers_stay_with_their_origin(hostile, tmp_path, ray_cluster, weights_
     assert s.done == 1
     assert {p for p, _ in _Recorder.hits} == {"/scan.jpg"}  # read by prepare and again by finish
     assert not any("Authorization" in h for _, h in _Recorder.hits)
+
+
+def test_no_secret_reaches_any_output_file(tmp_path, ray_cluster, weights_path):
+    """Userinfo, presigned-URL signatures and header credentials go in; none comes out in
+    run.json, results.parquet, the progress log, the IIIF manifest, the report or an image."""
+    import pyarrow as pa
+
+    from archive_colorize.apps.report import ReportOptions, write_report
+
+    root = tmp_path / "www"
+    root.mkdir()
+    for name in ("astronaut", "coffee"):
+        (root / f"{name}.jpg").write_bytes(sample(f"{name}.jpg").read_bytes())
+    (root / "w.safetensors").write_bytes(weights_path.read_bytes())
+    site, base = _serve(partial(_Site, directory=str(root)))
+    try:
+        host = base.split("://", 1)[1]
+        signed = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE&X-Amz-Signature=deadbeefcafe"
+        uris = [
+            f"http://archivist:hunter2@{host}/astronaut.jpg?page=1&{signed}",
+            f"{base}/coffee.jpg?sig=s3cr3tsig&se=2030",
+        ]
+        manifest = tmp_path / "m.parquet"
+        pq.write_table(pa.table({"id": ["a", "c"], "uri": uris, "style_uri": [uris[1], None]}), manifest)
+        out = tmp_path / "out"
+        s = run(
+            RunOptions(
+                manifest=str(manifest),
+                out=str(out),
+                weights=f"{base}/w.safetensors?token=tok123",
+                working_size=64,
+                storage_options={"client_kwargs": {"trust_env": False}},
+            )
+        )
+        assert s.done == 2
+        write_report(ReportOptions(out=str(out), html=str(tmp_path / "report.html")))
+    finally:
+        site.shutdown()
+    secrets = [
+        b"hunter2",
+        b"deadbeefcafe",
+        b"AKIAIOSFODNN7EXAMPLE",
+        b"X-Amz-Signature",
+        b"s3cr3tsig",
+        b"tok123",
+    ]
+    files = [p for p in out.rglob("*") if p.is_file()] + [tmp_path / "report.html"]
+    assert len(files) >= 6
+    for p in files:
+        data = p.read_bytes()
+        if p.suffix == ".parquet":
+            data = json.dumps(pq.read_table(p).to_pylist(), default=str).encode()
+        for secret in secrets:
+            assert secret not in data, (p.relative_to(tmp_path), secret)
+    rows = {r["id"]: r for r in pq.read_table(out / "results.parquet").to_pylist()}
+    assert rows["a"]["uri"] == f"{base}/astronaut.jpg?page=1"  # what is not a secret stays
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["weights"]["path"] == f"{base}/w.safetensors"
+
+
+def test_redact_by_key_and_by_value_at_any_depth():
+    from archive_colorize.core.secrets import redact, scrub_uri
+
+    so = {
+        "headers": {"Authorization": "Bearer abc", "X-Trace": "Bearer def", "Accept": "image/*"},
+        "client_kwargs": {"endpoint_url": "https://minio:pw@storage.internal:9000"},
+        "config_kwargs": {"retries": [{"mode": "standard"}, "AKIAIOSFODNN7EXAMPLE"]},
+        "anon": False,
+    }
+    assert redact(so) == {
+        "headers": {"Authorization": "***", "X-Trace": "***", "Accept": "image/*"},
+        "client_kwargs": {"endpoint_url": "https://storage.internal:9000"},
+        "config_kwargs": {"retries": [{"mode": "standard"}, "***"]},
+        "anon": False,
+    }
+    assert scrub_uri("s3://b/k.tif") == "s3://b/k.tif"
+    assert scrub_uri("https://a.blob.core.windows.net/c/x.tif?sv=2022&se=2030&sig=abc&rscd=inline") == (
+        "https://a.blob.core.windows.net/c/x.tif?rscd=inline"
+    )

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from archive_colorize.core.secrets import scrub_text
 from archive_colorize.core.text import printable
 from archive_colorize.errors import ColorizeError
 
@@ -101,7 +102,9 @@ def friendly(fn):
             if _state["debug"]:
                 raise
             err.print(
-                Text.assemble(("Error:", "bold red"), f" {printable(e)}"), highlight=False, soft_wrap=True
+                Text.assemble(("Error:", "bold red"), f" {printable(scrub_text(str(e)))}"),
+                highlight=False,
+                soft_wrap=True,
             )
             if e.hint:
                 err.print(f"Hint: {printable(e.hint)}", highlight=False, soft_wrap=True)

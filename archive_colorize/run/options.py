@@ -31,9 +31,9 @@ from archive_colorize.core.defaults import (
 from archive_colorize.core.formats import FORMATS
 from archive_colorize.sources.manifest import Manifest, default_out, load_manifest
 from archive_colorize.core.storage import is_local, resolve
+from archive_colorize.core.secrets import redact  # noqa: F401  (jobs.py checks submit's options with it)
 
 LOCK = "_lock.json"
-_SECRET_WORDS = ("key", "secret", "token", "password", "session", "credential", "auth")
 
 RUN, SUBMIT, COLORIZE, CALIBRATE = "run", "submit", "colorize", "calibrate"
 JOBS = (RUN, SUBMIT)  # what a scheduled job can ask for is what a run can
@@ -452,24 +452,6 @@ def plan_resources(cluster: dict, opts: RunOptions, node_memory: float = 0) -> R
     )
 
 
-def redact(obj):
-    """Storage options as they may be written down: every value under a key that names a
-    secret is replaced, at any depth (config_kwargs, client_kwargs...)."""
-    if isinstance(obj, dict):
-        return {
-            k: (
-                "***"
-                if any(w in str(k).lower() for w in _SECRET_WORDS) and not isinstance(v, (dict, list))
-                else redact(v)
-            )
-            for k, v in obj.items()
-        }
-    if isinstance(obj, list):
-        return [redact(v) for v in obj]
-    return obj
-
-
 def redacted(opts: RunOptions) -> dict:
-    d = asdict(opts)
-    d["storage_options"] = redact(opts.storage_options or {})
-    return d
+    """The options as run.json records them: no credential, no signed or userinfo URI."""
+    return redact(asdict(opts))

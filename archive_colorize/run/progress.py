@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from archive_colorize.core.secrets import scrub_text, scrub_uri
 from archive_colorize.core.storage import atomic_write_bytes, with_retries
 
 PROGRESS = "_progress"
@@ -111,6 +112,26 @@ def compact(fs, out_root: str, manifest_ids: pa.ChunkedArray | None = None) -> p
     return table
 
 
+def scrubbed(table: pa.Table) -> pa.Table:
+    """No userinfo or signature parameter in what is written down (core/secrets.py): the
+    progress log is what results.parquet, the IIIF manifest and the report are made from."""
+    for name, fn in (
+        ("uri", scrub_uri),
+        ("style_uri", scrub_uri),
+        ("output_uri", scrub_uri),
+        ("error", scrub_text),
+    ):
+        if name in table.column_names:
+            values = table.column(name).to_pylist()
+            clean = [fn(v) for v in values]
+            if clean != values:
+                i = table.column_names.index(name)
+                table = table.set_column(
+                    i, table.schema.field(i), pa.array(clean, table.schema.field(i).type)
+                )
+    return table
+
+
 class ProgressWriter:
     """Buffers finished rows; writes a progress file every FLUSH_ROWS rows or `every`
     seconds, whichever comes first: a file per batch would leave 100,000 small files on a
@@ -132,6 +153,7 @@ class ProgressWriter:
     def add(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
+        table = scrubbed(table)
         self.tables.append(table)
         self.rows += table.num_rows
         if self.rows >= FLUSH_ROWS or time.monotonic() - self.last >= self.every:

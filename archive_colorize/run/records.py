@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from archive_colorize import __version__
 from archive_colorize.run.options import RunSummary, redacted
+from archive_colorize.core.secrets import scrub_uri
 from archive_colorize.core.storage import write_json
 
 
@@ -56,15 +57,15 @@ def write_run_json(ctx, summary: RunSummary, fid: dict | None) -> None:
             "devices": sorted(ctx.devices) or before,
             "earlier_devices": before if ctx.devices and before and set(before) != ctx.devices else None,
             "archive_colorize": __version__,
-            "manifest": ctx.opts.manifest,
-            "manifest_base_dir": ctx.manifest.base_dir,  # what its relative uris resolve against
+            "manifest": scrub_uri(ctx.opts.manifest),
+            "manifest_base_dir": scrub_uri(ctx.manifest.base_dir),  # what its relative uris resolve against
             "manifest_files": len(ctx.manifest.files),
             "ids": "integers in the manifest, used as their decimal strings"
             if ctx.manifest.int_ids
             else "strings",
             "options": redacted(ctx.opts),
             "weights": {
-                "path": w.path,
+                "path": scrub_uri(w.path),
                 "sha256": w.file_sha256,
                 "storage": w.metadata.get("storage"),
                 "training": w.metadata.get("training"),
