@@ -336,3 +336,28 @@ def test_redact_by_key_and_by_value_at_any_depth():
     assert scrub_uri("https://a.blob.core.windows.net/c/x.tif?sv=2022&se=2030&sig=abc&rscd=inline") == (
         "https://a.blob.core.windows.net/c/x.tif?rscd=inline"
     )
+
+
+def test_weights_that_give_nan_fail_every_row_and_write_nothing(tmp_path, ray_cluster):
+    """NaN compares false with everything: the grey check `chroma < 0.5` once let NaN weights
+    write black images and call them done."""
+    import pyarrow as pa
+    import torch
+
+    from archive_colorize.model.network import ColorizationModel, ModelConfig
+    from archive_colorize.model.weights import save_weights
+
+    model = ColorizationModel(ModelConfig(num_classes=100, width=0.125)).eval()
+    with torch.no_grad():
+        model.colorization.output.bias.fill_(float("nan"))
+    save_weights(model, tmp_path / "nan.safetensors", [f"c{i}" for i in range(100)], recipe={}, data={})
+    w = tmp_path / "nan.safetensors"
+    manifest = tmp_path / "m.parquet"
+    pq.write_table(
+        pa.table({"id": ["a", "b"], "uri": [str(sample("coffee.jpg")), str(sample("rocket.jpg"))]}), manifest
+    )
+    s = run(RunOptions(manifest=str(manifest), out=str(tmp_path / "out"), weights=str(w), working_size=64))
+    assert (s.done, s.failed) == (0, 2)
+    errors = {r["error"] for r in pq.read_table(tmp_path / "out" / "results.parquet").to_pylist()}
+    assert errors == {"the model produced non-finite values (NaN or Inf); nothing written"}
+    assert not (tmp_path / "out" / "images").exists() or not any((tmp_path / "out" / "images").iterdir())

@@ -8,6 +8,8 @@ chroma to bytes, for `colorize` and `run` alike.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -116,6 +118,9 @@ def colour(
 ) -> np.ndarray:
     """Refuse a grey result, then recombine the chroma with the original L* (on `device`)."""
     chroma = mean_chroma(ab)
+    if not math.isfinite(chroma) or not bool(torch.isfinite(ab).all()):
+        # NaN compares false with everything: `chroma < 0.5` once let NaN weights write black images
+        raise ImageError("the model produced non-finite colour (NaN or Inf); nothing written")
     if chroma < MIN_MEAN_CHROMA:
         raise ImageError(f"the model produced no colour (mean chroma {chroma:.2f}); nothing written")
     return recombine(lightness, ab, bit_depth, device=device)

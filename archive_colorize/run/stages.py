@@ -208,6 +208,9 @@ class Colorizer:
         for k, i in enumerate(rows):
             try:
                 pred = preds[k] if preds is not None else self.engine.predict_batch([items[k]])[0]
+                if not (bool(torch.isfinite(pred.ab).all()) and bool(torch.isfinite(pred.probs).all())):
+                    errors[i] = "the model produced non-finite values (NaN or Inf); nothing written"
+                    continue
                 ab[i] = scale_chroma(pred.ab.float(), gains[i]).numpy()
                 top = self.engine.top5(pred.probs)
                 names[i], probs[i] = [c for c, _ in top], [p for _, p in top]
