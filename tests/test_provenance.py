@@ -106,3 +106,40 @@ def test_xmp_packets():
     )
     assert merged.count(f'Iptc4xmpExt:DigitalSourceType="{DIGITAL_SOURCE_TYPE}"') == 1
     assert p.xmp(b"not xmp at all") == fresh  # an unreadable packet is replaced, not merged into
+
+
+HOSTILE_XMP = [
+    # our label would land inside the comment: an XML parser would find none
+    SOURCE_XMP.replace(b"</rdf:RDF>", b"</rdf:RDF><!-- </rdf:RDF> -->"),
+    # two Digital Source Types, one as an attribute and one as an element
+    SOURCE_XMP.replace(
+        b'rdf:about=""',
+        b'rdf:about="" Iptc4xmpExt:DigitalSourceType="http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"',
+    ),
+    # an entity that would expand: the packet is refused and replaced, never expanded
+    b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "lol">]>' + SOURCE_XMP.replace(b"Migrant Mother", b"&e;"),
+    b"<x:xmpmeta><not xml",
+]
+
+
+@pytest.mark.parametrize("source", HOSTILE_XMP, ids=["comment", "duplicate", "entity", "broken"])
+def test_the_source_xmp_cannot_hide_the_ai_label(source, tmp_path):
+    from defusedxml.ElementTree import fromstring
+
+    packet = Provenance(SHA).xmp(source)
+    text = packet.decode()
+    assert "<!--" not in text and "<!DOCTYPE" not in text and "lol" not in text
+    root = fromstring(text)
+    ns = "{http://iptc.org/std/Iptc4xmpExt/2008-02-29/}DigitalSourceType"
+    values = [el.attrib[ns] for el in root.iter() if ns in el.attrib] + [el.text for el in root.iter(ns)]
+    assert values == [DIGITAL_SOURCE_TYPE]
+    if source is HOSTILE_XMP[0]:
+        assert "Migrant Mother" in text  # the source's own description is kept
+
+
+def test_exiftool_reads_the_label_behind_a_hostile_comment(tmp_path):
+    out = tmp_path / "out.jpg"
+    Image.open(sample("chelsea.jpg")).convert("RGB").save(out, xmp=Provenance(SHA).xmp(HOSTILE_XMP[0]))
+    tags = exiftool(out)
+    assert tags["XMP-iptcExt:DigitalSourceType"] == DIGITAL_SOURCE_TYPE
+    assert tags["XMP-dc:Title"] == "Migrant Mother"

@@ -3,14 +3,14 @@
 In the EXIF `Software` tag, and in XMP with IPTC's Digital Source Type vocabulary
 (`compositeWithTrainedAlgorithmicMedia`: a real photograph, here the scan's own L*,
 combined with content a trained model made, the colour) and IPTC 2025.1's AI system
-fields, plus the weights' sha256. The source's own XMP is kept: our description is added
-beside it, and only a Digital Source Type it already had is replaced (its old value is
-kept as archivecolorize:SourceDigitalSourceType).
+fields, plus the weights' sha256. The source's own XMP is kept: parsed safely and rebuilt
+with our description beside it; only a Digital Source Type it already had is replaced (its
+old value is kept as archivecolorize:SourceDigitalSourceType).
 """
 
 from __future__ import annotations
 
-import re
+import xml.etree.ElementTree as ET  # building and writing only; parsing goes through defusedxml
 from dataclasses import dataclass
 from xml.sax.saxutils import quoteattr
 
@@ -20,10 +20,6 @@ DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeW
 NS_IPTC_EXT = "http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
 NS_OURS = "https://archive-colorize.github.io/ns/1.0/"
 METHOD = "Iizuka, Simo-Serra, Ishikawa: Let there be Color! (SIGGRAPH 2016)"
-
-_DST_ATTR = re.compile(r'\s[\w.-]+:DigitalSourceType\s*=\s*("([^"]*)"|\'([^\']*)\')')
-_DST_ELEM = re.compile(r"<([\w.-]+:DigitalSourceType)(\s[^>]*)?>(.*?)</\1>", re.S)
-_DST_EMPTY = re.compile(r"<[\w.-]+:DigitalSourceType\s[^>]*rdf:resource\s*=\s*[\"']([^\"']*)[\"'][^>]*/>")
 
 
 @dataclass(frozen=True)
@@ -57,25 +53,70 @@ class Provenance:
         )
 
     def xmp(self, source: bytes | None) -> bytes:
-        """The XMP packet to write: the source's, with our description added."""
-        text = source.decode("utf-8", "replace") if source else ""
-        if "</rdf:RDF>" not in text:
+        """The XMP packet to write: the source's, parsed (no DTD, no entities) and rebuilt
+        without its comments and processing instructions, every Digital Source Type it
+        had removed and ours added. A packet that does not parse is replaced by ours: a
+        source must not be able to hide the label (a `<!-- </rdf:RDF> -->` once did)."""
+        rdf = _source_rdf(source)
+        if rdf is None:
             return _packet(self.description()).encode()
         found = None
-        m = _DST_ATTR.search(text)
-        if m:
-            found, text = m.group(2) or m.group(3), text[: m.start()] + text[m.end() :]
-        m = _DST_ELEM.search(text)
-        if m:
-            found, text = (
-                re.sub(r"<[^>]+>", "", m.group(3)).strip() or found,
-                text[: m.start()] + text[m.end() :],
-            )
-        m = _DST_EMPTY.search(text)
-        if m:
-            found, text = m.group(1), text[: m.start()] + text[m.end() :]
-        at = text.rindex("</rdf:RDF>")
-        return (text[:at] + self.description(found) + "\n" + text[at:]).encode()
+        for el in list(rdf.iter()):
+            for name in [n for n in el.attrib if _local(n) == "DigitalSourceType"]:
+                found = found or el.attrib[name]
+                del el.attrib[name]
+            for child in [c for c in el if _local(c.tag) == "DigitalSourceType"]:
+                value = "".join(child.itertext()).strip() or child.attrib.get(f"{{{NS_RDF}}}resource", "")
+                found = found or value or None
+                el.remove(child)
+        ours = ET.fromstring(_packet(self.description(found)).split("\n", 1)[1].rsplit("\n", 1)[0])
+        rdf.extend(ours.find(f"{{{NS_RDF}}}RDF"))
+        meta = ET.Element(f"{{{NS_X}}}xmpmeta")
+        meta.append(rdf)
+        body = ET.tostring(meta, encoding="unicode")
+        return (
+            f'<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n{body}\n<?xpacket end="w"?>'
+        ).encode()
+
+
+NS_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+NS_X = "adobe:ns:meta/"
+for _prefix, _ns in (
+    ("x", NS_X),
+    ("rdf", NS_RDF),
+    ("Iptc4xmpExt", NS_IPTC_EXT),
+    ("archivecolorize", NS_OURS),
+    ("dc", "http://purl.org/dc/elements/1.1/"),
+    ("xmp", "http://ns.adobe.com/xap/1.0/"),
+    ("xmpMM", "http://ns.adobe.com/xap/1.0/mm/"),
+    ("photoshop", "http://ns.adobe.com/photoshop/1.0/"),
+    ("exif", "http://ns.adobe.com/exif/1.0/"),
+    ("tiff", "http://ns.adobe.com/tiff/1.0/"),
+    ("Iptc4xmpCore", "http://iptc.org/std/Iptc4xmpCore/1.0/xmlns/"),
+):
+    ET.register_namespace(_prefix, _ns)
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _source_rdf(source: bytes | None):
+    """The source packet's rdf:RDF element, or None when there is none or it does not parse
+    safely (defusedxml: a DTD or an entity is refused, never expanded)."""
+    if not source:
+        return None
+    from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import fromstring
+
+    text = source.decode("utf-8", "replace").lstrip("\ufeff")
+    try:
+        root = fromstring(text)  # comments and processing instructions are not kept
+    except (ET.ParseError, DefusedXmlException, ValueError):
+        return None
+    if root.tag == f"{{{NS_RDF}}}RDF":
+        return root
+    return root.find(f".//{{{NS_RDF}}}RDF")
 
 
 def _packet(description: str) -> str:
