@@ -207,3 +207,20 @@ def test_archive_metadata_survives_16bit_encoding(fmt):
             assert tags["Copyright"].value == "Public domain"
             assert b"dc:title" in bytes(tags["XMP"].value)
             assert tif.pages[0].dtype == np.uint16
+
+
+def test_an_unreadable_file_is_named_by_what_it_looks_like_never_by_its_bytes():
+    from archive_colorize.errors import ImageError
+    from archive_colorize.imaging.images import decode_image
+
+    cases = {
+        b"root:*:20000:0:99999:7:::\ndaemon:*:20000:0:99999:7:::\n": "text, not an image",
+        b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n": "a PDF document, not an image",
+        b"<!DOCTYPE html><html><body>503</body></html>": "an HTML/XML page, not an image (an error page saved under an image name?)",
+        bytes(range(256)) * 4: "not a recognised image format (1024 bytes of unknown binary data)",
+    }
+    for data, reason in cases.items():
+        with pytest.raises(ImageError) as e:
+            decode_image(data)
+        assert str(e.value) == reason
+        assert "726f6f74" not in str(e.value) and "root" not in str(e.value)

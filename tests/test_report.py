@@ -62,6 +62,11 @@ def test_report_page_renders_in_chromium(run_out, tmp_path):
     text = page.read_text()
     assert not re.search(r'src="(?!data:image/jpeg;base64,)', text), "an image is not embedded"
     assert "<script" not in text.replace("&lt;script", "")  # the hostile id is shown, not run
+    # and should anything slip through, the page may load nothing but its own embedded images
+    assert (
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
+        "style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'\">" in text
+    )
     for reason in reasons.values():
         assert reason.split(" (")[0] in text.replace("&quot;", '"').replace("&#x27;", "'")
     assert text.count("<img ") == 36 and "<svg" in text

@@ -25,6 +25,7 @@ from PIL import Image, ImageOps
 
 from archive_colorize.run import progress
 from archive_colorize.errors import ColorizeError
+from archive_colorize.core.defaults import DEFAULT_MAX_PIXELS
 from archive_colorize.core.storage import abs_uri
 from archive_colorize.core.storage import atomic_write_bytes, resolve
 
@@ -40,6 +41,14 @@ class ReportOptions:
     near_grey: float = 3.0
     thumb: int = 240
     storage_options: dict = field(default_factory=dict)
+
+
+def _int(value) -> str:
+    """A size from results.parquet, which another program may have written: a number or '?'."""
+    try:
+        return str(int(value))
+    except (TypeError, ValueError):
+        return "?"
 
 
 def _esc(text) -> str:
@@ -74,6 +83,8 @@ def _thumb(url: str, size: int, grey: bool, storage_options: dict) -> str | None
         fs, path = resolve(url, storage_options)
         with fs.open(path, "rb") as f:
             im = Image.open(io.BytesIO(f.read()))
+            if im.width * im.height > DEFAULT_MAX_PIXELS:  # a decompression bomb: no thumbnail
+                return None
             im.draft("L" if grey else "RGB", (size, size))  # JPEG: decode at 1/2..1/8 scale, fast
             im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -223,7 +234,7 @@ def write_report(o: ReportOptions) -> dict:
         cards.append(
             f'<article class="card{" flagged" if fl else ""}"><div class="pair">{img(before, "before")}'
             f'{img(after, "after")}</div><h3>{_esc(r["id"])}</h3>{fl}<ol>{scene}</ol>'
-            f'<p class="meta">{r.get("width")}×{r.get("height")} · chroma {r.get("mean_chroma") or 0:.1f}'
+            f'<p class="meta">{_int(r.get("width"))}×{_int(r.get("height"))} · chroma {r.get("mean_chroma") or 0:.1f}'
             f'{_gain_note(r)}</p></article>'
         )
     fail_rows = "".join(

@@ -102,7 +102,7 @@ def make_bad_inputs(folder: Path) -> list[Case]:
         Case("truncated_jpeg", p("truncated.jpg"), "failed", "truncated or corrupt JPEG data"),
         Case("truncated_png", p("truncated.png"), "failed", "truncated or corrupt PNG data"),
         Case("truncated_tiff", p("truncated.tif"), "failed", "truncated or corrupt TIFF data"),
-        Case("random_bytes", p("random.jpg"), "failed", "not a recognised image format (starts with "),
+        Case("random_bytes", p("random.jpg"), "failed", "not a recognised image format ("),
         Case("html_error_page", p("error_page.jpg"), "failed", "an HTML/XML page, not an image"),
         Case("pdf", p("document.pdf"), "failed", "a PDF document, not an image"),
         Case(
