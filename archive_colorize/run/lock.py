@@ -13,48 +13,108 @@ import os
 import socket
 import threading
 import time
+import uuid
 
 from archive_colorize.errors import ConfigError
 from archive_colorize.run.options import LOCK
-from archive_colorize.core.storage import write_json
+from archive_colorize.core.storage import is_local, write_json
+
+RETRY_HINT = "run it again in a moment"
 
 STALE_LOCK_S = 600
 REFRESH_S = STALE_LOCK_S / 4
 
 
 class OutputLock:
+    """Taken by an exclusive create, never by check-then-write: a local file opened with
+    O_EXCL, an S3 object written with `If-None-Match: *`. Each holder has its own token;
+    refresh and release touch the lock only while it still carries that token."""
+
     def __init__(self, fs, out_root: str):
         self.fs, self.path = fs, f"{out_root}/{LOCK}"
         self.out_root = out_root
-        self.me = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
+        self.me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "time": time.time(),
+            "token": uuid.uuid4().hex,
+        }
 
     def _holder_alive(self, held: dict) -> bool:
-        if held.get("host") != self.me["host"]:
-            return time.time() - float(held.get("time", 0)) < STALE_LOCK_S
+        if held.get("host") == self.me["host"]:
+            try:
+                os.kill(int(held.get("pid", -1)), 0)
+            except (ProcessLookupError, ValueError):
+                return False  # its process is gone
+            except PermissionError:  # alive, under another user
+                pass
+        # alive by its heartbeat: a lock not refreshed for STALE_LOCK_S is a dead run's
+        return time.time() - float(held.get("time", 0)) < STALE_LOCK_S
+
+    def _read(self) -> dict | None:
         try:
-            os.kill(int(held.get("pid", -1)), 0)
+            with self.fs.open(self.path, "rb") as f:
+                return json.loads(f.read())
+        except FileNotFoundError:
+            return None
+        except Exception:
+            return {}  # unreadable: treated as a dead run's
+
+    def _create(self) -> bool:
+        """Write the lock only if there is none; False if another got there first."""
+        data = json.dumps(self.me).encode()
+        if is_local(self.fs):
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
             return True
-        except (ProcessLookupError, ValueError):
-            return False
-        except PermissionError:  # alive, under another user
+        try:
+            self.fs.pipe_file(self.path, data, mode="create")  # S3: a conditional PUT
             return True
+        except TypeError:  # a filesystem without exclusive create: the best it can do
+            if self.fs.exists(self.path):
+                return False
+            write_json(self.fs, self.path, self.me)
+            return True
+        except Exception:
+            if self.fs.exists(self.path):
+                return False
+            raise
 
     def acquire(self) -> None:
-        if self.fs.exists(self.path):
-            try:
-                with self.fs.open(self.path, "rb") as f:
-                    held = json.loads(f.read())
-            except Exception:
-                held = {}
-            if self._holder_alive(held) and held.get("pid") != self.me["pid"]:
+        for _ in range(5):
+            if self._create():
+                break
+            held = self._read()
+            if held is None:
+                continue  # released between our create and our read: try again
+            if self._holder_alive(held) and held.get("token") != self.me["token"]:
                 raise ConfigError(
                     f"another run (pid {held.get('pid')} on {held.get('host')}) is writing to {self.out_root}",
                     hint="wait for it to finish; a lock left by a dead run is taken over automatically",
                 )
-        write_json(self.fs, self.path, self.me)
+            self._remove_if_still(held)  # a dead run's: take it over
+        else:
+            raise ConfigError(
+                f"cannot take the lock of {self.out_root}: other runs keep taking it", hint=RETRY_HINT
+            )
         self._stop = threading.Event()
         self._timer = threading.Thread(target=self._keep_fresh, name="archive-colorize-lock", daemon=True)
         self._timer.start()
+
+    def _remove_if_still(self, held: dict) -> None:
+        """Remove the lock only if it is still the one we judged (another run may have
+        taken it over meanwhile: its new lock has another token)."""
+        now = self._read()
+        if now is not None and now.get("token") == held.get("token"):
+            try:
+                self.fs.rm(self.path)
+            except FileNotFoundError:
+                pass
 
     def _keep_fresh(self) -> None:
         while not self._stop.wait(REFRESH_S):
@@ -64,6 +124,9 @@ class OutputLock:
                 pass
 
     def refresh(self) -> None:
+        held = self._read()
+        if held is not None and held.get("token") != self.me["token"]:
+            return  # no longer ours (taken over after a long stall): never write over it
         self.me["time"] = time.time()
         write_json(self.fs, self.path, self.me)
 
@@ -71,7 +134,9 @@ class OutputLock:
         if getattr(self, "_timer", None) is not None:
             self._stop.set()
             self._timer.join()
-        try:
-            self.fs.rm(self.path)
-        except Exception:
-            pass
+        held = self._read()
+        if held is not None and held.get("token") == self.me["token"]:  # only our own lock
+            try:
+                self.fs.rm(self.path)
+            except Exception:
+                pass
