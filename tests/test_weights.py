@@ -116,3 +116,26 @@ def test_wrong_category_count_is_refused(tmp_path):
     m = ColorizationModel(ModelConfig(num_classes=3, width=0.125))
     with pytest.raises(WeightsError, match="2 category names for a model with 3 classes"):
         save_weights(m, tmp_path / "w.safetensors", ["a", "b"])
+
+
+def test_a_header_that_asks_for_a_huge_network_is_refused_before_it_is_built(weights_path, tmp_path):
+    """width 3.0 once allocated 1.8 GB before the tensors were compared with it."""
+    import resource
+
+    from archive_colorize.model import weights as W
+
+    meta, tensors = W._read(weights_path, tensors=True)
+    for key, value, message in (
+        ("width", 3.0, r"config width 3\.0 is outside \(0, 1\]$"),
+        ("num_classes", 20_000, r"config num_classes 20000 is outside 1\.\.10000$"),
+        ("width", 0.25, r"tensor \S+ is \(\d+(, \d+)*\), but the architecture in its header needs \("),
+    ):
+        bad = {**meta, "config": {**meta["config"], key: value}}
+        if key == "num_classes":
+            bad["categories"] = [f"c{i}" for i in range(value)]
+        W._write(bad, tensors, tmp_path / "bad.safetensors")
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with pytest.raises(WeightsError, match=message):
+            W.load_weights(tmp_path / "bad.safetensors")
+        grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+        assert grown_mb < 300, (key, grown_mb)

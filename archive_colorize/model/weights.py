@@ -234,6 +234,23 @@ def load_weights(
     return w
 
 
+# What a weights header may ask for. Width 1 is the paper's network (about 40 M parameters);
+# a wider one, or thousands of classes, is not one of ours and would allocate gigabytes.
+MAX_WIDTH = 1.0
+MAX_CLASSES = 10_000
+
+
+def check_bounds(config: ModelConfig, path) -> None:
+    if not (0 < config.width <= MAX_WIDTH):
+        raise WeightsError(f"{path}: config width {config.width} is outside (0, {MAX_WIDTH:g}]")
+    if not (1 <= config.num_classes <= MAX_CLASSES):
+        raise WeightsError(f"{path}: config num_classes {config.num_classes} is outside 1..{MAX_CLASSES}")
+    if config.global_size != 224:
+        raise WeightsError(
+            f"{path}: config global_size {config.global_size}: the global network's FC layers fix 224"
+        )
+
+
 def _load_local(path, device) -> Weights:
     meta, tensors = _read(path, tensors=True)
     if _content_hash(meta, tensors) != meta["content_sha256"]:
@@ -245,9 +262,20 @@ def _load_local(path, device) -> Weights:
     categories = meta["categories"]
     if len(categories) != config.num_classes:
         raise WeightsError(f"{path}: {len(categories)} categories for {config.num_classes} classes")
+    check_bounds(config, path)
+    state = _dequantize(tensors)
+    # the shapes the header's architecture implies, from a model on the meta device (no
+    # memory): a header that lies is refused before the real network is allocated
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in ColorizationModel(config).state_dict().items()}
+    for k, shape in expected.items():
+        if k in state and tuple(state[k].shape) != shape:
+            raise WeightsError(
+                f"{path}: tensor {k} is {tuple(state[k].shape)}, but the architecture in its header needs {shape}"
+            )
     model = ColorizationModel(config)
     try:
-        model.load_state_dict(_dequantize(tensors), strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise WeightsError(f"{path}: tensors do not match the architecture in its header ({first})") from None
