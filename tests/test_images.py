@@ -216,7 +216,9 @@ def test_an_unreadable_file_is_named_by_what_it_looks_like_never_by_its_bytes():
     cases = {
         b"root:*:20000:0:99999:7:::\ndaemon:*:20000:0:99999:7:::\n": "text, not an image",
         b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n": "a PDF document, not an image",
-        b"<!DOCTYPE html><html><body>503</body></html>": "an HTML/XML page, not an image (an error page saved under an image name?)",
+        b"<!DOCTYPE html><html><body>503</body></html>": (
+            "an HTML/XML page, not an image (an error page saved under an image name?)"
+        ),
         bytes(range(256)) * 4: "not a recognised image format (1024 bytes of unknown binary data)",
     }
     for data, reason in cases.items():

@@ -148,3 +148,14 @@ def test_submit_arguments_a_folder_is_one_manifest_a_glob_is_one_per_file(tmp_pa
     ]
     with pytest.raises(ManifestError, match=r"no Parquet files match$"):
         expand_manifests([str(tmp_path / "none-*.parquet")])
+
+
+def test_device_names_windows_reserves_are_never_output_names():
+    from archive_colorize.sources.manifest import safe_name
+
+    for raw in ("CON", "nul", "COM1", "lpt9", "aux.tif", "Prn"):
+        name = safe_name(raw)
+        assert (
+            name != raw and name.startswith(raw.split(".")[0].replace(".", "_")) and len(name) == len(raw) + 9
+        ), raw
+    assert safe_name("console") == "console" and safe_name("com10") == "com10"

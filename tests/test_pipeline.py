@@ -101,7 +101,7 @@ def test_run_7_done_3_failed(clean_run, scans_manifest, weights):
     assert run_json["counts"]["done"] == 7 and run_json["weights"]["sha256"] == weights.file_sha256
     assert run_json["precision"] == {"name": "fp32"}
     assert not (out / "_lock.json").exists()
-    assert not list((out / "images").glob(".tmp-*"))
+    assert not list((out / "images").glob(".tmp-*"))  # (TEMP_PREFIX starts so)
 
 
 def test_rerun_does_no_work(clean_run, scans_manifest, weights_path):

@@ -111,7 +111,7 @@ def atomic_write_bytes(url_or_path: str, data: bytes, fs=None) -> None:
 def _atomic_local(path: str, data: bytes) -> None:
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=d)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs should read like any other file
         with os.fdopen(fd, "wb") as f:
@@ -127,13 +127,17 @@ def _atomic_local(path: str, data: bytes) -> None:
         raise
 
 
+# ours alone: the clean-up after a crash deletes these, and never another program's .tmp-*
+TEMP_PREFIX = ".tmp-archive-colorize-"
+
+
 def remove_stale_temps(fs, root: str) -> int:
-    """Delete `.tmp-*` files that a SIGKILL left between mkstemp and the rename, in OUT and
-    its sub-folders (images/, the progress log). Only call while holding OUT's lock."""
+    """Delete the temporaries a SIGKILL left between mkstemp and the rename, in OUT and its
+    sub-folders (images/, the progress log). Only call while holding OUT's lock."""
     if not is_local(fs):
         return 0  # object stores write whole objects: no temporaries there
     n = 0
-    for pattern in (".tmp-*", "*/.tmp-*"):
+    for pattern in (f"{TEMP_PREFIX}*", f"*/{TEMP_PREFIX}*"):
         for p in fs.glob(f"{root.rstrip('/')}/{pattern}"):
             try:
                 os.unlink(p)

@@ -466,6 +466,8 @@ def _report_name_clash(m: Manifest, rows: list[int], has_oname: bool) -> None:
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_NAME = 120
 _HASHED = re.compile(r"-[0-9a-f]{8}$")
+# names Windows reserves for devices, with or without an extension: OUT may be read on Windows
+_RESERVED = r"(?i)^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$"
 # an id that safe_name leaves as it is (checked in Arrow, so only odd ids reach Python)
 _CLEAN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,118}[A-Za-z0-9])?$"
 
@@ -477,7 +479,7 @@ def safe_name(raw: str) -> str:
     A clean id that already ends like such a suffix gets one too, so no id can take the
     name another id was given."""
     clean = _UNSAFE.sub("_", raw).strip("._-")[:MAX_NAME] or "image"
-    if clean != raw or _HASHED.search(clean):
+    if clean != raw or _HASHED.search(clean) or re.match(_RESERVED, clean):
         clean = f"{clean}-{hashlib.sha256(raw.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
     return clean
 
@@ -486,7 +488,8 @@ def _folded_names(ids: pa.Array, onames: pa.Array | None) -> pa.Array:
     """Each row's output file name, case-folded (safe names are ASCII, so lower() folds)."""
     raw = ids if onames is None else pc.coalesce(pc.if_else(pc.equal(onames, ""), None, onames), ids)
     clean = pc.and_(
-        pc.match_substring_regex(raw, _CLEAN), pc.invert(pc.match_substring_regex(raw, r"-[0-9a-f]{8}$"))
+        pc.and_(pc.match_substring_regex(raw, _CLEAN), pc.invert(pc.match_substring_regex(raw, r"-[0-9a-f]{8}$"))),
+        pc.invert(pc.match_substring_regex(raw, _RESERVED)),
     )
     odd = pc.indices_nonzero(pc.invert(clean)).to_pylist()
     if odd:
