@@ -334,3 +334,30 @@ def test_a_bad_run_option_hints_at_help_not_at_training_configs():
 
     help_text = re.sub(r"[│\s]+", " ", runner.invoke(app, ["run", "--help"], terminal_width=300).output)
     assert "pip install 'archive-colorize[c2pa]'" in help_text  # Rich markup used to eat [c2pa]
+
+
+def test_markup_and_control_characters_in_names_are_printed_as_text(tmp_path):
+    """`[/]` as a column crashed `manifest check` (Rich MarkupError); `[link=...]` in an id
+    became a link; ESC[2J would clear the screen; `colorize` stopped after one odd name."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    m = tmp_path / "m.parquet"
+    pq.write_table(
+        pa.table({"id": ["[link=http://evil.example]x", "b"], "uri": ["a.jpg", "b.jpg"], "[/]": [1, 2]}), m
+    )
+    r = runner.invoke(app, ["manifest", "check", str(m)], terminal_width=300)
+    assert r.exit_code == 0, r.output
+    assert r.output.strip() == f"{m}: 2 rows OK; metadata columns: [/]"
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"id": ["a", "a"], "uri": ["\x1b[2Jx[/b].jpg", "y.jpg"]}), bad)
+    r = runner.invoke(app, ["manifest", "check", str(bad)], terminal_width=300)
+    assert r.exit_code == 1 and "\x1b" not in r.output
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a[b]x.png", "[red]c.png", "plain.png"):
+        shutil.copy(ROOT / "manifests" / "sample" / "coins.png", src / name)
+    r = runner.invoke(app, ["colorize", str(src), "--out", str(tmp_path / "out"), "--working-size", "64"])
+    assert r.exit_code == 0, r.output
+    assert len(list((tmp_path / "out").iterdir())) == 3
+    assert "/[red]c.png -> " in r.output and "/a[b]x.png -> " in r.output  # the names as they are
