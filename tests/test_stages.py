@@ -123,3 +123,12 @@ def test_a_grey_result_refused_by_the_actor_still_records_its_chroma(tmp_path):
     ).to_pylist()[0]
     assert (out["status"], out["error"], out["mean_chroma"], out["output_uri"]) == ("failed", grey, 0.0, None)
     assert not (tmp_path / "images").exists()  # nothing written
+
+
+def test_an_input_over_max_bytes_fails_its_row_without_being_read(tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(sample("coins.png").read_bytes())
+    size = big.stat().st_size
+    batch = pa.table({"id": ["big", "ok"], "uri": [str(big), str(sample("coffee.jpg"))]})
+    out = prepare(batch, base_dir="/", storage_options={}, working_size=64, max_pixels=10**9, max_bytes=size - 1)
+    assert out.column("error").to_pylist() == [f"{size} bytes, larger than --max-bytes {size - 1}", None]

@@ -156,7 +156,7 @@ def colorize(
         if line:
             err.print(line, highlight=False)
     failed = 0
-    for r in colorize_paths(engine, inputs, out, fmt, style_from, o.max_pixels, credentials):
+    for r in colorize_paths(engine, inputs, out, fmt, style_from, o.max_pixels, credentials, o.max_bytes):
         if r.error:
             failed += 1
             err.print(

@@ -9,6 +9,7 @@ from archive_colorize.model.engine import Engine, scale_chroma
 from archive_colorize.imaging.provenance import Provenance
 from archive_colorize.imaging.render import render
 from archive_colorize.errors import ColorizeError, ImageError
+from archive_colorize.core.defaults import DEFAULT_MAX_BYTES
 from archive_colorize.imaging.images import DEFAULT_MAX_PIXELS, FORMATS, decode_image
 from archive_colorize.sources.manifest import safe_name
 from archive_colorize.core.formats import IMAGE_SUFFIXES
@@ -58,8 +59,12 @@ def colorize_file(
     style=None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     c2pa=None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> list[tuple[str, float]]:
     try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ImageError(f"{size} bytes, larger than --max-bytes {max_bytes}")
         data = path.read_bytes()
     except OSError as e:
         raise ImageError(f"cannot read {path}: {e.strerror or e}") from None
@@ -79,6 +84,7 @@ def colorize_paths(
     style_from: Path | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     c2pa=None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ):
     """Yields one FileResult per input; a bad file becomes a result with `error`, never a crash."""
     files = expand_inputs(inputs)
@@ -86,7 +92,7 @@ def colorize_paths(
     style = decode_image(style_from.read_bytes(), max_pixels) if style_from else None
     for path, out_path in zip(files, outs):
         try:
-            top5 = colorize_file(engine, path, out_path, fmt, style, max_pixels, c2pa)
+            top5 = colorize_file(engine, path, out_path, fmt, style, max_pixels, c2pa, max_bytes)
             yield FileResult(path, out_path, top5)
         except ImageError as e:
             yield FileResult(path, None, [], str(e))

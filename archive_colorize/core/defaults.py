@@ -12,6 +12,8 @@ from archive_colorize.errors import OptionError
 # ~2.3 just-noticeable difference, at a third of the time; 256 differs by 3.1.
 DEFAULT_WORKING_SIZE = 512
 DEFAULT_MAX_PIXELS = 250_000_000  # a 600 dpi scan of a 16x20" print is ~115 Mpx
+# The largest input file fetched: a 250-megapixel 16-bit RGB TIFF, uncompressed, is 1.5 GB.
+DEFAULT_MAX_BYTES = 4 * 2**30
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 # Beyond this a gain is no longer a calibration: every colour would hit the gamut wall.
 MAX_CHROMA_GAIN = 4.0

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from archive_colorize.run import progress
 from archive_colorize.errors import ConfigError, OptionError
 from archive_colorize.core.defaults import (
+    DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
     DEFAULT_WORKING_SIZE,
     PRECISIONS,
@@ -137,6 +138,12 @@ class RunOptions:
         DEFAULT_MAX_PIXELS,
         "--max-pixels",
         "Refuse images larger than this (decompression bombs).",
+        commands=(*JOBS, COLORIZE),
+    )
+    max_bytes: int = option(
+        DEFAULT_MAX_BYTES,
+        "--max-bytes",
+        "Refuse input files larger than this many bytes (the row fails; nothing larger is read).",
         commands=(*JOBS, COLORIZE),
     )
     retry_failed: bool = option(False, "--retry-failed", "Retry rows that failed in earlier runs.")

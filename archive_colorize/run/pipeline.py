@@ -242,6 +242,7 @@ def _dataset(ctx: RunContext):
             "max_pixels": opts.max_pixels,
             "ship": ship,
             "policy": policy,
+            "max_bytes": opts.max_bytes,
         },
         **common,
     )
@@ -280,6 +281,7 @@ def _dataset(ctx: RunContext):
                 "pixels": (stage.low, stage.high),
                 "last": k == len(plan.finish) - 1,
                 "policy": policy,
+                "max_bytes": opts.max_bytes,
             },
             memory=stage.memory,
             **common,

@@ -39,6 +39,7 @@ from archive_colorize.core.storage import abs_uri, read_bytes, resolve
 from archive_colorize.core.arrays import pack, unpack_numpy
 from archive_colorize.run import schema as S
 from archive_colorize.sinks.images import ImageFolder
+from archive_colorize.core.defaults import DEFAULT_MAX_BYTES
 from archive_colorize.core.uripolicy import HTTP, TRUSTED, UriPolicy, UriRefused, fetch_http
 
 PENDING = "pending"  # between finish stages only: a scan left for the stage sized for it
@@ -49,7 +50,9 @@ def unpack(column: pa.ChunkedArray | pa.Array) -> list[torch.Tensor | None]:
     return [None if a is None else torch.from_numpy(a.copy()) for a in unpack_numpy(column)]
 
 
-def fetch(uri: str, storage_options: dict, policy: UriPolicy = TRUSTED) -> tuple[bytes, str]:
+def fetch(
+    uri: str, storage_options: dict, policy: UriPolicy = TRUSTED, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[bytes, str]:
     """The scan's bytes and their sha256. A row from a remote document goes through the URI
     policy: checked, fetched hop by hop, with credentials only for their own origin."""
     path = uri
@@ -57,12 +60,19 @@ def fetch(uri: str, storage_options: dict, policy: UriPolicy = TRUSTED) -> tuple
         policy.check(uri)
         so = policy.credentials_for(uri, storage_options)
         if policy.untrusted and uri.split("://", 1)[0].lower() in HTTP:  # every hop checked, allowed or not
-            data = fetch_http(uri, policy, so)
+            data = fetch_http(uri, policy, so, max_bytes)
         else:
             fs, path = resolve(uri, so)
+            size = fs.size(path)  # a stat or a HEAD: nothing too large is read
+            if size is not None and size > max_bytes:
+                raise ImageError(f"{size} bytes, larger than --max-bytes {max_bytes}")
             data = read_bytes(fs, path)
+            if len(data) > max_bytes:  # it grew, or the size was not known
+                raise ImageError(f"{len(data)} bytes, larger than --max-bytes {max_bytes}")
     except UriRefused as e:
         raise ImageError(f"refused {uri}: {e}") from None
+    except ImageError:
+        raise
     except FileNotFoundError:
         raise ImageError(f"input not found: {uri}") from None
     except PermissionError:
@@ -94,6 +104,7 @@ def prepare(
     max_pixels: int,
     ship: bool = False,
     policy: UriPolicy = TRUSTED,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> pa.Table:
     """Fetch, hash and decode each scan; keep the small working-size L*. With `ship`, also
     the full-resolution L* and the metadata the encoder needs, for a model actor that
@@ -106,7 +117,7 @@ def prepare(
     for i in range(n):
         t0 = time.perf_counter()
         try:
-            data, sha[i] = fetch(abs_uri(uris[i], base_dir), storage_options, policy)
+            data, sha[i] = fetch(abs_uri(uris[i], base_dir), storage_options, policy, max_bytes)
             d = decode_image(data, max_pixels)
             width[i], height[i] = d.width, d.height
             work[i] = working_copy(d.lightness, working_size)[0, 0].numpy()
@@ -114,7 +125,9 @@ def prepare(
                 full[i], depth[i], fmt[i], xmp[i] = d.lightness.numpy(), d.bit_depth, d.format, d.xmp
                 exif[i] = None if d.exif is None else d.exif.tobytes()
             if styles[i]:
-                s = decode_image(fetch(abs_uri(styles[i], base_dir), storage_options, policy)[0], max_pixels)
+                s = decode_image(
+                    fetch(abs_uri(styles[i], base_dir), storage_options, policy, max_bytes)[0], max_pixels
+                )
                 style[i] = working_copy(s.lightness, working_size)[0, 0].numpy()
         except ImageError as e:
             error[i] = one_line(e)
@@ -324,6 +337,7 @@ def finish(
     pixels: tuple[int, int | None] = (0, None),
     last: bool = True,
     policy: UriPolicy = TRUSTED,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> pa.Table:
     """Recombine the predicted chroma with the original full-resolution L*, encode, write.
 
@@ -376,13 +390,17 @@ def finish(
                 source = (
                     None
                     if provenance.c2pa is None
-                    else fetch_unchanged(abs_uri(uris[i], base_dir), storage_options, shas[i], policy)
+                    else fetch_unchanged(
+                        abs_uri(uris[i], base_dir), storage_options, shas[i], policy, max_bytes
+                    )
                 )
                 blob = encode_result(
                     rgbs[i], fmt, provenance, exif_from(exifs[i]), xmps[i], source, formats[i], name
                 )
             else:
-                data = fetch_unchanged(abs_uri(uris[i], base_dir), storage_options, shas[i], policy)
+                data = fetch_unchanged(
+                    abs_uri(uris[i], base_dir), storage_options, shas[i], policy, max_bytes
+                )
                 blob = render(
                     decode_image(data, max_pixels), abs_[i], fmt, provenance, source=data, title=name
                 )
@@ -423,9 +441,11 @@ def finish(
     )
 
 
-def fetch_unchanged(uri: str, storage_options: dict, sha: str, policy: UriPolicy = TRUSTED) -> bytes:
+def fetch_unchanged(
+    uri: str, storage_options: dict, sha: str, policy: UriPolicy = TRUSTED, max_bytes: int = DEFAULT_MAX_BYTES
+) -> bytes:
     """The scan's bytes again, refused if they are not the ones `prepare` hashed."""
-    data, now = fetch(uri, storage_options, policy)
+    data, now = fetch(uri, storage_options, policy, max_bytes)
     if now != sha:
         raise ImageError("input changed while it was being processed (sha256 differs); retry it")
     return data

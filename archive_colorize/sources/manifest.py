@@ -488,7 +488,9 @@ def _folded_names(ids: pa.Array, onames: pa.Array | None) -> pa.Array:
     """Each row's output file name, case-folded (safe names are ASCII, so lower() folds)."""
     raw = ids if onames is None else pc.coalesce(pc.if_else(pc.equal(onames, ""), None, onames), ids)
     clean = pc.and_(
-        pc.and_(pc.match_substring_regex(raw, _CLEAN), pc.invert(pc.match_substring_regex(raw, r"-[0-9a-f]{8}$"))),
+        pc.and_(
+            pc.match_substring_regex(raw, _CLEAN), pc.invert(pc.match_substring_regex(raw, r"-[0-9a-f]{8}$"))
+        ),
         pc.invert(pc.match_substring_regex(raw, _RESERVED)),
     )
     odd = pc.indices_nonzero(pc.invert(clean)).to_pylist()
