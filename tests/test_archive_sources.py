@@ -397,3 +397,41 @@ def test_nara_export(tmp_path):
     assert code == 1 and line.startswith(
         f"Error: NARA export {export} line 1: not a catalog description (no naId)"
     )
+
+
+def test_a_nara_export_with_odd_values_is_refused_or_read_never_a_traceback(tmp_path):
+    lines = {
+        "bad_id": json.dumps({"naId": "12abc", "digitalObjects": []}),
+        "deep": "[" * 100_000 + "]" * 100_000,
+    }
+    for name, line in lines.items():
+        p = tmp_path / f"{name}.jsonl"
+        p.write_text(line + "\n")
+        code, out = build("--nara", p, "--out", tmp_path / "m.parquet")
+        assert code == 1, out
+        assert (
+            out.splitlines()[0]
+            == {
+                "bad_id": f"Error: NARA export {p} line 1: naId must be an integer, not '12abc'",
+                "deep": f"Error: NARA export {p} line 1: JSON nested too deeply",
+            }[name]
+        )
+    # mixed types across records: a title as a list, a record group as text, a filename as a number
+    records = [
+        {"naId": 1, "title": ["Migrant", "Mother"], "useRestriction": {"status": "Unrestricted"},
+         "ancestors": [{"recordGroupNumber": "83"}],
+         "digitalObjects": [{"objectUrl": "https://s3.amazonaws.com/NARAprodstorage/a.jpg", "objectType": "Image (JPG)",
+                             "objectFilename": 17}]},
+        {"naId": "2", "title": "Plain", "useRestriction": {"status": "Unrestricted"},
+         "ancestors": [{"recordGroupNumber": 83}],
+         "digitalObjects": [{"objectUrl": "https://s3.amazonaws.com/NARAprodstorage/b.jpg", "objectType": "Image (JPG)"}]},
+    ]  # fmt: skip
+    p = tmp_path / "mixed.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    code, out = build("--nara", p, "--out", tmp_path / "m.parquet")
+    assert code == 0, out
+    rows = pq.read_table(tmp_path / "m.parquet").to_pylist()
+    assert [(r["naId"], r["title"], r["record_group"], r["object_filename"]) for r in rows] == [
+        (1, "Migrant; Mother", 83, "17"),
+        (2, "Plain", 83, None),
+    ]

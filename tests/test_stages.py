@@ -130,5 +130,7 @@ def test_an_input_over_max_bytes_fails_its_row_without_being_read(tmp_path):
     big.write_bytes(sample("coins.png").read_bytes())
     size = big.stat().st_size
     batch = pa.table({"id": ["big", "ok"], "uri": [str(big), str(sample("coffee.jpg"))]})
-    out = prepare(batch, base_dir="/", storage_options={}, working_size=64, max_pixels=10**9, max_bytes=size - 1)
+    out = prepare(
+        batch, base_dir="/", storage_options={}, working_size=64, max_pixels=10**9, max_bytes=size - 1
+    )
     assert out.column("error").to_pylist() == [f"{size} bytes, larger than --max-bytes {size - 1}", None]

@@ -443,17 +443,23 @@ def manifest_build(
     from archive_colorize.sources import manifest_build as mb
 
     so = _storage_options(storage_options)
+    refused: list = []
     if nara:
-        table, restricted = mb.build_from_nara(
-            nara, out, include_restricted=include_restricted, storage_options=so
-        )
+        try:
+            table, restricted = mb.build_from_nara(
+                nara, out, include_restricted=include_restricted, storage_options=so,
+                allow=tuple(allow_uri or ()), refused=refused,
+            )  # fmt: skip
+        finally:
+            _print_refused(refused)
         extra = (
             f"; {restricted} restricted image(s) left out (--include-restricted keeps them)"
             if restricted
             else ""
         )
+        if refused:
+            extra += f"; {len(refused)} image(s) left out by the URI policy (--allow-uri opens a prefix)"
     elif source and mb.is_iiif_source(source):
-        refused: list = []
         try:
             table = mb.build_from_iiif(
                 source,
@@ -464,10 +470,7 @@ def manifest_build(
                 refused=refused,
             )
         finally:  # also when the policy left nothing and the build fails
-            for where, uri, rule in refused:
-                err.print(
-                    f"left out {printable(where)}: {printable(uri)}: {printable(rule)}", highlight=False
-                )
+            _print_refused(refused)
         extra = (
             f"; {len(refused)} image(s) left out by the URI policy (--allow-uri opens a prefix)"
             if refused
@@ -483,6 +486,11 @@ def manifest_build(
     console.print(
         f"wrote {out}: {table.num_rows} rows, columns {', '.join(table.column_names)}{extra}", highlight=False
     )
+
+
+def _print_refused(refused: list) -> None:
+    for where, uri, rule in refused:
+        err.print(f"left out {printable(where)}: {printable(uri)}: {printable(rule)}", highlight=False)
 
 
 @manifest_app.command("check")

@@ -210,6 +210,8 @@ def _load(url: str, storage_options: dict | None, policy: UriPolicy | None = Non
         raise ManifestError(f"IIIF document not found: {url}") from None
     except json.JSONDecodeError as e:
         raise ManifestError(f"IIIF {url}: not JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except RecursionError:
+        raise ManifestError(f"IIIF {url}: JSON nested too deeply") from None
     except OSError as e:
         raise ManifestError(f"cannot read IIIF document {url}: {one_line(e, 300)}") from None
     if not isinstance(data, dict):

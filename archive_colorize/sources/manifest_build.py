@@ -102,13 +102,24 @@ def build_from_iiif(
 
 
 def build_from_nara(
-    source: str, out: str, *, include_restricted: bool = False, storage_options: dict | None = None
+    source: str,
+    out: str,
+    *,
+    include_restricted: bool = False,
+    storage_options: dict | None = None,
+    allow: tuple[str, ...] = (),
+    refused: list | None = None,
 ) -> tuple[pa.Table, int]:
-    """A NARA catalog export (JSON lines) -> (manifest, image objects left out as restricted)."""
+    """A NARA catalog export (JSON lines) -> (manifest, image objects left out as restricted).
+    An export read over http(s) is a remote document: as for IIIF (build_from_iiif)."""
+    from archive_colorize.sources.iiif import document_policy
     from archive_colorize.sources.nara import nara_rows
 
-    rows, restricted = nara_rows(source, include_restricted, storage_options)
+    rows, restricted = nara_rows(source, include_restricted, storage_options, allow, refused)
     table = _table(rows, source)
+    policy = document_policy(source, allow)
+    if policy.untrusted:
+        table = table.replace_schema_metadata({UNTRUSTED_ORIGIN: policy.trusted_origin.encode()})
     _write(table, out, storage_options)
     return table, restricted
 
