@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -143,3 +144,17 @@ def test_exiftool_reads_the_label_behind_a_hostile_comment(tmp_path):
     tags = exiftool(out)
     assert tags["XMP-iptcExt:DigitalSourceType"] == DIGITAL_SOURCE_TYPE
     assert tags["XMP-dc:Title"] == "Migrant Mother"
+
+
+def test_a_jpeg_from_a_source_with_huge_xmp_and_exif_is_written_with_the_label():
+    """`XMP data is too long` once failed the row: a JPEG segment holds 64 KB."""
+    from archive_colorize.imaging.render import encode_result
+
+    huge = SOURCE_XMP.replace(b"Migrant Mother", b"x" * 100_000)
+    exif = Image.Exif()
+    exif[0x010E] = "d" * 70_000  # ImageDescription
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    blob = encode_result(rgb, "jpeg", Provenance(SHA), exif=exif, xmp=huge)
+    im = Image.open(io.BytesIO(blob))
+    assert DIGITAL_SOURCE_TYPE.encode() in im.info["xmp"] and b"x" * 1000 not in im.info["xmp"]
+    assert im.getexif()[0x0131].startswith("archive-colorize")  # Software

@@ -24,6 +24,8 @@ STRIP_ROWS = 32
 # Mean a*b* chroma (CIE units) below which a result is effectively grey: the model added no
 # colour, and we refuse to call that colorized.
 MIN_MEAN_CHROMA = 0.5
+# the payload of one JPEG APP1 segment (65,535 bytes less its length and XMP/EXIF header)
+JPEG_SEGMENT_MAX = 65_000
 # Bytes of device memory one output pixel needs while its strip is converted (the planes and
 # temporaries of lab_to_srgb_planes, float32), with room to spare.
 DEVICE_BYTES_PER_PIXEL = 96
@@ -138,7 +140,13 @@ def encode_result(
 ) -> bytes:
     """Encode with the original metadata and our XMP, and (with credentials) sign it with
     C2PA, the scan's `source` bytes as its ingredient."""
-    blob = encode_image(rgb, fmt, exif=exif, xmp=provenance.xmp(xmp), software=provenance.software)
+    packet = provenance.xmp(xmp)
+    if fmt == "jpeg" and len(packet) > JPEG_SEGMENT_MAX:
+        # a JPEG APP1 segment holds 64 KB: the source's own XMP gives way, the label stays
+        packet = provenance.xmp(None)
+    if fmt == "jpeg" and exif is not None and len(exif.tobytes()) > JPEG_SEGMENT_MAX:
+        exif = None  # the same for an EXIF block that cannot fit; Software is written anew
+    blob = encode_image(rgb, fmt, exif=exif, xmp=packet, software=provenance.software)
     if provenance.c2pa is not None:
         from archive_colorize.imaging.c2pa_sign import sign
 
