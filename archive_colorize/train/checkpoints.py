@@ -15,6 +15,7 @@ import re
 
 import torch
 
+from archive_colorize.errors import WeightsError
 from archive_colorize.core.storage import atomic_write_bytes, is_local, join, resolve
 
 METRIC_FIELDS = [
@@ -69,8 +70,20 @@ def save_checkpoint(run_dir: str, state: dict, keep: int) -> str:
 def load_checkpoint(path: str) -> dict:
     fs, p = resolve(path)
     with fs.open(p, "rb") as f:
+        data = f.read()
+    try:
         # weights_only: tensors and plain containers only, never arbitrary pickled objects
-        return torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # an UnpicklingError for a payload, a RuntimeError for a torn file
+        why = (
+            "it holds pickled objects other than tensors (refused, never run)"
+            if type(e).__name__ == "UnpicklingError"
+            else f"unreadable ({type(e).__name__})"
+        )
+        raise WeightsError(
+            f"checkpoint {path} is not one this project wrote: {why}",
+            hint="a checkpoint is loaded with torch.load(weights_only=True): tensors and plain containers only",
+        ) from None
 
 
 def write_metrics(run_dir: str, rows: list[dict]) -> None:
