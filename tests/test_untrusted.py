@@ -221,7 +221,14 @@ def test_with_allow_uri_the_legitimate_images_run_and_nothing_else_is_reached(
     )
     assert _Recorder.hits == []  # the admin service never received a request
     # the operator's header went to the document's own origin, which served the image
-    assert all(h.get("Authorization") == "Bearer s3cr3t" for _, h in _Site.seen)
+    assert all(h.get("Authorization") == "Bearer s3cr3t" for _, h in _Site.seen), _Site.seen
+    from archive_colorize.apps.report import ReportOptions, write_report
+
+    # the report fetches the originals under the run's policy too (run.json records it)
+    assert json.loads((tmp_path / "m-out" / "run.json").read_text())["untrusted_origin"] == origin(base)
+    write_report(ReportOptions(out=s.out, html=str(tmp_path / "r.html")))
+    page = (tmp_path / "r.html").read_text()
+    assert page.count('src="data:image/jpeg;base64,') == 2 and _Recorder.hits == []
     # without --allow-uri at run time the same manifest fetches nothing on loopback
     s2 = run(
         RunOptions(manifest=str(out), out=str(tmp_path / "o2"), weights=str(weights_path), working_size=64)

@@ -25,7 +25,8 @@ from PIL import Image, ImageOps
 
 from archive_colorize.run import progress
 from archive_colorize.errors import ColorizeError
-from archive_colorize.core.defaults import DEFAULT_MAX_PIXELS
+from archive_colorize.core.defaults import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from archive_colorize.core.uripolicy import TRUSTED, UriPolicy, fetch_http
 from archive_colorize.core.storage import abs_uri
 from archive_colorize.core.storage import atomic_write_bytes, resolve
 
@@ -78,19 +79,25 @@ def _load(o: ReportOptions):
     return table.to_pylist(), run
 
 
-def _thumb(url: str, size: int, grey: bool, storage_options: dict) -> str | None:
+def _thumb(url: str, size: int, grey: bool, storage_options: dict, policy: UriPolicy = TRUSTED) -> str | None:
     try:
-        fs, path = resolve(url, storage_options)
-        with fs.open(path, "rb") as f:
-            im = Image.open(io.BytesIO(f.read()))
-            if im.width * im.height > DEFAULT_MAX_PIXELS:  # a decompression bomb: no thumbnail
-                return None
-            im.draft("L" if grey else "RGB", (size, size))  # JPEG: decode at 1/2..1/8 scale, fast
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-                # Pillow's own 16 -> 8 bit conversion clips (a white thumbnail): keep the top byte
-                im = Image.fromarray((np.asarray(im).astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8))
-            im = im.convert("L") if grey else im.convert("RGB")
+        if policy.untrusted and url.split("://", 1)[0].lower() in ("http", "https"):
+            policy.check(url)  # the original, named by a remote document: fetched as the run did
+            data = fetch_http(url, policy, policy.credentials_for(url, storage_options), DEFAULT_MAX_BYTES)
+        else:
+            policy.check(url)
+            fs, path = resolve(url, storage_options)
+            with fs.open(path, "rb") as f:
+                data = f.read()
+        im = Image.open(io.BytesIO(data))
+        if im.width * im.height > DEFAULT_MAX_PIXELS:  # a decompression bomb: no thumbnail
+            return None
+        im.draft("L" if grey else "RGB", (size, size))  # JPEG: decode at 1/2..1/8 scale, fast
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+            # Pillow's own 16 -> 8 bit conversion clips (a white thumbnail): keep the top byte
+            im = Image.fromarray((np.asarray(im).astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8))
+        im = im.convert("L") if grey else im.convert("RGB")
         im.thumbnail((size, size))
         buf = io.BytesIO()
         im.save(buf, "JPEG", quality=80)
@@ -197,9 +204,14 @@ def write_report(o: ReportOptions) -> dict:
     flagged = {k for k, v in flags.items() if v}
     shown = _pick(done, flagged, o.sample)
 
+    # the run's URI policy (run.json): an untrusted manifest's originals are fetched under it
+    untrusted = run.get("untrusted_origin")
+    allow = tuple((run.get("options") or {}).get("allow_uri") or ())
+    policy = UriPolicy(True, allow, untrusted) if untrusted else TRUSTED
+
     def thumbs(r):
         return (
-            _thumb(abs_uri(r["uri"], base_dir), o.thumb, True, o.storage_options),
+            _thumb(abs_uri(r["uri"], base_dir), o.thumb, True, o.storage_options, policy),
             _thumb(r["output_uri"], o.thumb, False, o.storage_options),
         )
 

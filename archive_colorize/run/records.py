@@ -58,7 +58,9 @@ def write_run_json(ctx, summary: RunSummary, fid: dict | None) -> None:
             "earlier_devices": before if ctx.devices and before and set(before) != ctx.devices else None,
             "archive_colorize": __version__,
             "manifest": scrub_uri(ctx.opts.manifest),
-            "manifest_base_dir": scrub_uri(ctx.manifest.base_dir),  # what its relative uris resolve against
+            "manifest_base_dir": scrub_uri(ctx.manifest.base_dir),
+            # rows named by a remote document (the URI policy applied): where it came from
+            "untrusted_origin": ctx.manifest.untrusted_origin,  # what its relative uris resolve against
             "manifest_files": len(ctx.manifest.files),
             "ids": "integers in the manifest, used as their decimal strings"
             if ctx.manifest.int_ids
