@@ -9,6 +9,9 @@ test that a device fault restarts the actor rather than failing rows.
 `ARCHIVE_COLORIZE_CRASH_ONCE=<file>` makes any of these fire once across all processes
 (the first to create the file), so that a restarted Ray actor does not crash again.
 
+`ARCHIVE_COLORIZE_PASSTHROUGH_MODEL=1` replaces the network by a constant colour: the CPU
+stages' own ceiling, for benchmarks (pipelines/gpu_node.py), never for a real run.
+
 Ray actors do not inherit the driver's environment: the driver hands `armed()` to them.
 Unset, as in every real run, a crash point is one dictionary lookup.
 """
@@ -23,6 +26,7 @@ _VARS = (
     "ARCHIVE_COLORIZE_STOP_AT",
     "ARCHIVE_COLORIZE_RAISE_AT",
     "ARCHIVE_COLORIZE_CRASH_ONCE",
+    "ARCHIVE_COLORIZE_PASSTHROUGH_MODEL",
 )
 _seen: dict[str, int] = {}
 

@@ -17,7 +17,7 @@ import uuid
 
 from archive_colorize.errors import ConfigError
 from archive_colorize.run.options import LOCK
-from archive_colorize.core.storage import is_local, write_json
+from archive_colorize.core.storage import TEMP_PREFIX, is_local, write_json
 
 RETRY_HINT = "run it again in a moment"
 
@@ -64,14 +64,21 @@ class OutputLock:
         """Write the lock only if there is none; False if another got there first."""
         data = json.dumps(self.me).encode()
         if is_local(self.fs):
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            # written whole to a temporary, then hard-linked into place: the link fails if the
+            # lock exists, and no reader ever sees a lock half written (an empty one read as a
+            # dead run's let two runs in, 1 race in 30)
+            d = os.path.dirname(self.path)
+            os.makedirs(d, exist_ok=True)
+            tmp = os.path.join(d, f"{TEMP_PREFIX}lock-{self.me['token']}")
+            with open(tmp, "wb") as f:
+                f.write(data)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                os.link(tmp, self.path)
+                return True
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            return True
+            finally:
+                os.unlink(tmp)
         try:
             self.fs.pipe_file(self.path, data, mode="create")  # S3: a conditional PUT
             return True

@@ -213,7 +213,10 @@ class Colorizer:
         # resumed run writes identical bytes.
         try:
             crash_point("device-error", self.faults)
-            preds = self.engine.predict_batch(items)
+            if self.faults.get("ARCHIVE_COLORIZE_PASSTHROUGH_MODEL"):
+                preds = [_passthrough(w, self.engine) for w, _ in items]
+            else:
+                preds = self.engine.predict_batch(items)
         except Exception as e:
             if is_device_error(e):
                 self._die(e)
@@ -293,6 +296,18 @@ class Colorizer:
             flush=True,
         )
         os._exit(DEVICE_FAULT_EXIT)
+
+
+def _passthrough(work: torch.Tensor, engine: Engine):
+    """A benchmark's stand-in for the network (faults.py): a constant, visible colour at
+    the network's output size, and flat scene probabilities."""
+    from archive_colorize.model.engine import Prediction
+
+    h, w = work.shape[-2:]
+    ab = torch.empty(2, (h + 1) // 2, (w + 1) // 2)
+    ab[0], ab[1] = 8.0, 12.0
+    n = len(engine.weights.categories)
+    return Prediction(ab, torch.full((n,), 1.0 / n))
 
 
 DEVICE_FAULT_EXIT = 75
