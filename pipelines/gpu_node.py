@@ -55,7 +55,8 @@ class Report:
 
     def save(self, section: str, figures) -> None:
         self.data[section] = figures
-        self.data["sections_done"].append(section)
+        if section not in self.data["sections_done"]:
+            self.data["sections_done"].append(section)
         tmp = self.out / "gpu-node.json.tmp"
         tmp.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
         os.replace(tmp, self.out / "gpu-node.json")
@@ -226,22 +227,25 @@ def outputs(out: Path) -> dict:
 def kill_and_resume(
     manifest: str, work: Path, reference: dict, precision: str, batch: int, address: str, report: Report
 ) -> dict:
-    """`archive-colorize run` as its own process on the node's Ray, SIGKILLed once a third
-    of the rows are settled, then run again to the end: every output byte-identical."""
+    """`archive-colorize run` as its own process on the node's Ray, SIGKILLed part-way (it
+    freezes itself after writing its first progress file: faults.py, so the kill lands
+    part-way however fast the node is), then run again to the end: every output
+    byte-identical with the uninterrupted run's."""
     out = work / "resume-out"
     cmd = [sys.executable, "-m", "archive_colorize.apps.cli", "run", manifest, "--out", str(out),
            "--precision", precision, "--batch-size", str(batch), "--address", address,
            "--progress-every", "0.5"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    first = {**env, "ARCHIVE_COLORIZE_STOP_AT": "progress-written:1"}
     proc = subprocess.Popen(
-        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        cmd, env=first, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    target, t0, settled = max(1, len(reference) // 3), time.time(), 0
+    t0 = time.time()
     while proc.poll() is None and time.time() - t0 < 1800:
-        settled = _settled(out)
-        if settled >= target:
+        if _stopped(proc.pid):
             break
         time.sleep(0.2)
+    settled = _settled(out)
     killed = proc.poll() is None
     if killed:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -259,6 +263,13 @@ def kill_and_resume(
         "identical": not differ,
         "differ": differ[:20],
     }
+
+
+def _stopped(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "T"
+    except OSError:
+        return False
 
 
 def _settled(out: Path) -> int:

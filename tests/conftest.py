@@ -47,6 +47,8 @@ SLOW_FILES = {
     "test_fast.py",
     "test_train_device.py",
     "test_manifest_writers.py",
+    "test_gpu_node.py",
+    "test_lock.py",  # races repeated 30 times, and moto
 }
 
 

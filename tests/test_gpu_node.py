@@ -26,6 +26,7 @@ def test_the_whole_node_job_runs_end_to_end_on_the_cpu(tmp_path):
         assert set(run["per_class"]) == {"1mp", "6mp", "24mp_16bit"}
     assert "bf16" not in figures["runs"]  # GPU only
     resume = figures["resume"]
-    assert resume["identical"] is True and resume["rows"] == 15, resume
+    assert resume["identical"] is True and resume["rows"] == 15 and resume["killed"], resume
+    assert 0 < resume["settled_at_kill"] < 15, resume  # killed part-way
     assert figures["samples"]["node_mem_peak_gib"] > 0
     assert "ok" in (out / "gpu-node.log").read_text().splitlines()[-1]
