@@ -175,6 +175,14 @@ class RunOptions:
         "e.g. http://iiif.internal/. Repeatable.",
         factory=list,
     )
+    shared_fs: list = option(
+        None,
+        "--shared-fs",
+        "On a cluster of several nodes: a local path prefix mounted on every node at the same place "
+        "(NFS, Lustre...), so that a local OUT, scans or --weights under it are allowed; the run "
+        "proves it with a marker file each node reads back. Repeatable.",
+        factory=list,
+    )
     # run only: submit has its own --address (the Jobs API), and a job's logs are Ray's
     address: str | None = option(
         None,

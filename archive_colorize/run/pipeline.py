@@ -50,7 +50,7 @@ from archive_colorize.run.options import (
 )
 from archive_colorize.run.progress_view import native_stderr_to
 from archive_colorize.run.records import previous_devices, write_iiif, write_run_json
-from archive_colorize.core.storage import pa_filesystem, remove_stale_temps
+from archive_colorize.core.storage import is_local, pa_filesystem, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,21 @@ def run(opts: RunOptions, console=None) -> RunSummary:
     c = check(opts)
     credentials = c2pa_credentials(opts.c2pa_cert, opts.c2pa_key, opts.fmt, opts.storage_options)
     weights = load_weights(opts.weights, storage_options=opts.storage_options)  # verified in full, once
+    if opts.address or os.environ.get("RAY_ADDRESS"):
+        # an existing cluster may have several nodes: every one must see what the run reads
+        # and writes (the shipped weights are in the package, on every node)
+        from archive_colorize.run.cluster import check_placement
+
+        if is_local(c.out_fs) and opts.shared_fs:
+            c.out_fs.makedirs(c.out_root, exist_ok=True)  # the marker of the share goes here
+        check_placement(
+            _init_ray(opts),
+            c.out_root,
+            is_local(c.out_fs),
+            c.manifest,
+            opts.weights or "",
+            opts.shared_fs or (),
+        )
     lock = OutputLock(c.out_fs, c.out_root)
     try:
         c.out_fs.makedirs(c.out_root, exist_ok=True)
@@ -208,7 +223,7 @@ def _dataset(ctx: RunContext):
     from ray.data import ActorPoolStrategy
 
     from archive_colorize.imaging.provenance import Provenance
-    from archive_colorize.run.stages import finish, prepare
+    from archive_colorize.run.stages import prepare
 
     ray = _init_ray(ctx.opts)
     opts, m, so = ctx.opts, ctx.manifest, ctx.opts.storage_options or {}
@@ -270,7 +285,7 @@ def _dataset(ctx: RunContext):
     provenance = Provenance(ctx.weights.file_sha256, opts.precision, ctx.c2pa)
     for k, stage in enumerate(plan.finish):  # small scans, then large ones, each with the memory it needs
         ds = ds.map_batches(
-            finish,
+            _finish_on_node,
             fn_kwargs={
                 "base_dir": m.base_dir,
                 "out_url": ctx.out_url,
@@ -308,6 +323,22 @@ def _select(batch: pa.Table, *, schema: pa.Schema, skip_ref) -> pa.Table:
             _SETTLED[key] = ray.get(skip_ref[0])
         skip = _SETTLED[key]
     return select(batch, schema=schema, skip=skip)
+
+
+def _finish_on_node(batch: pa.Table, **kw) -> pa.Table:
+    """stages.finish, and which node wrote each output (results.parquet's `node`): on a
+    misconfigured cluster, where the files went."""
+    import socket
+
+    import ray
+
+    from archive_colorize.run.stages import finish
+
+    out = finish(batch, **kw)
+    where = f"{ray.get_runtime_context().get_node_id()[:12]} {socket.gethostname()}"
+    if "node" in out.column_names:  # a later finish stage: the first one wrote the smaller scans
+        return out
+    return out.append_column("node", pa.array([where] * out.num_rows, pa.string()))
 
 
 def _model_actor():

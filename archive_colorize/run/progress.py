@@ -38,6 +38,7 @@ RESULT_SCHEMA = pa.schema(
         ("seconds", pa.float64()),
         ("mean_chroma", pa.float32()),
         ("chroma_gain", pa.float64()),  # what the a*b* was scaled by: row, run or weights
+        ("node", pa.string()),  # the Ray node (id and host) that wrote the output
     ]
 )
 
