@@ -192,3 +192,15 @@ def test_submit_refuses_credentials_and_bad_manifests_before_submitting(ray_head
         r.returncode == 1
         and r.stderr.splitlines()[0] == f"Error: manifest not found: {tmp_path / 'nope.parquet'}"
     )
+
+
+def test_token_authentication_errors_name_the_token_not_the_address():
+    from archive_colorize.run.jobs import AUTH_HINT, auth_hint
+
+    class AuthenticationError(Exception):
+        pass
+
+    assert auth_hint(AuthenticationError("Authentication required")) == AUTH_HINT
+    assert auth_hint(RuntimeError("HTTP 401 Unauthorized")) == AUTH_HINT
+    assert auth_hint(ConnectionError("Connection refused")) is None
+    assert "RAY_AUTH_MODE=token" in AUTH_HINT and "~/.ray/auth_token" in AUTH_HINT and "RAY_AUTH_TOKEN" in AUTH_HINT

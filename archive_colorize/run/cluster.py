@@ -51,7 +51,9 @@ def placement_problems(out_root: str, out_local: bool, manifest, weights_source:
     """What the nodes could not all see, one line each."""
     problems = []
     if _local(manifest.url) and not shared(manifest.url, prefixes):
-        problems.append(f"the manifest {manifest.url} is on this machine's disk (Ray's readers run on any node)")
+        problems.append(
+            f"the manifest {manifest.url} is on this machine's disk (Ray's readers run on any node)"
+        )
     if out_local and not shared(out_root, prefixes):
         problems.append(f"the output {out_root} is on this machine's disk, which the other nodes do not see")
     if weights_source and _local(weights_source) and not shared(weights_source, prefixes):

@@ -75,8 +75,23 @@ def _client(address: str):
     except Exception as e:
         raise ConfigError(
             f"cannot reach the Ray Jobs API at {address}: {one_line(e, 300)}",
-            hint="give the dashboard address, e.g. http://HEAD:8265 (`ray start --head` prints it)",
+            hint=auth_hint(e)
+            or ("give the dashboard address, e.g. http://HEAD:8265 (`ray start --head` prints it)"),
         ) from None
+
+
+AUTH_HINT = (
+    "the cluster uses Ray's token authentication (on by default for `ray start --head` in Ray 2.60): "
+    "set RAY_AUTH_MODE=token and the cluster's token, in RAY_AUTH_TOKEN or the file ~/.ray/auth_token "
+    "(copy it from the head)"
+)
+
+
+def auth_hint(e: BaseException) -> str | None:
+    """The hint for an error that is Ray's token authentication refusing us, else None."""
+    text = f"{type(e).__name__} {e}".lower()
+    words = ("authentication", "unauthenticated", "auth token", "401", "unauthorized")
+    return AUTH_HINT if any(w in text for w in words) else None
 
 
 def submit(opts: RunOptions, address: str, runtime_env: dict | None = None) -> Submission:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # torch and the signer load only when a run starts
     from archive_colorize.model.weights import Weights
 from archive_colorize.run import schema as S
 from archive_colorize.core.uripolicy import UriPolicy
-from archive_colorize.errors import RESUME_HINT, ColorizeError, StorageError, one_line
+from archive_colorize.errors import RESUME_HINT, ColorizeError, ConfigError, StorageError, one_line
 from archive_colorize.run.faults import armed, crash_point
 from archive_colorize.run.lock import OutputLock
 from archive_colorize.sources.manifest import Manifest
@@ -203,13 +203,23 @@ def _init_ray(opts: RunOptions):
 
     address = opts.address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            log_to_driver=opts.verbose,
-            logging_level=logging.INFO if opts.verbose else logging.ERROR,
-            configure_logging=True,
-        )
+        try:
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=opts.verbose,
+                logging_level=logging.INFO if opts.verbose else logging.ERROR,
+                configure_logging=True,
+            )
+        except Exception as e:
+            from archive_colorize.run.jobs import auth_hint
+
+            hint = auth_hint(e)
+            if hint is None:
+                raise
+            raise ConfigError(
+                f"the Ray cluster at {address} refused this driver: {one_line(e, 300)}", hint=hint
+            ) from None
     dctx = ray.data.DataContext.get_current()
     dctx.enable_progress_bars = opts.verbose
     if hasattr(dctx, "print_on_execution_start"):
