@@ -9,32 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from archive_colorize.core.formats import MIME_BY_EXTENSION
+from archive_colorize.sources.manifest import GAIN_COLUMN, RESERVED
 
-CORE = {
-    "id",
-    "uri",
-    "status",
-    "error",
-    "output_uri",
-    "width",
-    "height",
-    "input_sha256",
-    "output_sha256",
-    "scene_top5",
-    "scene_top5_prob",
-    "weights_sha256",
-    "seconds",
-    "mean_chroma",
-    "chroma_gain",
-    "style_uri",
-    "output_name",
-    "iiif_manifest",
-    "iiif_canvas",
-    "title",
-    "metadata",
-    "rights",
-    "required_statement",
-}
+# what the run itself wrote, not the archive's metadata: kept out of each canvas's metadata
+CORE = {"id", "uri", *RESERVED, GAIN_COLUMN, "style_uri", "output_name"} | {
+    "iiif_manifest", "iiif_canvas", "title", "metadata", "rights", "required_statement",
+}  # fmt: skip
 
 
 def _lmap(text) -> dict:

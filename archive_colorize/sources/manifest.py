@@ -54,6 +54,7 @@ RESERVED = (
     "weights_sha256",
     "seconds",
     "mean_chroma",
+    "node",
 )
 SHOW_ROWS = 5
 CHECK_BATCH = 256 * 1024  # rows per streamed batch: ~20 MB of id and uri text
