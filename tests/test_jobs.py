@@ -203,4 +203,8 @@ def test_token_authentication_errors_name_the_token_not_the_address():
     assert auth_hint(AuthenticationError("Authentication required")) == AUTH_HINT
     assert auth_hint(RuntimeError("HTTP 401 Unauthorized")) == AUTH_HINT
     assert auth_hint(ConnectionError("Connection refused")) is None
-    assert "RAY_AUTH_MODE=token" in AUTH_HINT and "~/.ray/auth_token" in AUTH_HINT and "RAY_AUTH_TOKEN" in AUTH_HINT
+    assert (
+        "RAY_AUTH_MODE=token" in AUTH_HINT
+        and "~/.ray/auth_token" in AUTH_HINT
+        and "RAY_AUTH_TOKEN" in AUTH_HINT
+    )
