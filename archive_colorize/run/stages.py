@@ -35,7 +35,7 @@ from archive_colorize.imaging.images import decode_image, output_bit_depth, work
 from archive_colorize.sources.manifest import normalize, safe_name
 from archive_colorize.imaging.provenance import Provenance
 from archive_colorize.imaging.render import colour, encode_result, mean_chroma, render
-from archive_colorize.core.storage import abs_uri, read_bytes, resolve
+from archive_colorize.core.storage import abs_uri, read_bytes, resolve, with_retries
 from archive_colorize.core.arrays import pack, unpack_numpy
 from archive_colorize.run import schema as S
 from archive_colorize.sinks.images import ImageFolder
@@ -63,7 +63,8 @@ def fetch(
             data = fetch_http(uri, policy, so, max_bytes)
         else:
             fs, path = resolve(uri, so)
-            size = fs.size(path)  # a stat or a HEAD: nothing too large is read
+            # a stat or a HEAD, so nothing too large is read; retried like the read itself
+            size = with_retries(lambda: fs.size(path), f"reading {path}")
             if size is not None and size > max_bytes:
                 raise ImageError(f"{size} bytes, larger than --max-bytes {max_bytes}")
             data = read_bytes(fs, path)
