@@ -53,6 +53,7 @@ class OutputLock:
 
     def _read(self) -> dict | None:
         try:
+            self.fs.invalidate_cache(self.path)  # s3fs caches listings: read the object as it is now
             with self.fs.open(self.path, "rb") as f:
                 return json.loads(f.read())
         except FileNotFoundError:
@@ -82,12 +83,15 @@ class OutputLock:
         try:
             self.fs.pipe_file(self.path, data, mode="create")  # S3: a conditional PUT
             return True
+        except FileExistsError:  # s3fs's word for 412 Precondition Failed
+            return False
         except TypeError:  # a filesystem without exclusive create: the best it can do
             if self.fs.exists(self.path):
                 return False
             write_json(self.fs, self.path, self.me)
             return True
         except Exception:
+            self.fs.invalidate_cache(self.path)  # a cached listing must not hide the other's lock
             if self.fs.exists(self.path):
                 return False
             raise
