@@ -48,6 +48,7 @@ SLOW_FILES = {
     "test_train_device.py",
     "test_manifest_writers.py",
     "test_gpu_node.py",
+    "test_gpu_stage.py",  # the GPU training stages' scripts, run as processes on the CPU (48 s)
     "test_lock.py",  # races repeated 30 times, and moto
 }
 
