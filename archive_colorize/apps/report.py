@@ -82,7 +82,7 @@ def _load(o: ReportOptions):
 def _thumb(url: str, size: int, grey: bool, storage_options: dict, policy: UriPolicy = TRUSTED) -> str | None:
     try:
         if policy.untrusted and url.split("://", 1)[0].lower() in ("http", "https"):
-            policy.check(url)  # the original, named by a remote document: fetched as the run did
+            # the original, named by a remote document: fetched as the run did, every hop checked
             data = fetch_http(url, policy, policy.credentials_for(url, storage_options), DEFAULT_MAX_BYTES)
         else:
             policy.check(url)

@@ -57,11 +57,11 @@ def fetch(
     policy: checked, fetched hop by hop, with credentials only for their own origin."""
     path = uri
     try:
-        policy.check(uri)
         so = policy.credentials_for(uri, storage_options)
-        if policy.untrusted and uri.split("://", 1)[0].lower() in HTTP:  # every hop checked, allowed or not
+        if policy.untrusted and uri.split("://", 1)[0].lower() in HTTP:  # every hop checked, the first too
             data = fetch_http(uri, policy, so, max_bytes)
         else:
+            policy.check(uri)
             fs, path = resolve(uri, so)
             # a stat or a HEAD, so nothing too large is read; retried like the read itself
             size = with_retries(lambda: fs.size(path), f"reading {path}")
