@@ -48,18 +48,18 @@ def _on_cluster(runs: dict, cwd) -> dict:
 
 
 def test_a_run_on_three_nodes(tmp_path, s3, s3_server, weights_path):
-    s3.mkdir("archive")
+    s3.mkdir("nodes")
     names = ["astronaut", "chelsea", "coffee", "rocket"] * 3
     for i, n in enumerate(names):
-        s3.pipe(f"archive/scans/{i:02d}.jpg", sample(f"{n}.jpg").read_bytes())
-    s3.pipe("archive/w.safetensors", weights_path.read_bytes())
+        s3.pipe(f"nodes/scans/{i:02d}.jpg", sample(f"{n}.jpg").read_bytes())
+    s3.pipe("nodes/w.safetensors", weights_path.read_bytes())
     table = pa.table(
         {
             "id": [f"{i:02d}" for i in range(len(names))],
-            "uri": [f"s3://archive/scans/{i:02d}.jpg" for i in range(len(names))],
+            "uri": [f"s3://nodes/scans/{i:02d}.jpg" for i in range(len(names))],
         }
     )
-    with s3.open("archive/m.parquet", "wb") as f:
+    with s3.open("nodes/m.parquet", "wb") as f:
         pq.write_table(table, f)
     local, scan = tmp_path / "local.parquet", tmp_path / "coffee.jpg"
     scan.write_bytes(sample("coffee.jpg").read_bytes())
@@ -68,9 +68,9 @@ def test_a_run_on_three_nodes(tmp_path, s3, s3_server, weights_path):
     weights.write_bytes(weights_path.read_bytes())
     common = {"working_size": 64, "batch_size": 2, "actors": 1, "storage_options": s3_server}
     s3_run = {
-        "manifest": "s3://archive/m.parquet",
-        "out": "s3://archive/out",
-        "weights": "s3://archive/w.safetensors",
+        "manifest": "s3://nodes/m.parquet",
+        "out": "s3://nodes/out",
+        "weights": "s3://nodes/w.safetensors",
     }
     runs = {
         "local": {"manifest": str(local), "out": str(tmp_path / "out"), "weights": str(weights), **common},
@@ -89,7 +89,7 @@ def test_a_run_on_three_nodes(tmp_path, s3, s3_server, weights_path):
     assert "--shared-fs PREFIX" in got["local"]["hint"]
     assert not (tmp_path / "out").exists()  # refused before any work: not even the lock
     assert (got["s3"]["done"], got["s3"]["failed"]) == (12, 0), got["s3"]
-    rows = pq.read_table(s3.open("archive/out/results.parquet", "rb")).to_pylist()
+    rows = pq.read_table(s3.open("nodes/out/results.parquet", "rb")).to_pylist()
     assert all(s3.exists(r["output_uri"]) for r in rows)
     nodes = {r["node"] for r in rows}
     assert len(nodes) >= 2, nodes  # outputs written by more than one node

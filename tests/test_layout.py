@@ -149,3 +149,18 @@ def test_benchmarks_take_public_names_from_the_public_api_and_every_import_resol
                 assert node.module == "archive_colorize" or alias.name not in public, (
                     f"{where}: public, import it from archive_colorize"
                 )
+
+
+def test_each_test_file_makes_its_own_s3_buckets():
+    # One moto server serves the whole session: two files making the same bucket pass alone and
+    # fail in CI's order with a bare FileExistsError (it happened: "archive" in two files).
+    import re
+    from collections import defaultdict
+
+    makers = defaultdict(set)
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        for bucket in re.findall(r"""\b(?:s3|fs)\.mkdir\(\s*["']([^"'/]+)["']""", path.read_text()):
+            makers[bucket].add(path.relative_to(ROOT).as_posix())
+    assert makers, "the pattern no longer finds the tests' buckets"
+    shared = {b: sorted(files) for b, files in makers.items() if len(files) > 1}
+    assert not shared, shared
