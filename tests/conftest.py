@@ -151,6 +151,9 @@ def ray_cluster():
 
     if not ray.is_initialized():
         ray.init(
+            # a cluster of its own: without "local", ray.init joins any `ray start` cluster on
+            # this machine (another suite's test_jobs head, a developer's own)
+            address="local",
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=False,

@@ -361,3 +361,33 @@ def test_markup_and_control_characters_in_names_are_printed_as_text(tmp_path):
     assert r.exit_code == 0, r.output
     assert len(list((tmp_path / "out").iterdir())) == 3
     assert "/[red]c.png -> " in r.output and "/a[b]x.png -> " in r.output  # the names as they are
+
+
+@pytest.mark.parametrize(
+    "argv, first",
+    [
+        (
+            ["run", "--dry-run"],
+            "Error: cannot read manifest s3://no-creds/m.parquet: Unable to locate credentials",
+        ),
+        (["manifest", "check"], "Error: S3 refused: Unable to locate credentials"),
+    ],
+)
+def test_s3_without_credentials_is_one_line_and_a_hint(tmp_path, argv, first):
+    # botocore raises NoCredentialsError (not an OSError) before any request: it was a traceback
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    so = '{"endpoint_url": "http://127.0.0.1:9"}'  # nothing listens: no request gets that far
+    r = subprocess.run(
+        [sys.executable, "-c", "from archive_colorize.apps.cli import run_cli; run_cli()", *argv[:1],
+         *argv[1:2], "s3://no-creds/m.parquet", *argv[2:], "--storage-options", so],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.splitlines() == [
+        first,
+        "Hint: give this machine S3 credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or "
+        """an IAM role), or --storage-options '{"anon": true}' for a public bucket""",
+    ]

@@ -250,6 +250,24 @@ def test_default_resources_leave_a_cpu_for_decoding():
         plan_resources({"CPU": 2.0}, RunOptions(manifest="m", actors=2, cpus_per_actor=1))
 
 
+def test_a_cpu_pool_on_several_nodes_is_each_nodes_share():
+    def plan(*nodes, **kw):
+        p = plan_resources({"CPU": sum(nodes)}, RunOptions(manifest="m", **kw), 0, list(nodes))
+        return p.actors, p.num_cpus, p.threads
+
+    # a 0-CPU head and two 2-CPU workers: one actor per worker, each keeping a CPU to decode
+    # (pooled, the 4 CPUs would give 3 actors: one worker with two and nothing left to feed them)
+    assert plan(0, 2, 2) == (2, 1.0, 2)
+    assert plan(16, 16) == (12, 2.0, 2)  # 6 a node, as on one node of 16
+    assert plan(4, 16) == (15, 1.0, 1)  # 3 + 12 actors of the smallest node's CPU; 4 CPUs / 3
+    # nodes of one CPU keep nothing back on their own: the cluster's CPUs are pooled, one kept
+    # free, and no actor gets more threads than a node has CPUs
+    assert plan(1, 1, 1) == (2, 1.0, 1)
+    assert plan(0, 1, 1) == (1, 1.0, 1)
+    assert plan(2, 2, actors=2) == (2, 1.0, 2)  # the operator's count: its share of the CPUs
+    assert plan(2) == (1, 1.0, 2)  # one node: as before
+
+
 def test_finish_stages_declare_the_memory_of_their_largest_scan():
     from archive_colorize.run.options import (
         FINISH_BYTES_PER_PIXEL,
@@ -399,11 +417,15 @@ def test_style_uri_and_output_name(ray_cluster, weights_path, tmp_path):
     assert "3/3" in screen.getvalue() and "0 failed" in screen.getvalue()  # the live progress bar
     # the first lines say where the model runs: the plan, then each actor's real device
     assert "model actors: 1 on cpu, 1 CPU each (cluster: 2 CPUs, 0 GPUs)" in screen.getvalue()
-    assert re.search(r"model actor: cpu \(2 threads; torch [^)]+\) on \S+ pid \d+", screen.getvalue()), (
-        screen.getvalue()
-    )
+    assert re.search(
+        r"model actor: cpu \(2 threads; torch [^)]+\) on \S+ node [0-9a-f]{12} pid \d+", screen.getvalue()
+    ), screen.getvalue()
     devices = json.loads((tmp_path / "m-out" / "run.json").read_text())["devices"]
     assert len(devices) == 1 and devices[0].startswith("cpu (2 threads; torch ")
+    actors = json.loads((tmp_path / "m-out" / "run.json").read_text())["model_actors"]
+    assert len(actors) == 1 and re.fullmatch(r"cpu \(.+\) on \S+ node [0-9a-f]{12} pid \d+", actors[0]), (
+        actors
+    )
     out = tmp_path / "m-out"
     assert s.out == str(out) and s.done == 3
     from archive_colorize.sources.manifest import safe_name

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from archive_colorize.core.secrets import scrub_text
+from archive_colorize.core.storage import CREDENTIALS_HINT, no_credentials
 from archive_colorize.core.text import printable
 from archive_colorize.errors import ColorizeError
 
@@ -108,6 +109,16 @@ def friendly(fn):
             )
             if e.hint:
                 err.print(f"Hint: {printable(e.hint)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
+        except Exception as e:  # S3 without credentials, wherever it is first touched
+            if _state["debug"] or not no_credentials(e):
+                raise
+            err.print(
+                Text.assemble(("Error:", "bold red"), f" S3 refused: {printable(str(e))}"),
+                highlight=False,
+                soft_wrap=True,
+            )
+            err.print(f"Hint: {CREDENTIALS_HINT}", highlight=False, soft_wrap=True)
             raise typer.Exit(1)
 
     return wrapper

@@ -60,6 +60,19 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base, *[p.strip("/") for p in parts]])
 
 
+# botocore's, raised by s3fs as they are (not as OSError) before any request is sent
+_NO_CREDENTIALS = ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError")
+CREDENTIALS_HINT = (
+    "give this machine S3 credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an IAM "
+    "role), or --storage-options '{\"anon\": true}' for a public bucket"
+)
+
+
+def no_credentials(e: BaseException) -> bool:
+    """An S3 request refused on this side: there are no (or only partial) credentials."""
+    return type(e).__name__ in _NO_CREDENTIALS
+
+
 _TRANSIENT_WORDS = ("connect", "timeout", "throttl", "slowdown", "temporar", "unavailable", "reset", "closed")
 
 

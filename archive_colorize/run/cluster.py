@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import uuid
 
 import pyarrow.compute as pc
@@ -125,3 +126,27 @@ def prove_shared(ray, nodes: list[dict], out_root: str) -> None:
             f"--shared-fs: node(s) {', '.join(blind)} cannot see {out_root}: it is not shared with them",
             hint="mount the same file system at the same path on every node, or use s3://",
         )
+
+
+class NodeWatch:
+    """Nodes that leave or join while a run streams, as lines for the screen. Ray reruns a
+    lost node's work on the others by itself; the note says why the run slowed, and why
+    results.parquet names a node that is gone."""
+
+    def __init__(self, ray, every: float = 10.0):
+        self.ray, self.every, self.checked = ray, every, time.monotonic()
+        self.known = self._alive()
+
+    def _alive(self) -> dict[str, str]:
+        return {n["NodeID"]: n.get("NodeManagerAddress", "?") for n in alive_nodes(self.ray)}
+
+    def changes(self, now: bool = False) -> list[str]:
+        if not now and time.monotonic() - self.checked < self.every:
+            return []
+        self.checked = time.monotonic()
+        alive = self._alive()
+        left = [f"node {n[:12]} ({a}) left the cluster: Ray retries its work on the other nodes"
+                for n, a in self.known.items() if n not in alive]  # fmt: skip
+        joined = [f"node {n[:12]} ({a}) joined the cluster" for n, a in alive.items() if n not in self.known]
+        self.known = alive
+        return left + joined

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shlex
 import time
 from dataclasses import dataclass, replace
@@ -92,6 +93,27 @@ def auth_hint(e: BaseException) -> str | None:
     text = f"{type(e).__name__} {e}".lower()
     words = ("authentication", "unauthenticated", "auth token", "401", "unauthorized")
     return AUTH_HINT if any(w in text for w in words) else None
+
+
+def driver_hint(e: BaseException) -> str | None:
+    """The hint for a driver that could not join the cluster. A missing or wrong token looks,
+    to `ray.init`, like an unreachable cluster (a plain ConnectionError after ~20 s of retries;
+    "Unauthenticated" only reaches the C++ log), so both causes are named."""
+    hint = auth_hint(e)
+    if hint is not None or not isinstance(e, ConnectionError):
+        return hint
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return (
+            "check that the address is the head's (HOST:6379, as `ray start --head` prints it) and that it "
+            "is up; if the cluster uses Ray's token authentication (on by default for `ray start --head` "
+            "in Ray 2.60), set RAY_AUTH_MODE=token and the cluster's token, in RAY_AUTH_TOKEN or the file "
+            "~/.ray/auth_token (copy it from the head)"
+        )
+    return (
+        "RAY_AUTH_MODE=token is set: the token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) "
+        "must be the head's (`ray get-auth-token` on the head prints it); else check the address and that "
+        "the cluster is up"
+    )
 
 
 def submit(opts: RunOptions, address: str, runtime_env: dict | None = None) -> Submission:

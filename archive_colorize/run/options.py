@@ -20,7 +20,7 @@ from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 import pyarrow.compute as pc
 
 from archive_colorize.run import progress
-from archive_colorize.errors import ConfigError, OptionError
+from archive_colorize.errors import ConfigError, OptionError, StorageError
 from archive_colorize.core.defaults import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -31,8 +31,8 @@ from archive_colorize.core.defaults import (
 )
 from archive_colorize.core.formats import FORMATS
 from archive_colorize.sources.manifest import Manifest, default_out, load_manifest
-from archive_colorize.core.storage import is_local, resolve
-from archive_colorize.core.secrets import redact  # noqa: F401  (jobs.py checks submit's options with it)
+from archive_colorize.core.storage import CREDENTIALS_HINT, is_local, no_credentials, resolve
+from archive_colorize.core.secrets import redact, scrub_uri  # noqa: F401  (jobs.py checks submit's options with redact)
 
 LOCK = "_lock.json"
 
@@ -318,7 +318,14 @@ def c2pa_credentials(cert: str | None, key: str | None, fmt: str, storage_option
 def check(opts: RunOptions) -> Checked:
     """Options, manifest (columns, types, ids, output names) and output location."""
     check_options(opts)
-    manifest = load_manifest(opts.manifest, opts.storage_options)
+    try:
+        manifest = load_manifest(opts.manifest, opts.storage_options)
+    except Exception as e:
+        if no_credentials(e):
+            raise StorageError(
+                f"cannot read manifest {scrub_uri(opts.manifest)}: {e}", hint=CREDENTIALS_HINT
+            ) from None
+        raise
     out_url = (opts.out or default_out(opts.manifest)).rstrip("/")
     out_fs, out_root = resolve(out_url, opts.storage_options)
     return Checked(manifest, out_fs, out_root, out_root if is_local(out_fs) else out_url)
@@ -413,14 +420,33 @@ def finish_line(stages: list[FinishStage], max_pixels: int) -> str:
     return "finish tasks, one scan at a time: " + "; larger ".join(parts)
 
 
-def plan_resources(cluster: dict, opts: RunOptions, node_memory: float = 0) -> ResourcePlan:
+def _cpu_pool(cpus: float, node_cpus: list[float], per_cpu: float | None) -> tuple[int, float, int]:
+    """CPU actors, CPUs per actor and torch threads per actor. Each node keeps a quarter of
+    its CPUs (at least one) for decoding and encoding, and gives the rest to actors: on a
+    cluster, each node's share, so no node is left with actors and nothing to feed them, and
+    the threads are what the smallest share's node has per actor. Nodes of one CPU share
+    nothing: then the cluster's CPUs are pooled, keeping a quarter (at least one) free."""
+    per = per_cpu or (2.0 if min(node_cpus or [cpus]) >= 8 else 1.0)
+    shares = [(c, int((c - max(1.0, c // 4)) // per)) for c in node_cpus]
+    if len(node_cpus) > 1 and sum(a for _, a in shares):
+        return sum(a for _, a in shares), per, max(1, min(int(c // a) for c, a in shares if a))
+    actors = max(1, int((cpus - max(1.0, cpus // 4)) // per))
+    return actors, per, max(1, int(min([cpus // actors, *node_cpus])))
+
+
+def plan_resources(
+    cluster: dict, opts: RunOptions, node_memory: float = 0, node_cpus: list[float] | None = None
+) -> ResourcePlan:
     """Actor count and resources from the cluster, so the defaults never starve the decode
     and encode tasks of CPUs (Ray on 2 CPUs deadlocks if the actors hold them all).
 
     GPU actors form a pool of 1 to `actors`: on an autoscaling cluster it grows as GPU nodes
     join. `--device cuda --actors N` plans N GPU actors even before any GPU node has joined
-    (a head with 0 CPUs and no GPU); without --actors that is an error, not a CPU run."""
+    (a head with 0 CPUs and no GPU); without --actors that is an error, not a CPU run.
+    `node_cpus`: each alive node's CPUs (nodes without CPUs left out), to plan a CPU pool
+    node by node (_cpu_pool)."""
     cpus = float(cluster.get("CPU", 1))
+    node_cpus = [c for c in (node_cpus or []) if c > 0]
     gpus = float(cluster.get("GPU", 0))
     if opts.device == "cuda" and gpus < 1 and not opts.gpus_per_actor and not opts.actors:
         raise ConfigError(
@@ -438,9 +464,10 @@ def plan_resources(cluster: dict, opts: RunOptions, node_memory: float = 0) -> R
         per_cpu = opts.cpus_per_actor or 1.0
         actors, min_actors, num_gpus, num_cpus, device = actors, 1, per_gpu, per_cpu, "cuda"
     else:
-        per_cpu = opts.cpus_per_actor or (2.0 if cpus >= 8 else 1.0)
-        reserve = max(1.0, cpus // 4)  # for prepare/finish tasks
-        actors = opts.actors or max(1, int((cpus - reserve) // per_cpu))
+        planned, per_cpu, cpu_threads = _cpu_pool(cpus, node_cpus, opts.cpus_per_actor)
+        actors = opts.actors or planned
+        if opts.actors:  # the operator's count: threads are its share of the CPUs, as on one node
+            cpu_threads = max(1, int(min([cpus // actors, *node_cpus])))
         actors, min_actors, num_gpus, num_cpus, device = actors, actors, 0, per_cpu, "cpu"
     if not waiting and actors * num_cpus > cpus - 0.5:
         raise ConfigError(
@@ -451,7 +478,7 @@ def plan_resources(cluster: dict, opts: RunOptions, node_memory: float = 0) -> R
     # decoding are often idle, so each actor's threads are its share of all the CPUs:
     # 1.33x the throughput of one thread on 2 CPUs (benchmarks/pipeline.py), and 7% faster
     # still on 12 MP scans, where the decoding CPU is busy (docs/performance.md).
-    threads = opts.threads_per_actor or (max(1, int(num_cpus)) if use_gpu else max(1, int(cpus // actors)))
+    threads = opts.threads_per_actor or (max(1, int(num_cpus)) if use_gpu else cpu_threads)
     recombine_on = (
         opts.recombine_on if opts.recombine_on != "auto" else ("actor" if device == "cuda" else "finish")
     )

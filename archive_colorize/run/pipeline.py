@@ -37,6 +37,7 @@ from archive_colorize.run import schema as S
 from archive_colorize.core.uripolicy import UriPolicy
 from archive_colorize.errors import RESUME_HINT, ColorizeError, ConfigError, StorageError, one_line
 from archive_colorize.run.faults import armed, crash_point
+from archive_colorize.run.cluster import NodeWatch
 from archive_colorize.run.lock import OutputLock
 from archive_colorize.sources.manifest import Manifest
 from archive_colorize.run.options import (
@@ -74,6 +75,8 @@ class RunContext:
     counts: dict = field(default_factory=lambda: {"done": 0, "failed": 0})
     devices: set = field(default_factory=set)  # what the model actors ran on (stages.device_label)
     earlier_devices: list = field(default_factory=list)  # what earlier runs into OUT ran on (their run.json)
+    actors: set = field(default_factory=set)  # each model actor: device, host, node, pid (run.json)
+    nodes: int = 1  # alive Ray nodes at the start
 
 
 def run(opts: RunOptions, console=None) -> RunSummary:
@@ -83,21 +86,16 @@ def run(opts: RunOptions, console=None) -> RunSummary:
     c = check(opts)
     credentials = c2pa_credentials(opts.c2pa_cert, opts.c2pa_key, opts.fmt, opts.storage_options)
     weights = load_weights(opts.weights, storage_options=opts.storage_options)  # verified in full, once
-    if opts.address or os.environ.get("RAY_ADDRESS"):
-        # an existing cluster may have several nodes: every one must see what the run reads
-        # and writes (the shipped weights are in the package, on every node)
-        from archive_colorize.run.cluster import check_placement
+    # Ray first, before the lock: the cluster (--address, RAY_ADDRESS, or a `ray start` one that
+    # ray.init finds on this machine) may have several nodes, and every one must see what the
+    # run reads and writes (the shipped weights are in the package, on every node)
+    from archive_colorize.run.cluster import check_placement
 
-        if is_local(c.out_fs) and opts.shared_fs:
-            c.out_fs.makedirs(c.out_root, exist_ok=True)  # the marker of the share goes here
-        check_placement(
-            _init_ray(opts),
-            c.out_root,
-            is_local(c.out_fs),
-            c.manifest,
-            opts.weights or "",
-            opts.shared_fs or (),
-        )
+    if is_local(c.out_fs) and opts.shared_fs:
+        c.out_fs.makedirs(c.out_root, exist_ok=True)  # the marker of the share goes here
+    check_placement(
+        _init_ray(opts), c.out_root, is_local(c.out_fs), c.manifest, opts.weights or "", opts.shared_fs or ()
+    )
     lock = OutputLock(c.out_fs, c.out_root)
     try:
         c.out_fs.makedirs(c.out_root, exist_ok=True)
@@ -181,9 +179,10 @@ def _execute(ctx: RunContext) -> None:
         live = Console(file=term, force_terminal=tty, soft_wrap=True, markup=False) if on_stderr else console
         ds, plan, cluster = _dataset(ctx)
         gpus = f", {plan.num_gpus:g} GPU" if plan.num_gpus else ""
+        nodes = f"{ctx.nodes} nodes, " if ctx.nodes > 1 else ""
         live.print(
             f"model actors: {plan.actors} on {plan.device}, {plan.num_cpus:g} CPU{gpus} each "
-            f"(cluster: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs)",
+            f"(cluster: {nodes}{cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs)",
             highlight=False,
         )
         where = f"; the model actors make the colour on {plan.device}" if plan.recombine_on == "actor" else ""
@@ -212,13 +211,13 @@ def _init_ray(opts: RunOptions):
                 configure_logging=True,
             )
         except Exception as e:
-            from archive_colorize.run.jobs import auth_hint
+            from archive_colorize.run.jobs import driver_hint
 
-            hint = auth_hint(e)
+            hint = driver_hint(e)
             if hint is None:
                 raise
             raise ConfigError(
-                f"the Ray cluster at {address} refused this driver: {one_line(e, 300)}", hint=hint
+                f"cannot join the Ray cluster at {address}: {one_line(e, 300)}", hint=hint
             ) from None
     dctx = ray.data.DataContext.get_current()
     dctx.enable_progress_bars = opts.verbose
@@ -238,8 +237,13 @@ def _dataset(ctx: RunContext):
     ray = _init_ray(ctx.opts)
     opts, m, so = ctx.opts, ctx.manifest, ctx.opts.storage_options or {}
     cluster = ray.cluster_resources()
+    alive = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    ctx.nodes = len(alive)
     plan = plan_resources(
-        cluster, opts, max((n["Resources"].get("memory", 0) for n in ray.nodes() if n["Alive"]), default=0)
+        cluster,
+        opts,
+        max((r.get("memory", 0) for r in alive), default=0),
+        [float(r.get("CPU", 0)) for r in alive],
     )
     ds = ray.data.read_parquet(
         m.files, filesystem=pa_filesystem(m.fs), partitioning=ray_partitioning(m), file_extensions=None
@@ -357,6 +361,14 @@ def _model_actor():
     from archive_colorize.run.stages import Colorizer
 
     class ModelActor(Colorizer):
+        def __init__(self, **kw):
+            import ray
+
+            super().__init__(**kw)
+            # hosts repeat (containers, loopback clusters); the node id tells actors apart
+            node = ray.get_runtime_context().get_node_id()[:12]
+            self.where = self.where.replace(" pid ", f" node {node} pid ", 1)
+
         def __call__(self, batch: pa.Table) -> pa.Table:
             out = super().__call__(batch)
             return out.append_column(ACTOR, pa.array([self.where] * out.num_rows, pa.string()))
@@ -386,6 +398,8 @@ def ray_partitioning(m: Manifest):
 
 def _stream(ctx: RunContext, ds, console) -> None:
     """Pull finished rows, record them in the progress log, show the counts."""
+    import ray
+
     from archive_colorize.run.progress_view import RunProgress
 
     meta_cols = ctx.manifest.metadata_columns + [
@@ -395,13 +409,17 @@ def _stream(ctx: RunContext, ds, console) -> None:
         ctx.out_fs, ctx.out_root, ctx.out_url, ctx.opts.progress_every, on_flush=ctx.lock.refresh
     )
     actors: set[str] = set()
+    watch = NodeWatch(ray)
     with RunProgress(ctx.todo, console) as bar:
         try:
             for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                for line in watch.changes():
+                    bar.note(line)
                 if batch.num_rows == 0:
                     continue
                 for where in set(batch.column(ACTOR).to_pylist()) - actors:
                     actors.add(where)
+                    ctx.actors.add(where)
                     ctx.devices.add(where.split(" on ")[0])
                     bar.note(f"model actor: {where}")
                 fatal = batch.column(S.FATAL)[0].as_py()
@@ -420,5 +438,7 @@ def _stream(ctx: RunContext, ds, console) -> None:
                 bar.advance(d, table.num_rows - d)
                 if fatal is not None:
                     raise StorageError(fatal, hint=RESUME_HINT)
+            for line in watch.changes(now=True):
+                bar.note(line)
         finally:
             writer.flush()  # rows finished before a failure are kept: their images exist

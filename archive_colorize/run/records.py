@@ -56,6 +56,7 @@ def write_run_json(ctx, summary: RunSummary, fid: dict | None) -> None:
         {
             "devices": sorted(ctx.devices) or before,
             "earlier_devices": before if ctx.devices and before and set(before) != ctx.devices else None,
+            "model_actors": sorted(ctx.actors),  # "<device> on <host> node <id> pid <pid>", this run's
             "archive_colorize": __version__,
             "manifest": scrub_uri(ctx.opts.manifest),
             "manifest_base_dir": scrub_uri(ctx.manifest.base_dir),
