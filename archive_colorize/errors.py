@@ -18,6 +18,7 @@ class ManifestError(ColorizeError):
 
 class WeightsError(ColorizeError):
     hint = "see `archive-colorize weights --help`"
+    for_every_manifest = True  # (for `submit`: one weights file serves every manifest)
 
 
 class ImageError(ColorizeError):
@@ -32,10 +33,25 @@ class ConfigError(ColorizeError):
     hint = "see training/README.md for the config keys"
 
 
+class ClusterError(ColorizeError):
+    """The Ray cluster or its Jobs API refused, or could not be reached."""
+
+    hint = "see pipelines/README.md for running on a cluster"
+    for_every_manifest = True  # not one job's: `submit` stops rather than repeat it for each manifest
+
+
 class OptionError(ConfigError):
     """A command-line option out of range: refused before any work."""
 
     hint = "see the command's --help for its options and their defaults"
+    for_every_manifest = True
+
+
+def last_line(e: BaseException, limit: int = 500) -> str:
+    """A server's error as its last non-empty line: a Python traceback ends with what
+    happened, and its first 300 characters are only where."""
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    return (lines[-1] if lines else type(e).__name__)[:limit]
 
 
 def one_line(e: BaseException, limit: int = 500) -> str:

@@ -1,25 +1,66 @@
-"""`archive-colorize submit` against a real Ray head started with `ray start --head`,
-through the real Jobs API: submit, wait, check results, resubmit (no-op), resume."""
+"""`archive-colorize submit` against a real Ray head started with `ray start --head`, token
+authentication on (as Ray 2.60 has it), through the real Jobs API: submit, wait, check
+results, resubmit (no-op), resume after `ray job delete`, one job per OUT, a nightly glob
+with a bad manifest, a missing or wrong token, an address without a scheme, a head that
+never answers."""
 
+import json
 import os
+import secrets
 import shutil
 import signal
+import socket
+import threading
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from archive_colorize.run.jobs import KEY, job_key, submit, wait
-from archive_colorize.run.pipeline import RunOptions
+from archive_colorize.run.jobs import KEY, TOKEN_HINT, job_key
 
 from .conftest import _free_port
 from .reliability.conftest import cli, tiny_scans
 
 RAY = str(Path(sys.executable).parent / "ray")
+TOKEN = secrets.token_hex(16)
+AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}  # what the operator's shell has
+
+
+def api(address: str, method: str, path: str, body: dict | None = None, token: str = TOKEN):
+    """The Jobs REST API itself, with the token: the tests' own view of the head."""
+    req = urllib.request.Request(
+        address + path,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read() or b"null")
+
+
+def jobs_of(address: str, key: str) -> list[dict]:
+    return [j for j in api(address, "GET", "/api/jobs/") if (j.get("metadata") or {}).get(KEY) == key]
+
+
+def wait_job(address: str, sid: str, timeout: float = 300) -> str:
+    deadline = time.time() + timeout
+    while (status := api(address, "GET", f"/api/jobs/{sid}")["status"]) not in (
+        "SUCCEEDED",
+        "FAILED",
+        "STOPPED",
+    ):
+        assert time.time() < deadline, f"{sid} still {status}"
+        time.sleep(1)
+    return status
+
+
+def submit(*args, env=AUTH, **kw):
+    return cli("submit", *args, env=env, **kw)
 
 
 def _kill_session(sid: int) -> None:
@@ -43,9 +84,7 @@ def ray_head():
     env["PATH"] = (
         f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # the job's shell finds archive-colorize
     )
-    # Ray 2.5x turns token auth on by itself when ~/.ray/auth_token exists; this test head
-    # is on loopback only, so say which mode it uses instead of depending on that file.
-    env["RAY_AUTH_MODE"] = "disabled"
+    env.update(AUTH)  # token authentication on, with a token of this test's own
     # Every port explicit: the test session's own Ray holds the defaults (the dashboard
     # agent's 52365 among them), and a second agent that cannot bind never accepts jobs.
     ports = [
@@ -84,62 +123,33 @@ def ray_head():
         output, _ = head.communicate(timeout=180)
         assert head.returncode == 0, output[-3000:]
         address = f"http://127.0.0.1:{dash}"
-        from ray.job_submission import JobSubmissionClient
-
-        deadline = time.time() + 60
-        while True:  # the Jobs API comes up a moment after `ray start` returns
+        deadline = time.time() + 240
+        while True:  # the Jobs API comes up a moment after `ray start` returns, its agent later
             try:
-                JobSubmissionClient(address).list_jobs()
+                probe = api(address, "POST", "/api/jobs/", {"entrypoint": "true"})["submission_id"]
                 break
             except Exception:
                 if time.time() > deadline:
                     raise
-                time.sleep(1)
-        # warm up: the job agent starts after the API; a trivial job proves it is there
-        client, deadline = JobSubmissionClient(address), time.time() + 240
-        while True:
-            try:
-                probe = client.submit_job(entrypoint="true")
-                break
-            except RuntimeError as e:
-                if "try again later" not in str(e) or time.time() > deadline:
-                    raise
                 time.sleep(2)
-        while str(client.get_job_status(probe)).split(".")[-1] not in ("SUCCEEDED", "FAILED", "STOPPED"):
-            assert time.time() < deadline, "the probe job never finished"
-            time.sleep(1)
+        assert wait_job(address, probe, 240) == "SUCCEEDED"
         yield address
     finally:
         _kill_session(head.pid)
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_submit_wait_resubmit_and_resume(ray_head, weights_path, tmp_path):
-    from ray.job_submission import JobSubmissionClient
+def test_submit_wait_resubmit_resume_after_a_deleted_attempt_and_one_job_per_out(
+    ray_head, weights_path, tmp_path
+):
+    import hashlib
+
+    from archive_colorize.model.weights import load_weights
 
     manifest = tiny_scans(tmp_path / "scans", 12, seed=4)
     out = tmp_path / "out"
-    opts = RunOptions(
-        manifest=str(manifest), out=str(out), weights=str(weights_path), working_size=64, limit=5
-    )
-
-    # an unfinished job: the first 5 rows only
-    first = submit(opts, ray_head)
-    assert (
-        first.action == "submitted"
-        and first.message == f"submitted {first.submission_id}: starts 5 of 12 rows into {out}"
-    )
-    again = submit(opts, ray_head)
-    assert (
-        again.action == "running"
-        and again.message == f"already running as {first.submission_id}: nothing submitted"
-    )
-    assert wait(ray_head, first.submission_id, timeout_s=240) == "SUCCEEDED"
-    assert pq.read_table(out / "results.parquet").num_rows == 5
-
-    from archive_colorize.model.weights import load_weights
-    import hashlib
-
+    args = (str(manifest), "--address", ray_head, "--out", str(out), "--weights", str(weights_path),
+            "--working-size", "64")  # fmt: skip
     key = job_key(
         str(manifest),
         hashlib.sha256(manifest.read_bytes()).hexdigest(),
@@ -147,64 +157,136 @@ def test_submit_wait_resubmit_and_resume(ray_head, weights_path, tmp_path):
         str(out),
         "png",
         64,
-    )
-    assert first.submission_id == key  # deterministic from manifest, weights and output
+    )  # deterministic from manifest, weights and output
 
-    args = (
-        "submit",
-        str(manifest),
-        "--address",
-        ray_head,
-        "--out",
-        str(out),
-        "--weights",
-        str(weights_path),
-        "--working-size",
-        "64",
-    )
-    r = cli(*args, "--wait", timeout=300)
+    # an unfinished job: the first 5 rows only
+    r = submit(*args, "--limit", "5")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.strip() == f"{manifest}: submitted {key}-2: resumes 7 of 12 rows into {out}"
+    assert r.stdout.strip() == f"{manifest}: submitted {key}: starts 5 of 12 rows into {out}"
+    r = submit(*args)
+    assert r.stdout.strip() == f"{manifest}: already running as {key}: nothing submitted", r.stderr
+    # a rewritten manifest is a new key, but the same OUT: not a second writer
+    other = tiny_scans(tmp_path / "other", 3, seed=5)
+    r = submit(str(other), *args[1:])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == (
+        f"{other}: already running as {key}, which writes {out} for another manifest or options: "
+        "nothing submitted"
+    )
+    assert wait_job(ray_head, key) == "SUCCEEDED"
+    assert pq.read_table(out / "results.parquet").num_rows == 5
+
+    r = submit(*args, "--limit", "3", "--wait")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == f"{manifest}: submitted {key}-2: resumes 3 of 12 rows into {out}"
+    # the operator deletes the first attempt: the next is after the highest left, not "-2" again
+    api(ray_head, "DELETE", f"/api/jobs/{key}")
+    r = submit(*args, "--wait", timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == f"{manifest}: submitted {key}-3: resumes 4 of 12 rows into {out}"
     res = pq.read_table(out / "results.parquet")
     assert res.num_rows == 12 and set(res.column("status").to_pylist()) == {"done"}
 
-    r = cli(*args)
+    r = submit(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (
         r.stdout.strip()
         == f"{manifest}: already finished: 12 done, 0 failed of 12 in {out}; nothing submitted"
     )
-    jobs = [j for j in JobSubmissionClient(ray_head).list_jobs() if (j.metadata or {}).get(KEY) == key]
-    assert sorted(j.submission_id for j in jobs) == [key, f"{key}-2"]
+    assert sorted(j["submission_id"] for j in jobs_of(ray_head, key)) == [f"{key}-2", f"{key}-3"]
+
+
+def test_a_nightly_glob_with_a_bad_manifest_submits_the_others(ray_head, tmp_path):
+    import pyarrow as pa
+
+    night = tmp_path / "night"
+    tiny_scans(night, 2, seed=9).rename(night / "b-good.parquet")
+    pq.write_table(pa.table({"id": ["x", "x"], "uri": ["a.jpg", "b.jpg"]}), night / "a-bad.parquet")
+    r = submit(str(night / "*.parquet"), "--address", ray_head, "--working-size", "64")
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[0] == (
+        f"Error: {night / 'a-bad.parquet'}: manifest column 'id' has duplicate value(s) ['x'] at row(s) [0, 1]"
+    ), r.stderr
+    line = r.stdout.strip()
+    assert line.startswith(f"{night / 'b-good.parquet'}: submitted colorize-") and line.endswith(
+        f": starts 2 of 2 rows into {night / 'b-good-out'}"
+    ), r.stdout
+    sid = line.split("submitted ")[1].split(":")[0]
+    assert wait_job(ray_head, sid) == "SUCCEEDED"
 
 
 def test_submit_refuses_credentials_and_bad_manifests_before_submitting(ray_head, tmp_path):
     manifest = tiny_scans(tmp_path / "scans", 2, seed=8)
-    r = cli(
-        "submit", str(manifest), "--address", ray_head, "--storage-options", '{"secret": "x", "key": "y"}'
-    )
+    r = submit(str(manifest), "--address", ray_head, "--storage-options", '{"secret": "x", "key": "y"}')
     assert r.returncode == 1
     assert r.stderr.splitlines()[0].startswith(
         "Error: --storage-options for submit must not hold credentials"
     )
-    r = cli("submit", str(tmp_path / "nope.parquet"), "--address", ray_head)
+    r = submit(str(tmp_path / "nope.parquet"), "--address", ray_head)
     assert (
         r.returncode == 1
         and r.stderr.splitlines()[0] == f"Error: manifest not found: {tmp_path / 'nope.parquet'}"
     )
 
 
-def test_token_authentication_errors_name_the_token_not_the_address():
-    from archive_colorize.run.jobs import AUTH_HINT, auth_hint
+def test_a_missing_or_wrong_token_is_one_line_naming_the_token(ray_head, tmp_path):
+    manifest = tiny_scans(tmp_path / "scans", 2, seed=8)
+    hint = f"Hint: {TOKEN_HINT}"
+    for env, first in [
+        ({"RAY_AUTH_MODE": "", "RAY_AUTH_TOKEN": ""}, f"Error: the Ray Jobs API at {ray_head} wants a token (HTTP 401)"),
+        ({**AUTH, "RAY_AUTH_TOKEN": "0" * 32}, f"Error: the Ray Jobs API at {ray_head} refused this token (HTTP 403)"),
+    ]:  # fmt: skip
+        r = submit(str(manifest), "--address", ray_head, env={**env, "HOME": str(tmp_path)})
+        assert r.returncode == 1
+        assert r.stderr.splitlines() == [first, hint], r.stderr
+    assert "RAY_AUTH_MODE=token" in TOKEN_HINT and "RAY_AUTH_TOKEN_PATH" in TOKEN_HINT
 
-    class AuthenticationError(Exception):
-        pass
 
-    assert auth_hint(AuthenticationError("Authentication required")) == AUTH_HINT
-    assert auth_hint(RuntimeError("HTTP 401 Unauthorized")) == AUTH_HINT
-    assert auth_hint(ConnectionError("Connection refused")) is None
-    assert (
-        "RAY_AUTH_MODE=token" in AUTH_HINT
-        and "~/.ray/auth_token" in AUTH_HINT
-        and "RAY_AUTH_TOKEN" in AUTH_HINT
+def test_an_address_without_a_scheme_is_refused_at_once(tmp_path):
+    manifest = tiny_scans(tmp_path / "scans", 2, seed=8)
+    t0 = time.time()
+    r = submit(str(manifest), "--address", "127.0.0.1:8265")
+    assert r.returncode == 1 and time.time() - t0 < 30
+    assert r.stderr.splitlines() == [
+        "Error: --address 127.0.0.1:8265: submit talks to the Ray Jobs API, which is a URL",
+        "Hint: give the dashboard address, e.g. http://HEAD:8265 (`run --address` is the one that takes the "
+        "cluster's HOST:6379)",
+    ]
+
+
+def test_a_head_that_never_answers_times_out(tmp_path):
+    manifest = tiny_scans(tmp_path / "scans", 2, seed=8)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    held = []
+    threading.Thread(target=lambda: [held.append(silent.accept()) for _ in range(8)], daemon=True).start()
+    address = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        t0 = time.time()
+        r = submit(str(manifest), "--address", address, "--api-timeout", "2", timeout=120)
+        took = time.time() - t0
+    finally:
+        silent.close()
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[0] == f"Error: the Ray Jobs API at {address} did not answer within 2 s", (
+        r.stderr
     )
+    assert took < 60, took
+
+
+def test_a_server_error_is_quoted_by_its_last_line():
+    from archive_colorize.run.jobs import _api_error
+
+    e = RuntimeError(
+        "Request failed with status code 500: Traceback (most recent call last):\n"
+        '  File "/ray/dashboard/modules/job/job_head.py", line 385, in submit_job\n'
+        "    raise ValueError(msg)\n"
+        "ValueError: Job with submission_id colorize-1 already exists. Please use a different submission_id.\n"
+    )
+    err = _api_error("http://head:8265", e, 60)
+    assert str(err) == (
+        "the Ray Jobs API at http://head:8265 answered: ValueError: Job with submission_id colorize-1 "
+        "already exists. Please use a different submission_id."
+    )
+    assert err.hint == "see pipelines/README.md for running on a cluster" and not err.for_every_manifest

@@ -322,6 +322,9 @@ def submit(
         help="Check each manifest, the weights and the output; print what each job "
         "would do; contact no cluster (loads neither torch nor Ray).",
     ),
+    api_timeout: float = typer.Option(
+        60.0, "--api-timeout", min=1.0, help="Seconds to wait for each answer of the Ray Jobs API."
+    ),
     *,
     run_fields: dict,
 ):
@@ -329,11 +332,8 @@ def submit(
 
     Example: archive-colorize submit s3://archive/manifests/nara-2026-11.parquet --address http://ray-head:8265 --wait
     """
-    from archive_colorize.run.jobs import load_runtime_env, logs_tail
-    from archive_colorize.run.jobs import submit as submit_job
-    from archive_colorize.run.jobs import wait as wait_job
+    from archive_colorize.run.jobs import load_runtime_env
     from archive_colorize.sources.manifest import expand_manifests
-    from archive_colorize.run.options import RunOptions
 
     so = run_fields["storage_options"]
     urls = expand_manifests(manifests, so)
@@ -345,34 +345,58 @@ def submit(
     env = load_runtime_env(runtime_env)
     failed = 0
     for url in urls:
-        opts = RunOptions(manifest=url, out=out, **run_fields)
-        if dry_run:
-            from archive_colorize.run.options import inspect
-
-            plan = inspect(opts)
-            line = (
-                f"would submit {plan.pending} of {plan.total} rows into {plan.out}"
-                if plan.pending
-                else f"nothing to submit: {plan.done} done, {plan.failed} failed of {plan.total} in {plan.out}"
+        # one manifest's error is its own: the others of a nightly glob are still submitted
+        try:
+            failed += _submit_one(url, out, run_fields, address, env, dry_run, wait, api_timeout)
+        except ColorizeError as e:
+            if _state["debug"] or getattr(e, "for_every_manifest", False):
+                raise  # no token, no answer: the same for every manifest
+            failed += 1
+            said = scrub_text(str(e))
+            said = said if url in said else f"{url}: {said}"
+            err.print(
+                Text.assemble(("Error:", "bold red"), f" {printable(said)}"),
+                highlight=False,
+                soft_wrap=True,
             )
-            console.print(f"{url}: {line}", highlight=False)
-            continue
-        sub = submit_job(opts, address, env)
-        console.print(f"{url}: {sub.message}", highlight=False)
-        if wait and sub.action in ("submitted", "running"):
-            status = wait_job(
-                address,
-                sub.submission_id,
-                on_status=lambda st, sid=sub.submission_id: err.print(f"  {sid}: {st}", highlight=False),
-            )
-            if status != "SUCCEEDED":
-                failed += 1
-                err.print(
-                    f"  {sub.submission_id} ended {status}; last log lines:\n{logs_tail(address, sub.submission_id)}",
-                    highlight=False,
-                )
+            if e.hint:
+                err.print(f"Hint: {printable(e.hint)}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
+
+
+def _submit_one(url, out, run_fields, address, env, dry_run, wait, api_timeout) -> int:
+    """Submit (or, dry, inspect) one manifest; -> 1 if its job was followed and failed."""
+    from archive_colorize.run.jobs import logs_tail
+    from archive_colorize.run.jobs import submit as submit_job
+    from archive_colorize.run.jobs import wait as wait_job
+    from archive_colorize.run.options import RunOptions, inspect
+
+    opts = RunOptions(manifest=url, out=out, **run_fields)
+    if dry_run:
+        plan = inspect(opts)
+        line = (
+            f"would submit {plan.pending} of {plan.total} rows into {plan.out}"
+            if plan.pending
+            else f"nothing to submit: {plan.done} done, {plan.failed} failed of {plan.total} in {plan.out}"
+        )
+        console.print(f"{url}: {line}", highlight=False)
+        return 0
+    sub = submit_job(opts, address, env, timeout_s=api_timeout)
+    console.print(f"{url}: {sub.message}", highlight=False)
+    if not (wait and sub.action in ("submitted", "running")):
+        return 0
+    status = wait_job(
+        address,
+        sub.submission_id,
+        on_status=lambda st, sid=sub.submission_id: err.print(f"  {sid}: {st}", highlight=False),
+        api_timeout_s=api_timeout,
+    )
+    if status == "SUCCEEDED":
+        return 0
+    tail = logs_tail(address, sub.submission_id, api_timeout_s=api_timeout)
+    err.print(f"  {sub.submission_id} ended {status}; last log lines:\n{tail}", highlight=False)
+    return 1
 
 
 @app.command()

@@ -18,7 +18,7 @@ import uuid
 
 import pyarrow.compute as pc
 
-from archive_colorize.errors import ConfigError
+from archive_colorize.errors import ClusterError, ConfigError
 
 _SCHEME = r"^[A-Za-z][A-Za-z0-9+.-]*://"
 MARKER = "_shared-fs-check"
@@ -122,7 +122,7 @@ def prove_shared(ray, nodes: list[dict], out_root: str) -> None:
     finally:
         os.unlink(path)
     if blind:
-        raise ConfigError(
+        raise ClusterError(
             f"--shared-fs: node(s) {', '.join(blind)} cannot see {out_root}: it is not shared with them",
             hint="mount the same file system at the same path on every node, or use s3://",
         )

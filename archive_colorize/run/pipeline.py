@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # torch and the signer load only when a run starts
     from archive_colorize.model.weights import Weights
 from archive_colorize.run import schema as S
 from archive_colorize.core.uripolicy import UriPolicy
-from archive_colorize.errors import RESUME_HINT, ColorizeError, ConfigError, StorageError, one_line
+from archive_colorize.errors import RESUME_HINT, ClusterError, ColorizeError, StorageError, one_line
 from archive_colorize.run.faults import armed, crash_point
 from archive_colorize.run.cluster import NodeWatch
 from archive_colorize.run.lock import OutputLock
@@ -216,7 +216,7 @@ def _init_ray(opts: RunOptions):
             hint = driver_hint(e)
             if hint is None:
                 raise
-            raise ConfigError(
+            raise ClusterError(
                 f"cannot join the Ray cluster at {address}: {one_line(e, 300)}", hint=hint
             ) from None
     dctx = ray.data.DataContext.get_current()
