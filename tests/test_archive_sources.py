@@ -6,6 +6,7 @@ import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -327,36 +328,29 @@ def test_iiif_with_images_on_s3(s3, s3_server, ray_cluster, weights_path, tmp_pa
     assert (s.done, s.failed) == (1, 0)
 
 
+# Records written by this project in the shapes of NARA's Catalog API v2 (field names and
+# nesting as its bulk-download scripts read them): ancestors with levels, objectIds, a
+# presidential library's record (a collection, no record group), objects that are not images.
 NARA = [
     # a description whose use is unrestricted: two image objects and a PDF
     {
         "naId": 535551,
         "title": "Destitute pea pickers in California",
+        "levelOfDescription": "item",
         "ancestors": [
-            {
-                "levelOfDescription": "recordGroup",
-                "recordGroupNumber": 83,
-                "title": "Records of the Bureau of Agricultural Economics",
-            }
+            {"levelOfDescription": "recordGroup", "naId": 407, "recordGroupNumber": 83,
+             "title": "Records of the Bureau of Agricultural Economics"},
+            {"levelOfDescription": "series", "naId": 521600, "title": "Photographs of the Farm Security Administration"},
         ],
         "accessRestriction": {"status": "Unrestricted"},
         "useRestriction": {"status": "Unrestricted"},
         "digitalObjects": [
-            {
-                "objectType": "Image (JPG)",
-                "objectFilename": "535551_a.jpg",
-                "objectUrl": "https://nara.example/535551_a.jpg",
-            },
-            {
-                "objectType": "Image (TIFF)",
-                "objectFilename": "535551_b.tif",
-                "objectUrl": "https://nara.example/535551_b.tif",
-            },
-            {
-                "objectType": "Portable Document File (PDF)",
-                "objectFilename": "535551.pdf",
-                "objectUrl": "https://nara.example/535551.pdf",
-            },
+            {"objectId": "55321001", "objectType": "Image (JPG)", "objectFilename": "535551_a.jpg",
+             "objectUrl": "https://nara.example/535551_a.jpg"},
+            {"objectId": "55321002", "objectType": "Image (TIFF)", "objectFilename": "535551_b.tif",
+             "objectUrl": "https://nara.example/535551_b.tif"},
+            {"objectId": "55321003", "objectType": "Portable Document File (PDF)", "objectFilename": "535551.pdf",
+             "objectUrl": "https://nara.example/535551.pdf"},
         ],
     },
     # restricted use: left out and counted
@@ -366,37 +360,117 @@ NARA = [
         "recordGroupNumber": 208,
         "accessRestriction": {"status": "Unrestricted"},
         "useRestriction": {"status": "Restricted - Possibly"},
-        "digitalObjects": [{"objectType": "Image (JPG)", "objectUrl": "https://nara.example/700001.jpg"}],
+        "digitalObjects": [{"objectId": "9001", "objectType": "Image (JPG)", "objectUrl": "https://nara.example/700001.jpg"}],
+    },
+    # a presidential library's: a collection, no record group
+    {
+        "naId": 6802710,
+        "title": "President Roosevelt at his desk",
+        "ancestors": [
+            {"levelOfDescription": "collection", "naId": 566, "collectionIdentifier": "FDR-FDRPHOTOS",
+             "title": "Franklin D. Roosevelt Library Photographs"},
+            {"levelOfDescription": "series", "naId": 195999, "title": "Photographs, 1882 - 1962"},
+        ],
+        "accessRestriction": {"status": "Unrestricted"},
+        "useRestriction": {"status": "Unrestricted"},
+        "digitalObjects": [{"objectId": "4711", "objectType": "Image (JPG)", "objectUrl": "https://nara.example/6802710.jpg"}],
     },
     # no digital objects at all
     {"naId": 700002, "title": "Described, not digitized", "useRestriction": {"status": "Unrestricted"}},
+]  # fmt: skip
+
+NARA_ROWS = [
+    ("535551-55321001", "https://nara.example/535551_a.jpg", 83, None, 521600),
+    ("535551-55321002", "https://nara.example/535551_b.tif", 83, None, 521600),
+    ("6802710-4711", "https://nara.example/6802710.jpg", None, "FDR-FDRPHOTOS", 195999),
 ]
+
+
+def _hit(record: dict) -> dict:
+    return {"_index": "descriptions", "_id": str(record["naId"]), "_score": 1.0,
+            "_source": {"metadata": {"uuid": f"u-{record['naId']}"}, "record": record}}  # fmt: skip
+
+
+def test_nara_reads_every_shape_nara_publishes_to_the_same_rows(tmp_path):
+    response = {"body": {"hits": {"total": {"value": len(NARA)}, "hits": [_hit(r) for r in NARA]}}}
+    shapes = {
+        "response.json": json.dumps(response, indent=2),  # an API v2 page as saved
+        "hits.jsonl": "".join(json.dumps(_hit(r)) + "\n" for r in NARA),  # its hits, one per line
+        "export.jsonl": "".join(json.dumps({"record": r}) + "\n" for r in NARA),  # the S3 bulk export
+        "records.jsonl": "".join(json.dumps(r) + "\n" for r in NARA),
+        "array.json": json.dumps(NARA, indent=1),  # a JSON array of records
+    }
+    for name, text in shapes.items():
+        export, out = tmp_path / name, tmp_path / f"{name}.parquet"
+        export.write_text(text)
+        code, line = build("--nara", export, "--out", out)
+        assert code == 0, (name, line)
+        assert line.endswith(
+            "; 1 restricted image(s) left out (--include-restricted keeps them)"
+            "; 1 object(s) that are not images skipped (1 Portable Document File (PDF))"
+        ), (name, line)
+        table = pq.read_table(out)
+        got = [
+            (r["id"], r["uri"], r["record_group"], r["collection"], r["series_naId"])
+            for r in table.to_pylist()
+        ]
+        assert got == NARA_ROWS, name
+        assert table.schema.field("record_group").type == pa.int64()
+        assert table.column("object_type").to_pylist() == ["Image (JPG)", "Image (TIFF)", "Image (JPG)"]
+        assert table.column("object_id").to_pylist() == ["55321001", "55321002", "4711"]
+    # one record, pretty-printed
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(NARA[2], indent=4))
+    code, line = build("--nara", one, "--out", tmp_path / "one.parquet")
+    assert code == 0, line
+    table = pq.read_table(tmp_path / "one.parquet")
+    assert table.column("id").to_pylist() == ["6802710-4711"]
+    # every record a presidential library's: record_group is still an integer column
+    assert (
+        table.schema.field("record_group").type == pa.int64() and table.column("record_group").null_count == 1
+    )
 
 
 def test_nara_export(tmp_path):
     export = tmp_path / "nara.jsonl"
     export.write_text("".join(json.dumps(d) + "\n" for d in NARA))
     out = tmp_path / "m.parquet"
-    code, line = build("--nara", export, "--out", out)
-    assert code == 0, line
-    assert line.endswith("; 1 restricted image(s) left out (--include-restricted keeps them)")
-    rows = pq.read_table(out).to_pylist()
-    assert [(r["id"], r["uri"]) for r in rows] == [
-        ("535551-0", "https://nara.example/535551_a.jpg"),
-        ("535551-1", "https://nara.example/535551_b.tif"),
-    ]
-    assert (
-        rows[0]["record_group"] == 83
-        and rows[0]["naId"] == 535551
-        and rows[0]["use_restriction"] == "Unrestricted"
-    )
+    rows = pq.read_table(out).to_pylist() if build("--nara", export, "--out", out)[0] == 0 else []
+    assert rows[0]["naId"] == 535551 and rows[0]["use_restriction"] == "Unrestricted"
+    assert rows[0]["series_title"] == "Photographs of the Farm Security Administration"
     code, _ = build("--nara", export, "--out", out, "--include-restricted")
-    assert pq.read_table(out).column("id").to_pylist() == ["535551-0", "535551-1", "700001-0"]
+    assert pq.read_table(out).column("id").to_pylist() == [
+        "535551-55321001", "535551-55321002", "700001-9001", "6802710-4711"
+    ]  # fmt: skip
+    # an export without objectIds: the position among the record's images
+    legacy = {
+        **NARA[0],
+        "digitalObjects": [
+            {k: v for k, v in o.items() if k != "objectId"} for o in NARA[0]["digitalObjects"]
+        ],
+    }
+    export.write_text(json.dumps(legacy) + "\n")
+    assert build("--nara", export, "--out", out)[0] == 0
+    assert pq.read_table(out).column("id").to_pylist() == ["535551-0", "535551-1"]
     export.write_text('{"title": "no id"}\n')
     code, line = build("--nara", export, "--out", out)
     assert code == 1 and line.startswith(
         f"Error: NARA export {export} line 1: not a catalog description (no naId)"
     )
+    export.write_text(
+        json.dumps(
+            {"body": {"hits": {"hits": [_hit(NARA[0]), {"_source": {"record": {"title": "x"}}}]}}}, indent=2
+        )
+    )
+    code, line = build("--nara", export, "--out", out)
+    assert code == 1 and line.startswith(
+        f"Error: NARA export {export} document hit 2: not a catalog description (no naId)"
+    )
+    export.write_text('{"naId": 1,\n "title": ')
+    code, line = build("--nara", export, "--out", out)
+    assert code == 1 and line.startswith(
+        f"Error: NARA export {export}: not JSON (Expecting value at line 2)"
+    ), line
 
 
 def test_a_nara_export_with_odd_values_is_refused_or_read_never_a_traceback(tmp_path):

@@ -481,17 +481,20 @@ def manifest_build(
     refused: list = []
     if nara:
         try:
-            table, restricted = mb.build_from_nara(
+            table, got = mb.build_from_nara(
                 nara, out, include_restricted=include_restricted, storage_options=so,
                 allow=tuple(allow_uri or ()), refused=refused,
             )  # fmt: skip
         finally:
             _print_refused(refused)
         extra = (
-            f"; {restricted} restricted image(s) left out (--include-restricted keeps them)"
-            if restricted
+            f"; {got.restricted} restricted image(s) left out (--include-restricted keeps them)"
+            if got.restricted
             else ""
         )
+        if got.not_images:
+            kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(got.not_images.items()))
+            extra += f"; {sum(got.not_images.values())} object(s) that are not images skipped ({kinds})"
         if refused:
             extra += f"; {len(refused)} image(s) left out by the URI policy (--allow-uri opens a prefix)"
     elif source and mb.is_iiif_source(source):

@@ -109,19 +109,21 @@ def build_from_nara(
     storage_options: dict | None = None,
     allow: tuple[str, ...] = (),
     refused: list | None = None,
-) -> tuple[pa.Table, int]:
-    """A NARA catalog export (JSON lines) -> (manifest, image objects left out as restricted).
+) -> tuple[pa.Table, "NaraRead"]:  # noqa: F821
+    """A NARA catalog export or API response -> (manifest, what was read and left out).
     An export read over http(s) is a remote document: as for IIIF (build_from_iiif)."""
     from archive_colorize.sources.iiif import document_policy
-    from archive_colorize.sources.nara import nara_rows
+    from archive_colorize.sources.nara import SCHEMA, read_nara
 
-    rows, restricted = nara_rows(source, include_restricted, storage_options, allow, refused)
-    table = _table(rows, source)
+    got = read_nara(source, include_restricted, storage_options, allow, refused)
+    if not got.rows:
+        raise ManifestError(f"manifest build: no images in {source}")
+    table = pa.Table.from_pylist(got.rows, schema=SCHEMA)
     policy = document_policy(source, allow)
     if policy.untrusted:
         table = table.replace_schema_metadata({UNTRUSTED_ORIGIN: policy.trusted_origin.encode()})
     _write(table, out, storage_options)
-    return table, restricted
+    return table, got
 
 
 def is_iiif_source(source: str) -> bool:
