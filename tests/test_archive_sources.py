@@ -226,10 +226,87 @@ def test_book_collection_and_v21(server):
     assert sorted(r["id"] for r in everything) == ["book_p1", "book_p2", "book_p3", "single_canvas_1"]
     v2 = iiif_rows(f"{server}/v2.json", allow=(f"{server}/",))
     assert [r["uri"] for r in v2] == [
-        f"{server}/iiif/img/{n}/full/max/0/default.jpg" for n in ("rocket", "coffee")
-    ]
+        f"{server}/iiif/img/{n}/full/full/0/default.jpg" for n in ("rocket", "coffee")
+    ]  # an Image API 2 service: `full`, which 2.0 and 2.1 both know (2.0 has no `max`)
     assert v2[0]["title"] == "Print rocket" and v2[0]["rights"].startswith("https://rightsstatements.org/")
     assert v2[0]["required_statement"] == "Library of Congress"
+
+
+@pytest.mark.parametrize(
+    "service, whole, bounded",
+    [
+        # Gallica's and Biblissima's: Image API 1.1, by its context and profile
+        ({"@context": "http://library.stanford.edu/iiif/image-api/1.1/context.json", "@id": "https://img.example/ark:/1/f1",
+          "profile": "http://library.stanford.edu/iiif/image-api/1.1/compliance.html#level2"},
+         "full/full/0/native.jpg", "full/!4000,4000/0/native.jpg"),
+        ({"@context": "http://iiif.io/api/image/1/context.json", "@id": "https://img.example/ark:/1/f1",
+          "profile": "http://iiif.io/api/image/1/level1.json"}, "full/full/0/native.jpg", "full/!4000,4000/0/native.jpg"),
+        ({"@context": "http://iiif.io/api/image/2/context.json", "@id": "https://img.example/ark:/1/f1",
+          "profile": "http://iiif.io/api/image/2/level2.json"}, "full/full/0/default.jpg", "full/!4000,4000/0/default.jpg"),
+        ({"id": "https://img.example/ark:/1/f1", "type": "ImageService2", "profile": "level2"},
+         "full/full/0/default.jpg", "full/!4000,4000/0/default.jpg"),
+        ({"id": "https://img.example/ark:/1/f1", "type": "ImageService3", "profile": "level1"},
+         "full/max/0/default.jpg", "full/!4000,4000/0/default.jpg"),
+    ],
+)  # fmt: skip
+def test_the_image_request_follows_the_services_image_api_version(service, whole, bounded):
+    from archive_colorize.sources.iiif import image_url
+
+    body = {"id": "https://img.example/ark:/1/f1/full/full/0/native.jpg", "service": [service]}
+    assert image_url(body, None) == f"https://img.example/ark:/1/f1/{whole}"
+    assert image_url(body, 4000) == f"https://img.example/ark:/1/f1/{bounded}"
+
+
+def test_a_gallica_style_v2_manifest_with_two_sequences_and_repeated_images(tmp_path):
+    svc = {"@context": "http://library.stanford.edu/iiif/image-api/1.1/context.json",
+           "profile": "http://library.stanford.edu/iiif/image-api/1.1/compliance.html#level2"}  # fmt: skip
+
+    def canvas(n, images):
+        return {"@id": f"https://gallica.example/iiif/ark:/12148/btv1b1/canvas/f{n}", "@type": "sc:Canvas",
+                "label": f"f{n}", "height": 10, "width": 10,
+                "images": [{"@type": "oa:Annotation", "motivation": "sc:painting",
+                            "resource": {"@id": f"https://gallica.example/iiif/ark:/12148/btv1b1/f{i}/full/full/0/native.jpg",
+                                         "@type": "dctypes:Image",
+                                         "service": {**svc, "@id": f"https://gallica.example/iiif/ark:/12148/btv1b1/f{i}"}},
+                            "on": f"https://gallica.example/iiif/ark:/12148/btv1b1/canvas/f{n}"} for i in images]}  # fmt: skip
+
+    canvases = [canvas(1, [1, 1]), canvas(2, [2])]  # canvas f1 paints image f1 twice
+    doc = {"@context": "http://iiif.io/api/presentation/2/context.json", "@type": "sc:Manifest",
+           "@id": "https://gallica.example/iiif/ark:/12148/btv1b1/manifest.json", "label": "Album",
+           "sequences": [{"@type": "sc:Sequence", "canvases": canvases},
+                         {"@type": "sc:Sequence", "canvases": canvases}]}  # fmt: skip
+    path = tmp_path / "gallica.json"
+    path.write_text(json.dumps(doc))
+    rows = iiif_rows(str(path))
+    assert [(r["id"], r["uri"]) for r in rows] == [
+        (
+            "iiif_ark_12148_btv1b1_canvas_f1",
+            "https://gallica.example/iiif/ark:/12148/btv1b1/f1/full/full/0/native.jpg",
+        ),
+        (
+            "iiif_ark_12148_btv1b1_canvas_f2",
+            "https://gallica.example/iiif/ark:/12148/btv1b1/f2/full/full/0/native.jpg",
+        ),
+    ]
+
+
+def test_an_unreachable_collection_member_is_skipped_and_reported(server, tmp_path):
+    coll = {"@context": "http://iiif.io/api/presentation/3/context.json", "id": f"{server}/c.json",
+            "type": "Collection", "label": _lang("c"),
+            "items": [{"id": f"{server}/gone.json", "type": "Manifest"},
+                      {"id": f"{server}/book.json", "type": "Manifest"}]}  # fmt: skip
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(coll))
+    out = tmp_path / "m.parquet"
+    r = runner.invoke(app, ["manifest", "build", str(path), "--out", str(out), "--allow-uri", f"{server}/"])
+    assert r.exit_code == 0, r.output
+    assert pq.read_table(out).column("id").to_pylist() == ["book_p1", "book_p2", "book_p3"]
+    lines = r.output.splitlines()
+    assert (
+        lines[0]
+        == f"skipped: {path} $.items[0]: {server}/gone.json: IIIF document not found: {server}/gone.json"
+    )
+    assert lines[-1].endswith("; 1 collection member(s) could not be read and were skipped"), lines
 
 
 def test_malformed_manifest_names_the_json_path(server, tmp_path):

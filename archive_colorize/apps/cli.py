@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from archive_colorize.core.secrets import scrub_text
+from archive_colorize.core.secrets import scrub_text, scrub_uri
 from archive_colorize.core.storage import CREDENTIALS_HINT, no_credentials
 from archive_colorize.core.text import printable
 from archive_colorize.errors import ColorizeError
@@ -498,6 +498,7 @@ def manifest_build(
         if refused:
             extra += f"; {len(refused)} image(s) left out by the URI policy (--allow-uri opens a prefix)"
     elif source and mb.is_iiif_source(source):
+        unreachable: list = []
         try:
             table = mb.build_from_iiif(
                 source,
@@ -506,14 +507,23 @@ def manifest_build(
                 storage_options=so,
                 allow=tuple(allow_uri or ()),
                 refused=refused,
+                unreachable=unreachable,
             )
         finally:  # also when the policy left nothing and the build fails
             _print_refused(refused)
+            for where, uri, why in unreachable:
+                err.print(
+                    f"skipped: {printable(where)}: {printable(scrub_uri(uri))}: {printable(why)}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
         extra = (
             f"; {len(refused)} image(s) left out by the URI policy (--allow-uri opens a prefix)"
             if refused
             else ""
         )
+        if unreachable:
+            extra += f"; {len(unreachable)} collection member(s) could not be read and were skipped"
     elif source:
         table, extra = mb.build_manifest(source, out, catalog=catalog, key=key, storage_options=so), ""
     else:

@@ -79,7 +79,27 @@ def _metadata(pairs) -> str | None:
     )
 
 
-def _service_id(service) -> str | None:
+def _image_api(s: dict, default: int) -> int:
+    """The Image API major version of a service (1, 2 or 3), from its type, context or
+    profile; `default` (the Presentation version's usual one) when it says nothing."""
+    kind = str(s.get("type", s.get("@type", "")))
+    if kind == "ImageService3":
+        return 3
+    if kind == "ImageService2":
+        return 2
+    if kind == "ImageService1":
+        return 1
+    said = " ".join(str(s.get(k, "")) for k in ("@context", "profile"))
+    if "library.stanford.edu/iiif/image-api" in said or "/api/image/1/" in said:
+        return 1
+    if "/api/image/2/" in said:
+        return 2
+    if "/api/image/3/" in said:
+        return 3
+    return default
+
+
+def _service(service, default: int) -> tuple[str, int] | None:
     services = service if isinstance(service, list) else [service]
     for s in services:
         if isinstance(s, dict) and (
@@ -88,15 +108,24 @@ def _service_id(service) -> str | None:
             or "@context" in s
             and "image" in str(s["@context"])
         ):
-            return (s.get("id") or s.get("@id") or "").rstrip("/") or None
+            sid = (s.get("id") or s.get("@id") or "").rstrip("/")
+            if sid:
+                return sid, _image_api(s, default)
     return None
 
 
-def image_url(body: dict, max_size: int | None) -> str | None:
-    service = _service_id(body.get("service"))
-    if service:
-        size = f"!{max_size},{max_size}" if max_size else "max"
-        return f"{service}/full/{size}/0/default.jpg"
+# the request for the whole image, by Image API version: 1.x has neither `max` nor
+# `default` (`full`/`native`); 2.0 has no `max` (2.1 still accepts `full`); 3 has no `full` size
+_FULL = {1: ("full", "native"), 2: ("full", "default"), 3: ("max", "default")}
+
+
+def image_url(body: dict, max_size: int | None, default_api: int = 3) -> str | None:
+    found = _service(body.get("service"), default_api)
+    if found:
+        service, api = found
+        full, quality = _FULL[api]
+        size = f"!{max_size},{max_size}" if max_size else full
+        return f"{service}/full/{size}/0/{quality}.jpg"
     return body.get("id") or body.get("@id")
 
 
@@ -140,20 +169,23 @@ def _rows_v3(doc: _Doc, m: dict, max_size: int | None) -> list[dict]:
                     doc.fail(f"{apath}.body", "expected an image resource")
                 if body.get("type", "Image") != "Image":
                     continue
-                bodies.append(_image(doc, body, f"{apath}.body", max_size))
+                bodies.append(_image(doc, body, f"{apath}.body", max_size, 3))
         rows += _canvas_rows(cid, bodies, _text(canvas.get("label")) or _text(m.get("label")), common)
     return rows
 
 
-def _image(doc: _Doc, resource: dict, path: str, max_size: int | None) -> tuple[str, str]:
-    url = image_url(resource, max_size)
+def _image(doc: _Doc, resource: dict, path: str, max_size: int | None, api: int) -> tuple[str, str]:
+    url = image_url(resource, max_size, api)
     if not url:
         doc.fail(path, "has neither an id nor an image service")
     return url, path
 
 
 def _canvas_rows(cid: str, bodies: list[tuple[str, str]], title: str | None, common: dict) -> list[dict]:
-    # _path: where in the document the image was named, for a refusal (dropped before writing)
+    # _path: where in the document the image was named, for a refusal (dropped before writing).
+    # A canvas that paints the same image twice (two annotations of one resource) is one row.
+    seen: set = set()
+    bodies = [(u, p) for u, p in bodies if not (u in seen or seen.add(u))]
     return [
         {
             "id": row_id(cid, k, len(bodies)),
@@ -185,7 +217,7 @@ def _rows_v2(doc: _Doc, m: dict, max_size: int | None) -> list[dict]:
                 resource = doc.get(anno, "resource", f"{cpath}.images[{ii}]", dict)
                 if resource.get("@type") == "oa:Choice":
                     resource = resource.get("default") or {}
-                bodies.append(_image(doc, resource, f"{cpath}.images[{ii}].resource", max_size))
+                bodies.append(_image(doc, resource, f"{cpath}.images[{ii}].resource", max_size, 2))
             rows += _canvas_rows(cid, bodies, _text(canvas.get("label")) or _text(m.get("label")), common)
     return rows
 
@@ -231,12 +263,15 @@ def iiif_rows(
     storage_options: dict | None = None,
     allow: tuple[str, ...] = (),
     refused: list | None = None,
+    unreachable: list | None = None,
 ) -> list[dict]:
     """A IIIF Manifest or Collection (3 or 2.1), by URL or path -> manifest rows.
 
     The URI policy (core/uripolicy.py) applies to what a remote document names: a member
     document it refuses stops the build with its JSON path; an image it refuses is left
-    out, and (JSON path, uri, rule) is appended to `refused`."""
+    out, and (JSON path, uri, rule) is appended to `refused`. A member that cannot be read
+    (gone, down, not JSON) is skipped and (JSON path, uri, why) appended to `unreachable`:
+    one dead link must not stop a collection of thousands."""
     policy = document_policy(url, allow)
     rows: list[dict] = []
     todo, seen = [(url, None)], set()
@@ -261,6 +296,11 @@ def iiif_rows(
             )
         except UriRefused as e:
             raise ManifestError(f"IIIF {where[0]}: {where[1]}: {u}: {e}", hint=e.hint) from None
+        except ManifestError as e:
+            if where is None or unreachable is None:
+                raise
+            unreachable.append((f"{where[0]} {where[1]}", u, str(e)))
+            continue
         kind = str(data.get("type") or data.get("@type") or "")
         if kind in ("Manifest", "sc:Manifest"):
             rows += (_rows_v3 if kind == "Manifest" else _rows_v2)(doc, data, max_size)

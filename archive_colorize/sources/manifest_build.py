@@ -87,13 +87,15 @@ def build_from_iiif(
     storage_options: dict | None = None,
     allow: tuple[str, ...] = (),
     refused: list | None = None,
+    unreachable: list | None = None,
 ) -> pa.Table:
     """A IIIF Presentation 3 or 2.1 Manifest or Collection -> manifest (one row per image).
     The images the URI policy left out are appended to `refused` as (JSON path, uri, rule),
-    also when none is left and the build fails."""
+    also when none is left and the build fails; collection members that could not be read,
+    to `unreachable` (JSON path, uri, why)."""
     from archive_colorize.sources.iiif import document_policy, iiif_rows
 
-    table = _table(iiif_rows(source, max_size, storage_options, allow, refused), source)
+    table = _table(iiif_rows(source, max_size, storage_options, allow, refused, unreachable), source)
     policy = document_policy(source, allow)
     if policy.untrusted:
         table = table.replace_schema_metadata({UNTRUSTED_ORIGIN: policy.trusted_origin.encode()})
