@@ -32,6 +32,16 @@ Image.MAX_IMAGE_PIXELS = None
 EXIF_ORIENTATION = 0x0112
 EXIF_SOFTWARE = 0x0131
 ARCHIVE_TAGS = {0x010E: "ImageDescription", 0x013B: "Artist", 0x8298: "Copyright", 0x0132: "DateTime"}
+# What a source's IFD0 may pass on: descriptive tags only. A TIFF's IFD0 is also its file
+# structure (sizes, strip offsets, compression) and holds its XMP (0x02BC), IPTC (0x83BB),
+# Photoshop (0x8649) and ICC (0x8773) blocks: copied into EXIF they would describe another
+# file, and a second DigitalSourceType would ride along in the XMP one.
+DESCRIPTIVE_TAGS = (
+    0x010D, 0x010E, 0x010F, 0x0110, 0x0112, 0x011A, 0x011B, 0x011D, 0x0128, 0x0131, 0x0132,
+    0x013B, 0x013C, 0x8298,
+)  # fmt: skip
+EXIF_IFD, GPS_IFD = 0x8769, 0x8825
+_NOT_PASSED_ON = (0x927C, 0xA005)  # MakerNote (vendor binary), the Interoperability IFD's pointer
 
 _Y_WEIGHTS = torch.tensor([0.2126729, 0.7151522, 0.0721750])  # sRGB -> relative luminance Y
 _LUT8 = gray_to_lightness(torch.arange(256, dtype=torch.float64) / 255).float()
@@ -181,11 +191,29 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
     except Exception as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ImageError(f"truncated or corrupt {fmt or 'image'} data: {reason}") from None
+    exif = descriptive_exif(exif) if exif else exif
     if exif is not None and EXIF_ORIENTATION in exif:
         exif[EXIF_ORIENTATION] = 1  # the pixels are upright now
     if isinstance(xmp, str):
         xmp = xmp.encode()
     return DecodedImage(lightness.float().contiguous(), depth, im.mode, fmt, exif if exif else None, xmp)
+
+
+def descriptive_exif(exif: Image.Exif) -> Image.Exif:
+    """The source's descriptive EXIF (DESCRIPTIVE_TAGS, the Exif and GPS sub-IFDs) in a
+    new block, whatever the source format."""
+    out = Image.Exif()
+    for tag in DESCRIPTIVE_TAGS:
+        if tag in exif:
+            out[tag] = exif[tag]
+    for ifd in (EXIF_IFD, GPS_IFD):
+        try:
+            found = exif.get_ifd(ifd)
+        except Exception:  # a broken sub-IFD pointer: the rest is still worth keeping
+            found = {}
+        if found:
+            out.get_ifd(ifd).update({k: v for k, v in found.items() if k not in _NOT_PASSED_ON})
+    return out
 
 
 def output_bit_depth(decoded_depth: int, fmt: str) -> int:
@@ -243,7 +271,7 @@ def encode_image(
         kwargs.update(quality=quality)
     elif fmt == "tiff":
         # Pillow's TIFF writer takes the IFD0 tags (description, artist, ...) from tiffinfo, not exif=
-        info = {tag: exif[tag] for tag in (*ARCHIVE_TAGS, EXIF_SOFTWARE) if tag in exif}
+        info = {tag: exif[tag] for tag in (*DESCRIPTIVE_TAGS, EXIF_SOFTWARE) if tag in exif}
         kwargs.update(compression="tiff_deflate", tiffinfo=info)
     if xmp:
         if fmt == "tiff":
@@ -251,7 +279,41 @@ def encode_image(
         else:
             kwargs["xmp"] = xmp
     im.save(out, format=fmt.upper(), **kwargs)
+    if fmt == "tiff" and exif.get_ifd(EXIF_IFD):
+        return with_exif_ifd(out.getvalue(), exif.get_ifd(EXIF_IFD))
     return out.getvalue()
+
+
+def with_exif_ifd(tiff: bytes, tags: dict) -> bytes:
+    """A TIFF (as Pillow writes it: little-endian, one IFD0) with an Exif sub-IFD added:
+    DateTimeOriginal and the rest. Pillow's libtiff writer, which the deflate compression
+    needs, cannot write a sub-IFD; so the Exif IFD and a copy of IFD0 that points to it
+    (tag 34665) are appended, and the header points to the copy. Nothing else moves."""
+    import struct
+
+    from PIL import TiffImagePlugin
+
+    if tiff[:4] != b"II*\x00":
+        return tiff  # not the layout this was written for: leave the file as it is
+    (ifd0,) = struct.unpack_from("<I", tiff, 4)
+    (n,) = struct.unpack_from("<H", tiff, ifd0)
+    entries = [tiff[ifd0 + 2 + 12 * i : ifd0 + 14 + 12 * i] for i in range(n)]
+    (next_ifd,) = struct.unpack_from("<I", tiff, ifd0 + 2 + 12 * n)
+    sub = TiffImagePlugin.ImageFileDirectory_v2(group=EXIF_IFD)  # the Exif tags' own types
+    for tag, value in tags.items():
+        sub[tag] = value
+    at = len(tiff) + len(tiff) % 2  # IFDs start on a word boundary
+    block = sub.tobytes(at)
+    at0 = at + len(block) + len(block) % 2
+    entries = [e for e in entries if struct.unpack_from("<H", e)[0] != EXIF_IFD]
+    entries.append(struct.pack("<HHII", EXIF_IFD, 4, 1, at))
+    entries.sort(key=lambda e: struct.unpack_from("<H", e)[0])
+    new0 = struct.pack("<H", len(entries)) + b"".join(entries) + struct.pack("<I", next_ifd)
+    out = bytearray(tiff)
+    out += b"\x00" * (at - len(out)) + block
+    out += b"\x00" * (at0 - len(out)) + new0
+    struct.pack_into("<I", out, 4, at0)
+    return bytes(out)
 
 
 def working_copy(lightness: torch.Tensor, working_size: int) -> torch.Tensor:

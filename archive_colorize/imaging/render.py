@@ -8,6 +8,8 @@ chroma to bytes, for `colorize` and `run` alike.
 
 from __future__ import annotations
 
+import hashlib
+
 import math
 
 import numpy as np
@@ -140,10 +142,13 @@ def encode_result(
 ) -> bytes:
     """Encode with the original metadata and our XMP, and (with credentials) sign it with
     C2PA, the scan's `source` bytes as its ingredient."""
-    packet = provenance.xmp(xmp)
+    # the new XMP ids come from what was made (the pixels), so the same input and model
+    # give the same bytes, whatever the output is named
+    made = hashlib.blake2b(np.ascontiguousarray(rgb).data, digest_size=16).hexdigest()
+    packet = provenance.xmp(xmp, made)
     if fmt == "jpeg" and len(packet) > JPEG_SEGMENT_MAX:
         # a JPEG APP1 segment holds 64 KB: the source's own XMP gives way, the label stays
-        packet = provenance.xmp(None)
+        packet = provenance.xmp(None, made)
     if fmt == "jpeg" and exif is not None and len(exif.tobytes()) > JPEG_SEGMENT_MAX:
         exif = None  # the same for an EXIF block that cannot fit; Software is written anew
     blob = encode_image(rgb, fmt, exif=exif, xmp=packet, software=provenance.software)
