@@ -4,6 +4,7 @@ The certificate chain is a throw-away one made here."""
 
 import datetime
 import io
+import re
 import json
 import sys
 
@@ -131,8 +132,12 @@ def test_colorize_signs_each_output(chain, weights_path, tmp_path, fmt, mime):
     )
     assert r.exit_code == 0, r.output
     data = next(out.iterdir()).read_bytes()
-    check_manifest(verify(data, mime))
+    m = verify(data, mime)
+    check_manifest(m)
     assert DIGITAL_SOURCE_TYPE.encode() in data  # the XMP, written before signing, is still there
+    assert [i["title"] for i in m["ingredients"]] == [str(sample("chelsea.jpg"))]
+    # no thumbnails (of the output, of the source): the manifest is a few KB, not a picture
+    assert "thumbnail" not in m and not any("thumbnail" in i for i in m["ingredients"])
 
 
 @pytest.mark.parametrize(
@@ -155,8 +160,13 @@ def test_run_signs_each_output(chain, ray_cluster, weights_path, tmp_path, recom
         )
     )
     assert s.done == 2
-    for p in (tmp_path / "out" / "images").iterdir():
-        check_manifest(verify(p.read_bytes(), "image/jpeg"))
+    titles = []
+    for p in sorted((tmp_path / "out" / "images").iterdir()):
+        m = verify(p.read_bytes(), "image/jpeg")
+        check_manifest(m)
+        titles += [i["title"] for i in m["ingredients"]]
+    # each ingredient is the row: its id and source uri
+    assert all(re.fullmatch(r"\S+: \S+\.(jpg|png)", t) for t in titles) and len(set(titles)) == 2, titles
 
 
 def test_bad_credentials_are_refused_before_work(chain, tmp_path, monkeypatch):

@@ -72,7 +72,10 @@ def colorize_file(
     pred = engine.predict(decoded.lightness, None if style is None else style.lightness)
     provenance = Provenance(engine.weights.file_sha256, engine.precision, c2pa)
     ab = scale_chroma(pred.ab, engine.chroma_gain)
-    atomic_write_bytes(str(out_path), render(decoded, ab, fmt, provenance, source=data, title=out_path.name))
+    atomic_write_bytes(
+        str(out_path),
+        render(decoded, ab, fmt, provenance, source=data, title=out_path.name, ingredient=str(path)),
+    )
     return engine.top5(pred.probs)
 
 

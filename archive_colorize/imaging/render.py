@@ -139,9 +139,10 @@ def encode_result(
     source: bytes | None = None,
     source_format: str | None = None,
     title: str = "",
+    ingredient: str = "",
 ) -> bytes:
     """Encode with the original metadata and our XMP, and (with credentials) sign it with
-    C2PA, the scan's `source` bytes as its ingredient."""
+    C2PA, the scan's `source` bytes as its ingredient (titled `ingredient`: the row)."""
     # the new XMP ids come from what was made (the pixels), so the same input and model
     # give the same bytes, whatever the output is named
     made = hashlib.blake2b(np.ascontiguousarray(rgb).data, digest_size=16).hexdigest()
@@ -155,7 +156,7 @@ def encode_result(
     if provenance.c2pa is not None:
         from archive_colorize.imaging.c2pa_sign import sign
 
-        blob = sign(blob, fmt, source, source_format, title, provenance.c2pa)
+        blob = sign(blob, fmt, source, source_format, title, provenance.c2pa, ingredient)
     return blob
 
 
@@ -166,8 +167,11 @@ def render(
     provenance: Provenance,
     source: bytes | None = None,
     title: str = "",
+    ingredient: str = "",
 ) -> bytes:
     """The one path from predicted chroma to file bytes, for `colorize` and `run` alike:
     `colour` then `encode_result` (a run on a GPU splits them between its stages)."""
     rgb = colour(decoded.lightness, ab, output_bit_depth(decoded.bit_depth, fmt))
-    return encode_result(rgb, fmt, provenance, decoded.exif, decoded.xmp, source, decoded.format, title)
+    return encode_result(
+        rgb, fmt, provenance, decoded.exif, decoded.xmp, source, decoded.format, title, ingredient
+    )

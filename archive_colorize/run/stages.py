@@ -35,6 +35,7 @@ from archive_colorize.imaging.images import decode_image, output_bit_depth, work
 from archive_colorize.sources.manifest import normalize, safe_name
 from archive_colorize.imaging.provenance import Provenance
 from archive_colorize.imaging.render import colour, encode_result, mean_chroma, render
+from archive_colorize.core.secrets import scrub_uri
 from archive_colorize.core.storage import abs_uri, read_bytes, resolve, with_retries
 from archive_colorize.core.arrays import pack, unpack_numpy
 from archive_colorize.run import schema as S
@@ -401,6 +402,7 @@ def finish(
         t0 = time.perf_counter()
         try:
             name = ImageFolder.file_name(safe_name(onames[i] or ids[i]), fmt)
+            ingredient = f"{ids[i]}: {scrub_uri(uris[i])}"  # the C2PA ingredient's title
             if shipped:
                 # the scan is read again only for a C2PA ingredient, which is its bytes
                 source = (
@@ -411,15 +413,24 @@ def finish(
                     )
                 )
                 blob = encode_result(
-                    rgbs[i], fmt, provenance, exif_from(exifs[i]), xmps[i], source, formats[i], name
+                    rgbs[i],
+                    fmt,
+                    provenance,
+                    exif_from(exifs[i]),
+                    xmps[i],
+                    source,
+                    formats[i],
+                    name,
+                    ingredient,
                 )
             else:
                 data = fetch_unchanged(
                     abs_uri(uris[i], base_dir), storage_options, shas[i], policy, max_bytes
                 )
                 blob = render(
-                    decode_image(data, max_pixels), abs_[i], fmt, provenance, source=data, title=name
-                )
+                    decode_image(data, max_pixels), abs_[i], fmt, provenance, source=data, title=name,
+                    ingredient=ingredient,
+                )  # fmt: skip
             try:
                 uri = folder.write(name, blob)
             except (OSError, StorageError) as e:
