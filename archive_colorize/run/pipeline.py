@@ -348,11 +348,16 @@ def _finish_on_node(batch: pa.Table, **kw) -> pa.Table:
 
     from archive_colorize.run.stages import finish
 
+    from archive_colorize.run.stages import PENDING
+
+    before = batch.column(S.STATUS).to_pylist() if S.STATUS in batch.column_names else None
     out = finish(batch, **kw)
     where = f"{ray.get_runtime_context().get_node_id()[:12]} {socket.gethostname()}"
-    if "node" in out.column_names:  # a later finish stage: the first one wrote the smaller scans
-        return out
-    return out.append_column("node", pa.array([where] * out.num_rows, pa.string()))
+    if "node" not in out.column_names:
+        return out.append_column("node", pa.array([where] * out.num_rows, pa.string()))
+    # a later finish stage: the rows an earlier one left pending are this node's
+    nodes = [where if b == PENDING else n for b, n in zip(before, out.column("node").to_pylist())]
+    return out.set_column(out.column_names.index("node"), "node", pa.array(nodes, pa.string()))
 
 
 def _model_actor():
