@@ -366,6 +366,49 @@ def test_run_on_a_iiif_collection(server, ray_cluster, weights_path, tmp_path):
     )
 
 
+def test_the_run_manifest_keeps_canvas_ids_across_a_resume_in_manifest_order(
+    ray_cluster, weights_path, tmp_path
+):
+    from iiif_prezi3 import Manifest
+
+    names = ["chelsea", "coffee", "rocket", "astronaut"]
+    ids = ["p10", "p2", "p1", "p9"]  # manifest order, which is not the ids' text order
+    for i, n in zip(ids, names):
+        (tmp_path / f"{i}.jpg").write_bytes(sample(f"{n}.jpg").read_bytes())
+    manifest = tmp_path / "album-1936.parquet"
+    pq.write_table(pa.table({
+        "id": ids, "uri": [f"{i}.jpg" for i in ids], "title": [f"Plate {i}" for i in ids],
+        "creator": ["Dorothea Lange"] * 4, "rights": ["http://rightsstatements.org/vocab/NoC-US/1.0/"] * 4,
+        "required_statement": ["Library of Congress, Prints & Photographs Division"] * 4,
+    }), manifest)  # fmt: skip
+    opts = dict(manifest=str(manifest), weights=str(weights_path), working_size=64)
+    doc_path = tmp_path / "album-1936-out" / "iiif" / "manifest.json"
+    assert run(RunOptions(**opts, limit=2)).done == 2
+    first = json.loads(doc_path.read_text())
+    assert run(RunOptions(**opts, iiif_base="https://archive.example/album")).done == 4
+    doc = json.loads(doc_path.read_text())
+    Manifest(**doc)
+    base = "https://archive.example/album/iiif/canvas/"
+    assert [c["id"] for c in doc["items"]] == [base + i for i in ids]  # manifest order, ids from the rows
+    assert [c["id"].rsplit("/", 1)[1] for c in first["items"]] == ["p10", "p2"]  # the same ids before
+    assert doc["label"] == {"en": ["album-1936, colorized"]}
+    c = doc["items"][0]
+    assert c["rights"] == "http://rightsstatements.org/vocab/NoC-US/1.0/"
+    assert c["requiredStatement"]["value"]["en"][0].startswith(
+        "Library of Congress, Prints & Photographs Division"
+    )
+    labels = {m["label"]["en"][0]: m["value"] for m in c["metadata"]}
+    assert labels["Creator"] == {"none": ["Dorothea Lange"]}
+    text = json.dumps(c["metadata"])
+    assert "sha256" not in text and "Scene" not in text  # no hashes, no scene guesses in public metadata
+    original = c["items"][0]["items"][0]["body"]["items"][1]
+    assert original["format"] == "image/jpeg"
+    assert doc["seeAlso"][0]["id"] == "https://archive.example/album/run.json"
+    # a run's manifest read back by manifest build gives the originals, not the colour again
+    again = iiif_rows(str(doc_path))
+    assert [r["uri"] for r in again] == [(tmp_path / f"{i}.jpg").resolve().as_uri() for i in ids]
+
+
 def test_iiif_with_images_on_s3(s3, s3_server, ray_cluster, weights_path, tmp_path):
     s3.mkdir("iiif-s3")
     s3.pipe("iiif-s3/scans/rocket.jpg", sample("rocket.jpg").read_bytes())

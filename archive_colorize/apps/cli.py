@@ -291,6 +291,12 @@ def run(
     if summary.processed_now == 0:
         console.print("Nothing to do: every row is already settled (use --retry-failed to retry failures).")
     console.print(f"results: {summary.out}/results.parquet")
+    if not opts.iiif_base:
+        console.print(
+            f"IIIF: {summary.out}/iiif/manifest.json is a local preview (its ids are where OUT is now); "
+            "give --iiif-base https://... for one to publish (docs/publishing.md)",
+            highlight=False,
+        )
 
 
 @app.command()

@@ -112,6 +112,11 @@ class RunOptions:
         "Where OUT will be published (https://...), for the ids in "
         "OUT/iiif/manifest.json (default: OUT's own file:// or s3:// location).",
     )
+    iiif_label: str | None = option(
+        None,
+        "--label",
+        "The title of OUT/iiif/manifest.json, as viewers show it (default: the manifest's file name).",
+    )
     # the credentials by path: each node reads them itself, they never enter a job's text
     c2pa_cert: str | None = option(
         None,

@@ -27,9 +27,25 @@ def write_iiif(ctx, results: pa.Table) -> None:
     from archive_colorize.sinks.iiif import run_manifest
     from archive_colorize.core.storage import abs_uri
 
-    rows = [{**r, "uri": abs_uri(r["uri"], ctx.manifest.base_dir)} for r in results.to_pylist()]
-    doc = run_manifest(rows, ctx.out_url, f"{ctx.opts.manifest}, colorized", ctx.opts.iiif_base)
+    # canvases in the manifest's order (results.parquet is sorted by id, as text)
+    order = {str(v): i for i, v in enumerate(ctx.manifest.ids.to_pylist())}
+    rows = sorted(results.to_pylist(), key=lambda r: order.get(r["id"], len(order)))
+    rows = [{**r, "uri": abs_uri(r["uri"], ctx.manifest.base_dir)} for r in rows]
+    doc = run_manifest(
+        rows, ctx.out_url, ctx.opts.iiif_label or manifest_title(ctx.opts.manifest), ctx.opts.iiif_base
+    )
     write_json(ctx.out_fs, f"{ctx.out_root}/iiif/manifest.json", doc)
+
+
+def manifest_title(manifest: str) -> str:
+    """A neutral title from the manifest's file (or folder) name: `nara-2026-11, colorized`,
+    not the path it has on one server."""
+    import posixpath
+    from urllib.parse import urlsplit
+
+    path = urlsplit(manifest).path if "://" in manifest else manifest
+    stem = posixpath.splitext(posixpath.basename(path.rstrip("/")) or "scans")[0]
+    return f"{stem}, colorized"
 
 
 def chroma_gain_record(override: float | None, calibration: dict | None) -> dict:

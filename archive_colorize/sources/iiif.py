@@ -79,6 +79,9 @@ def _metadata(pairs) -> str | None:
     )
 
 
+COLOURED = "Colorized by a trained model (archive-colorize)"  # the label sinks/iiif.py gives the colour
+
+
 def _image_api(s: dict, default: int) -> int:
     """The Image API major version of a service (1, 2 or 3), from its type, context or
     profile; `default` (the Presentation version's usual one) when it says nothing."""
@@ -164,7 +167,16 @@ def _rows_v3(doc: _Doc, m: dict, max_size: int | None) -> list[dict]:
                 body = doc.get(anno, "body", apath, (dict, list))
                 body = body[0] if isinstance(body, list) and body else body
                 if isinstance(body, dict) and body.get("type") == "Choice":
-                    body = (doc.get(body, "items", f"{apath}.body", list) or [None])[0]
+                    choices = doc.get(body, "items", f"{apath}.body", list) or [None]
+                    # a manifest archive-colorize wrote: its first item is the colour, which
+                    # would be coloured again; the original is the scan to read
+                    ours = [
+                        isinstance(c, dict) and (_text(c.get("label")) or "").startswith(COLOURED)
+                        for c in choices
+                    ]
+                    body = (
+                        next((c for c, o in zip(choices, ours) if not o), None) if any(ours) else choices[0]
+                    )
                 if not isinstance(body, dict):
                     doc.fail(f"{apath}.body", "expected an image resource")
                 if body.get("type", "Image") != "Image":
