@@ -90,12 +90,43 @@ def test_report_page_renders_in_chromium(run_out, tmp_path):
             "Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length"
         )
         png = tab.screenshot(full_page=False)
+        overflow = {}
+        for width in (390, 1366):  # a phone and a laptop: nothing wider than the screen
+            tab.set_viewport_size({"width": width, "height": 800})
+            overflow[width] = tab.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         browser.close()
     assert (n, broken) == (36, 0)
+    assert overflow == {390: 0, 1366: 0}, overflow
     shot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), np.float32)
     assert shot.std() > 20, "the screenshot is blank"
     coloured = np.abs(shot[..., 0] - shot[..., 2]) > 12  # thumbnails and chart bars are in colour
     assert coloured.mean() > 0.01
+
+
+def test_report_fits_a_phone_names_its_images_and_links_the_manifest_from_its_folder(run_out, tmp_path):
+    out, _ = run_out
+    page = tmp_path / "elsewhere" / "qa" / "report.html"
+    page.parent.mkdir(parents=True)
+    write_report(ReportOptions(out=str(out), html=str(page)))
+    text = page.read_text()
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in text
+    link = re.search(r'<a href="([^"]+)">IIIF manifest</a>', text).group(1)
+    assert (
+        not link.startswith("/")
+        and (page.parent / link).resolve() == (out / "iiif" / "manifest.json").resolve()
+    )
+    assert (page.parent / link).exists()
+    assert 'alt="original scan of scan_00001"' in text and 'alt="colorized of scan_00001"' in text
+    assert "<figcaption>original scan</figcaption>" in text and "<figcaption>colorized</figcaption>" in text
+    assert '<a href="#failed"><b>3</b>failed</a>' in text and '<h2 id="failed">' in text
+    assert re.search(r'<svg role="img" aria-label="Top scene class \(done rows\)" viewBox=', text)
+    # scene-guess flags are off by default, and the page says what it flags
+    assert "Scene-guess flags are off (--low-confidence P turns them on)." in text
+    assert 'class="card flagged"' not in text or "nearly grey" in text
+    assert "minmax(min(100%, 320px), 1fr)" in text  # the grid's columns never exceed a phone
+    # every done row once (a sample larger than the run used to repeat the first row)
+    titles = re.findall(r"<h3>([^<]*)</h3>", text)
+    assert len(titles) == 18 == len(set(titles)), titles
 
 
 def test_report_at_10000_rows_stays_bounded(run_out, tmp_path):

@@ -414,7 +414,10 @@ def report(
         200, "--sample", help="Before/after pairs to show: flagged rows first, then an even sample."
     ),
     low_confidence: float = typer.Option(
-        0.2, "--low-confidence", help="Flag rows whose top scene probability is below this."
+        0.0,
+        "--low-confidence",
+        help="Flag rows whose top scene guess is below this probability (about the scene class, not the "
+        "colour; off by default: the shipped model's top guess is often under 10 %).",
     ),
     near_grey: float = typer.Option(
         3.0, "--near-grey", help="Flag rows whose mean a*b* chroma is below this."

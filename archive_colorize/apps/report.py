@@ -38,7 +38,7 @@ class ReportOptions:
     out: str
     html: str = "report.html"
     sample: int = 200
-    low_confidence: float = 0.2
+    low_confidence: float = 0.0  # scene-guess flags off: the shipped model's top-1 is 3-9 %
     near_grey: float = 3.0
     thumb: int = 240
     storage_options: dict = field(default_factory=dict)
@@ -124,6 +124,8 @@ def _pick(done: list[dict], flagged: set, n: int) -> list[dict]:
     k = n - len(first)
     if k <= 0 or not rest:
         return first
+    if k >= len(rest):  # room for all (spreading k over fewer rows repeated the first one)
+        return first + rest
     step = len(rest) / k
     return first + [rest[int(i * step)] for i in range(min(k, len(rest)))]
 
@@ -153,7 +155,8 @@ def _bar_chart(pairs: list[tuple[str, int]], title: str, horizontal: bool) -> st
         )
         svg_w, h = bw * len(pairs) + 4, h + 16
     return (
-        f'<figure><figcaption>{_esc(title)}</figcaption><svg role="img" width="{svg_w}" height="{h}" '
+        f'<figure><figcaption>{_esc(title)}</figcaption><svg role="img" aria-label="{_esc(title)}" '
+        f'viewBox="0 0 {svg_w} {h}" width="{svg_w}" height="{h}" '
         f'font-size="11" font-family="sans-serif">{bars}</svg></figure>'
     )
 
@@ -189,6 +192,22 @@ def _manifest_base_dir(url: str, storage_options: dict) -> str:
 # The page's frame and style; what fills it is made below. string.Template: the CSS's braces
 # need no escaping, and a missing field is an error, not a blank.
 TEMPLATE = string.Template((Path(__file__).parent / "templates" / "report.html").read_text(encoding="utf-8"))
+
+
+def _manifest_link(o: ReportOptions, run: dict) -> str:
+    """The run's IIIF manifest as the page links it: its published id when the run had
+    --iiif-base; else, for a local OUT and page, the path from the page's own folder (a
+    link relative to where `report` ran would break once the page is opened); else OUT's URL."""
+    import os
+
+    base = (run.get("options") or {}).get("iiif_base")
+    if base:
+        return f"{base.rstrip('/')}/iiif/manifest.json"
+    manifest = f"{o.out.rstrip('/')}/iiif/manifest.json"
+    if "://" in o.out or "://" in o.html:
+        return manifest
+    rel = os.path.relpath(os.path.abspath(manifest), os.path.dirname(os.path.abspath(o.html)))
+    return rel.replace(os.sep, "/")
 
 
 def write_report(o: ReportOptions) -> dict:
@@ -236,16 +255,25 @@ def write_report(o: ReportOptions) -> dict:
         scene = "".join(f"<li>{_esc(c)} <b>{p:.0%}</b></li>" for c, p in top)
         fl = "".join(f'<span class="flag">{_esc(f)}</span>' for f in flags[r["id"]])
 
-        def img(src, alt):
-            return (
+        name = r.get("title") or r["id"]
+
+        def img(src, caption):
+            alt = f"{caption} of {name}"
+            shown = (
                 f'<img src="{src}" alt="{_esc(alt)}" loading="eager">'
                 if src
-                else f'<div class="missing">{_esc(alt)} unavailable</div>'
+                else f'<div class="missing">{_esc(caption)} unavailable</div>'
             )
+            return f"<figure>{shown}<figcaption>{_esc(caption)}</figcaption></figure>"
 
+        extra = "".join(
+            f"<p class=\"meta\">{_esc(r[k])}</p>" for k in ("creator", "date", "rights") if r.get(k)
+        )
         cards.append(
-            f'<article class="card{" flagged" if fl else ""}"><div class="pair">{img(before, "before")}'
-            f'{img(after, "after")}</div><h3>{_esc(r["id"])}</h3>{fl}<ol>{scene}</ol>'
+            f'<article class="card{" flagged" if fl else ""}"><div class="pair">{img(before, "original scan")}'
+            f'{img(after, "colorized")}</div><h3>{_esc(name)}</h3>'
+            + (f'<p class="id">{_esc(r["id"])}</p>' if r.get("title") else "")
+            + f'{extra}{fl}<ol>{scene}</ol>'
             f'<p class="meta">{_int(r.get("width"))}×{_int(r.get("height"))} · chroma {r.get("mean_chroma") or 0:.1f}'
             f'{_gain_note(r)}</p></article>'
         )
@@ -265,7 +293,7 @@ def write_report(o: ReportOptions) -> dict:
         "weights": _esc((weights.get("sha256") or "")[:12]),
         "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "gain_line": gain_line,
-        "iiif": _esc(o.out.rstrip("/") + "/iiif/manifest.json"),
+        "iiif": _esc(_manifest_link(o, run)),
         "rows": len(rows),
         "done": len(done),
         "failed": len(failed),
@@ -273,8 +301,14 @@ def write_report(o: ReportOptions) -> dict:
         "shown": len(shown),
         "charts": _bar_chart(classes, "Top scene class (done rows)", True)
         + _bar_chart(bins, "Mean a*b* chroma (colourfulness)", False),
-        "low_confidence": f"{o.low_confidence:.0%}",
-        "near_grey": o.near_grey,
+        "flag_line": _esc(
+            f"Flagged: mean a*b* chroma below {o.near_grey:g} (nearly grey)"
+            + (
+                f", or the model's top scene guess below {o.low_confidence:.0%} (about the scene class, not the colour)."
+                if o.low_confidence > 0
+                else ". Scene-guess flags are off (--low-confidence P turns them on)."
+            )
+        ),
         "cards": "".join(cards) or "<p>No done rows.</p>",
         "failed_table": (
             "<table><tr><th>id</th><th>uri</th><th>reason</th></tr>" + fail_rows + "</table>" + more
