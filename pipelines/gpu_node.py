@@ -313,7 +313,13 @@ def main(argv=None) -> int:
     sampler = Sampler()
     sampler.start()
     # the node's Ray, which `run` joins and the killed-and-resumed run joins by address
-    ctx = ray.init(num_cpus=os.cpu_count(), num_gpus=gpus, include_dashboard=False, logging_level="ERROR")
+    ctx = ray.init(
+        address="local",
+        num_cpus=os.cpu_count(),
+        num_gpus=gpus,
+        include_dashboard=False,
+        logging_level="ERROR",
+    )
     address = ctx.address_info["address"]
     runs = {}
     for name, precision, passthrough in (

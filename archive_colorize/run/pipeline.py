@@ -86,9 +86,9 @@ def run(opts: RunOptions, console=None) -> RunSummary:
     c = check(opts)
     credentials = c2pa_credentials(opts.c2pa_cert, opts.c2pa_key, opts.fmt, opts.storage_options)
     weights = load_weights(opts.weights, storage_options=opts.storage_options)  # verified in full, once
-    # Ray first, before the lock: the cluster (--address, RAY_ADDRESS, or a `ray start` one that
-    # ray.init finds on this machine) may have several nodes, and every one must see what the
-    # run reads and writes (the shipped weights are in the package, on every node)
+    # Ray first, before the lock: the cluster (--address or RAY_ADDRESS) may have several
+    # nodes, and every one must see what the run reads and writes (the shipped weights are
+    # in the package, on every node)
     from archive_colorize.run.cluster import check_placement
 
     if is_local(c.out_fs) and opts.shared_fs:
@@ -200,7 +200,11 @@ def _execute(ctx: RunContext) -> None:
 def _init_ray(opts: RunOptions):
     import ray
 
-    address = opts.address or os.environ.get("RAY_ADDRESS")
+    # a cluster only when asked for (--address, or RAY_ADDRESS, which Ray sets for a job's
+    # driver); else a local one of our own. Left to itself ray.init joins whatever cluster
+    # /tmp/ray/ray_current_cluster names: a developer's `ray start`, or one that died and
+    # left the file behind, which it then waits on for ever, printing GCS timeouts
+    address = opts.address or os.environ.get("RAY_ADDRESS") or "local"
     if not ray.is_initialized():
         try:
             ray.init(

@@ -102,7 +102,9 @@ def _fit_with_ray(cfg: Config, source, loop_config: dict) -> None:
     tc = cfg.train
     if not ray.is_initialized():
         ray.init(
-            address=os.environ.get("RAY_ADDRESS"),
+            # a cluster only when RAY_ADDRESS names one (as for a job's driver): never a stale
+            # /tmp/ray/ray_current_cluster (run/pipeline.py:_init_ray)
+            address=os.environ.get("RAY_ADDRESS") or "local",
             log_to_driver=True,
             include_dashboard=False,
             configure_logging=True,
