@@ -1,6 +1,7 @@
 """Defects a new user hit (issue 18), each with the test that failed before its fix."""
 
 import json
+import os
 import shlex
 import shutil
 
@@ -391,3 +392,30 @@ def test_s3_without_credentials_is_one_line_and_a_hint(tmp_path, argv, first):
         "Hint: give this machine S3 credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or "
         """an IAM role), or --storage-options '{"anon": true}' for a public bucket""",
     ]
+
+
+@pytest.mark.slow
+def test_run_starts_its_own_ray_despite_a_stale_current_cluster_file(tmp_path, sample):
+    """ray.init without an address joins whatever <RAY_TMPDIR>/ray/ray_current_cluster names;
+    a cluster that died leaves that file behind, and the README's first command then waited
+    for ever on GCS timeouts."""
+    import subprocess
+    import sys
+    import tempfile
+
+    temp = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's socket paths have a length limit
+    os.makedirs(f"{temp}/ray")
+    with open(f"{temp}/ray/ray_current_cluster", "w") as f:
+        f.write("127.0.0.1:9")  # nothing listens there
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(RAY_TMPDIR=temp, PYTHONPATH=str(ROOT))
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", "from archive_colorize.apps.cli import run_cli; run_cli()", "run", str(sample),
+             "--out", str(tmp_path / "out"), "--working-size", "64", "--limit", "1"],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "127.0.0.1:9" not in r.stderr
