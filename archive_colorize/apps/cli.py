@@ -102,26 +102,24 @@ def friendly(fn):
         except ColorizeError as e:
             if _state["debug"]:
                 raise
-            err.print(
-                Text.assemble(("Error:", "bold red"), f" {printable(scrub_text(str(e)))}"),
-                highlight=False,
-                soft_wrap=True,
-            )
-            if e.hint:
-                err.print(f"Hint: {printable(e.hint)}", highlight=False, soft_wrap=True)
+            print_error(scrub_text(str(e)), e.hint)
             raise typer.Exit(1)
         except Exception as e:  # S3 without credentials, wherever it is first touched
             if _state["debug"] or not no_credentials(e):
                 raise
-            err.print(
-                Text.assemble(("Error:", "bold red"), f" S3 refused: {printable(str(e))}"),
-                highlight=False,
-                soft_wrap=True,
-            )
-            err.print(f"Hint: {CREDENTIALS_HINT}", highlight=False, soft_wrap=True)
+            print_error(f"S3 refused: {e}", CREDENTIALS_HINT)
             raise typer.Exit(1)
 
     return wrapper
+
+
+def print_error(message: str, hint: str = "") -> None:
+    """`Error: ...` and `Hint: ...` on stderr, each one line, nothing in them read as markup."""
+    err.print(
+        Text.assemble(("Error:", "bold red"), f" {printable(message)}"), highlight=False, soft_wrap=True
+    )
+    if hint:
+        err.print(f"Hint: {printable(hint)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -359,14 +357,7 @@ def submit(
                 raise  # no token, no answer: the same for every manifest
             failed += 1
             said = scrub_text(str(e))
-            said = said if url in said else f"{url}: {said}"
-            err.print(
-                Text.assemble(("Error:", "bold red"), f" {printable(said)}"),
-                highlight=False,
-                soft_wrap=True,
-            )
-            if e.hint:
-                err.print(f"Hint: {printable(e.hint)}", highlight=False, soft_wrap=True)
+            print_error(said if url in said else f"{url}: {said}", e.hint)
     if failed:
         raise typer.Exit(1)
 
