@@ -194,6 +194,28 @@ def _xmp_of(im, fmt):
     return raw.encode() if isinstance(raw, str) else bytes(raw)
 
 
+def test_a_16_bit_tiff_output_keeps_the_exif_sub_ifd(engine, tmp_path):
+    from PIL import TiffImagePlugin
+
+    info = TiffImagePlugin.ImageFileDirectory_v2()
+    info[0x013B] = "Dorothea Lange"
+    info[0x8769] = {0x9003: "1936:03:01 10:00:00"}
+    src = tmp_path / "master16.tif"
+    grey = np.asarray(Image.open(sample("chelsea.jpg")).convert("L"), np.uint16) * 257
+    Image.fromarray(grey, "I;16").save(src, format="TIFF", tiffinfo=info)
+    d = decode_image(src.read_bytes())
+    assert d.bit_depth == 16
+    out = render(d, engine.predict(d.lightness).ab, "tiff", Provenance(SHA))
+    im = Image.open(io.BytesIO(out))
+    exif = im.getexif()
+    assert exif.get_ifd(0x8769)[0x9003] == "1936:03:01 10:00:00" and exif[0x013B] == "Dorothea Lange"
+    import tifffile
+
+    with tifffile.TiffFile(io.BytesIO(out)) as t:  # still a 16-bit RGB TIFF with its pixels
+        assert t.pages[0].dtype == np.uint16 and t.pages[0].shape[-1] == 3
+        assert t.asarray().shape[:2] == grey.shape
+
+
 @pytest.mark.parametrize("fmt", ["jpeg", "png", "webp", "tiff"])
 def test_from_a_tiff_master_the_output_has_one_label_its_exif_and_a_derivation(fmt, engine, tmp_path):
     from defusedxml.ElementTree import fromstring

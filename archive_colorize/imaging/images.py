@@ -260,7 +260,8 @@ def encode_image(
                 metadata=None,
                 extratags=tags,
             )
-            return out.getvalue()
+            sub = exif.get_ifd(EXIF_IFD)
+            return with_exif_ifd(out.getvalue(), sub) if sub else out.getvalue()
         rgb = (rgb // 257).astype(np.uint8)  # JPEG/WebP cannot hold 16 bits
     im = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
     out = io.BytesIO()
