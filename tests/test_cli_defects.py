@@ -374,6 +374,7 @@ def test_markup_and_control_characters_in_names_are_printed_as_text(tmp_path):
         (["manifest", "check"], "Error: S3 refused: Unable to locate credentials"),
     ],
 )
+@pytest.mark.slow  # a CLI process each
 def test_s3_without_credentials_is_one_line_and_a_hint(tmp_path, argv, first):
     # botocore raises NoCredentialsError (not an OSError) before any request: it was a traceback
     import subprocess

@@ -139,6 +139,7 @@ def test_smoke_run_with_two_ray_train_workers(ray_cluster, smoke, tmp_path):
     assert rows[-1]["images"] > 6 * 6  # two workers x 4 images per step, minus filtered rows
 
 
+@pytest.mark.slow  # a training process killed and resumed: 15 s
 def test_kill_then_resume_continues_at_saved_step(places, tmp_path):
     run_dir = tmp_path / "run"
     cmd = [
