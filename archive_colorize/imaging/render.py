@@ -9,7 +9,6 @@ chroma to bytes, for `colorize` and `run` alike.
 from __future__ import annotations
 
 import hashlib
-
 import math
 
 import numpy as np

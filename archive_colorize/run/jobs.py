@@ -83,14 +83,9 @@ def _for_every_manifest(e: Exception) -> Exception:
 
 
 def _api_error(address: str, e: BaseException, timeout_s: float) -> ClusterError:
-    """One Jobs API failure as one line and the hint for its cause; `for_every_manifest` when it
-    is not this job's (no token, no answer), so that submit stops instead of repeating it."""
-    err = _api_error_of(address, e, timeout_s)
-    err.for_every_manifest = not err.args[0].startswith(f"the Ray Jobs API at {address} answered:")
-    return err
-
-
-def _api_error_of(address: str, e: BaseException, timeout_s: float) -> ClusterError:
+    """One Jobs API failure as one line and the hint for its cause. A ClusterError is
+    `for_every_manifest` (no token, no answer: submit stops), except the server's answer
+    to this one job."""
     name, text = type(e).__name__, str(e)
     if name == "AuthenticationError" or auth_hint(e):
         if "Authentication failed" in text or "403" in text:
@@ -110,7 +105,9 @@ def _api_error_of(address: str, e: BaseException, timeout_s: float) -> ClusterEr
             hint="give the dashboard address, e.g. http://HEAD:8265 (`ray start --head` prints it), "
             "and check that the head is up",
         )
-    return ClusterError(f"the Ray Jobs API at {address} answered: {last_line(e, 400)}")
+    answered = ClusterError(f"the Ray Jobs API at {address} answered: {last_line(e, 400)}")
+    answered.for_every_manifest = False
+    return answered
 
 
 def _client(address: str, timeout_s: float = API_TIMEOUT_S):

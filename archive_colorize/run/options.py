@@ -436,7 +436,12 @@ def _cpu_pool(cpus: float, node_cpus: list[float], per_cpu: float | None) -> tup
     if len(node_cpus) > 1 and sum(a for _, a in shares):
         return sum(a for _, a in shares), per, max(1, min(int(c // a) for c, a in shares if a))
     actors = max(1, int((cpus - max(1.0, cpus // 4)) // per))
-    return actors, per, max(1, int(min([cpus // actors, *node_cpus])))
+    return actors, per, _pooled_threads(cpus, actors, node_cpus)
+
+
+def _pooled_threads(cpus: float, actors: int, node_cpus: list[float]) -> int:
+    """Each actor's share of the cluster's CPUs, never more than a node has."""
+    return max(1, int(min([cpus // actors, *node_cpus])))
 
 
 def plan_resources(
@@ -472,7 +477,7 @@ def plan_resources(
         planned, per_cpu, cpu_threads = _cpu_pool(cpus, node_cpus, opts.cpus_per_actor)
         actors = opts.actors or planned
         if opts.actors:  # the operator's count: threads are its share of the CPUs, as on one node
-            cpu_threads = max(1, int(min([cpus // actors, *node_cpus])))
+            cpu_threads = _pooled_threads(cpus, actors, node_cpus)
         actors, min_actors, num_gpus, num_cpus, device = actors, actors, 0, per_cpu, "cpu"
     if not waiting and actors * num_cpus > cpus - 0.5:
         raise ConfigError(

@@ -350,9 +350,7 @@ def _finish_on_node(batch: pa.Table, **kw) -> pa.Table:
 
     import ray
 
-    from archive_colorize.run.stages import finish
-
-    from archive_colorize.run.stages import PENDING
+    from archive_colorize.run.stages import PENDING, finish
 
     before = batch.column(S.STATUS).to_pylist() if S.STATUS in batch.column_names else None
     out = finish(batch, **kw)
@@ -417,7 +415,6 @@ def _stream(ctx: RunContext, ds, console) -> None:
     writer = progress.ProgressWriter(
         ctx.out_fs, ctx.out_root, ctx.out_url, ctx.opts.progress_every, on_flush=ctx.lock.refresh
     )
-    actors: set[str] = set()
     watch = NodeWatch(ray)
     with RunProgress(ctx.todo, console) as bar:
         try:
@@ -426,8 +423,7 @@ def _stream(ctx: RunContext, ds, console) -> None:
                     bar.note(line)
                 if batch.num_rows == 0:
                     continue
-                for where in set(batch.column(ACTOR).to_pylist()) - actors:
-                    actors.add(where)
+                for where in set(batch.column(ACTOR).to_pylist()) - ctx.actors:
                     ctx.actors.add(where)
                     ctx.devices.add(where.split(" on ")[0])
                     bar.note(f"model actor: {where}")

@@ -33,6 +33,11 @@ _RIGHTS = ("http://creativecommons.org/", "https://creativecommons.org/", "http:
            "https://rightsstatements.org/")  # fmt: skip
 
 
+def _mime(path: str) -> str | None:
+    """The media type of an image by its name's extension (a query string aside)."""
+    return MIME_BY_EXTENSION.get(path.split("?", 1)[0].rsplit(".", 1)[-1].lower())
+
+
 def _label(column: str) -> str:
     """A column name as a person reads it: record_group -> Record group."""
     text = column.replace("_", " ").strip()
@@ -80,15 +85,14 @@ def run_manifest(rows: list[dict], out_url: str, label: str, base: str | None = 
         colour = {
             "id": f"{root}/images/{name}",
             "type": "Image",
-            "format": MIME_BY_EXTENSION.get(name.rsplit(".", 1)[-1].lower(), "image/png"),
+            "format": _mime(name) or "image/png",
             "label": {"en": [COLOURED]},  # sources/iiif.py reads past it to the original
             **size,
         }
         source = r["uri"] if "://" in r["uri"] else Path(r["uri"]).resolve().as_uri()
         original = {"id": source, "type": "Image", "label": {"en": ["Original scan"]}, **size}
-        ext = source.split("?", 1)[0].rsplit(".", 1)[-1].lower()
-        if ext in MIME_BY_EXTENSION:
-            original["format"] = MIME_BY_EXTENSION[ext]
+        if _mime(source):
+            original["format"] = _mime(source)
         # what a person reads: no hashes, no scene guesses (results.parquet has them)
         metadata = [{"label": _en("Colour"), "value": _en("Added by a trained model (archive-colorize)")}]
         metadata += _source_metadata(r.get("metadata"))
@@ -98,7 +102,8 @@ def run_manifest(rows: list[dict], out_url: str, label: str, base: str | None = 
             if k not in CORE and v is not None and not isinstance(v, (list, dict, bytes))
         ]
         rights = r.get("rights")
-        if rights and not str(rights).startswith(_RIGHTS):
+        licence = str(rights) if rights and str(rights).startswith(_RIGHTS) else None
+        if rights and not licence:
             metadata.append({"label": _en("Rights"), "value": _lmap(rights)})
         canvas = {
             "id": cid,
@@ -129,8 +134,8 @@ def run_manifest(rows: list[dict], out_url: str, label: str, base: str | None = 
                 }
             ],
         }
-        if rights and str(rights).startswith(_RIGHTS):
-            canvas["rights"] = str(rights)
+        if licence:
+            canvas["rights"] = licence
         if r.get("iiif_manifest"):
             canvas["partOf"] = [{"id": r["iiif_manifest"], "type": "Manifest"}]
         if r.get("iiif_canvas"):

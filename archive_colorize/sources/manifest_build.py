@@ -4,6 +4,7 @@ optionally joined with the archive's catalog (CSV)."""
 from __future__ import annotations
 
 import posixpath
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,6 +20,9 @@ from archive_colorize.core.storage import (
     open_url,
     resolve,
 )
+
+if TYPE_CHECKING:
+    from archive_colorize.sources.nara import NaraRead
 
 # file names taken for images (decoding itself sniffs the bytes, whatever the name)
 
@@ -73,10 +77,10 @@ def _write(table: pa.Table, out: str, storage_options: dict | None = None) -> No
     atomic_write_bytes(path, sink.getvalue().to_pybytes(), fs=fs)
 
 
-def _table(rows: list[dict], source: str) -> pa.Table:
+def _table(rows: list[dict], source: str, schema: pa.Schema | None = None) -> pa.Table:
     if not rows:
         raise ManifestError(f"manifest build: no images in {source}")
-    return pa.Table.from_pylist(rows)
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def build_from_iiif(
@@ -111,16 +115,14 @@ def build_from_nara(
     storage_options: dict | None = None,
     allow: tuple[str, ...] = (),
     refused: list | None = None,
-) -> tuple[pa.Table, "NaraRead"]:  # noqa: F821
+) -> tuple[pa.Table, NaraRead]:
     """A NARA catalog export or API response -> (manifest, what was read and left out).
     An export read over http(s) is a remote document: as for IIIF (build_from_iiif)."""
     from archive_colorize.sources.iiif import document_policy
     from archive_colorize.sources.nara import SCHEMA, read_nara
 
     got = read_nara(source, include_restricted, storage_options, allow, refused)
-    if not got.rows:
-        raise ManifestError(f"manifest build: no images in {source}")
-    table = pa.Table.from_pylist(got.rows, schema=SCHEMA)
+    table = _table(got.rows, source, SCHEMA)
     policy = document_policy(source, allow)
     if policy.untrusted:
         table = table.replace_schema_metadata({UNTRUSTED_ORIGIN: policy.trusted_origin.encode()})

@@ -181,9 +181,11 @@ def _read_record(d, at: str, got: NaraRead, include_restricted: bool, policy, re
         for o in d.get("digitalObjects") or []
         if isinstance(o, dict) and isinstance(o.get("objectUrl"), str)
     ]
-    images = [o for o in objects if _is_image(o)]
+    images = []
     for o in objects:
-        if not _is_image(o):
+        if _is_image(o):
+            images.append(o)
+        else:
             kind = _str(o.get("objectType")) or "unknown type"
             got.not_images[kind] = got.not_images.get(kind, 0) + 1
     if use.lower() not in OPEN and not include_restricted:
