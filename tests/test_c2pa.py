@@ -101,7 +101,8 @@ def verify(data: bytes, mime: str) -> dict:
 
 def check_manifest(m: dict) -> None:
     actions = next(a for a in m["assertions"] if a["label"].startswith("c2pa.actions"))["data"]["actions"]
-    assert [a["action"] for a in actions] == ["c2pa.opened", "c2pa.edited"]
+    assert [a["action"] for a in actions] == ["c2pa.opened", "c2pa.edited", "c2pa.color_adjustments"]
+    assert actions[2]["digitalSourceType"] == DIGITAL_SOURCE_TYPE
     assert actions[0]["parameters"]["ingredients"]  # the source scan
     assert actions[1]["digitalSourceType"] == DIGITAL_SOURCE_TYPE
     assert actions[1]["softwareAgent"]["name"] == "archive-colorize"

@@ -256,3 +256,53 @@ def test_from_a_tiff_master_the_output_has_one_label_its_exif_and_a_derivation(f
     assert _xmp_of(Image.open(io.BytesIO(again)), fmt) == packets[0]
     if fmt != "tiff":  # (libtiff's deflate leaves one padding byte unset: not byte-stable)
         assert again == out.read_bytes()
+
+
+def _master(path, kind):
+    """A master as digitisation software writes one, in `kind`'s format: descriptive IFD0
+    tags, an Exif sub-IFD (DateTimeOriginal) and the master's XMP (its own InstanceID,
+    DocumentID and a `negativeFilm` source type)."""
+    if kind == "tiff":
+        return _tiff_master(path)
+    exif = Image.Exif()
+    exif[0x010E] = "Migrant Mother, Nipomo, California"
+    exif[0x013B] = "Dorothea Lange"
+    exif[0x010F] = "Hasselblad"
+    exif.get_ifd(0x8769)[0x9003] = "1936:03:01 10:00:00"
+    grey = Image.open(sample("chelsea.jpg")).convert("L")
+    if kind == "jpeg":
+        grey.save(path, format="JPEG", quality=92, exif=exif.tobytes(), xmp=TIFF_XMP)
+    else:
+        from PIL import PngImagePlugin
+
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", TIFF_XMP.decode())
+        grey.save(path, format="PNG", exif=exif.tobytes(), pnginfo=info)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp", "tiff"])
+@pytest.mark.parametrize("source", ["tiff", "png", "jpeg"])
+def test_exiftool_reads_one_label_the_masters_exif_and_a_derivation(source, fmt, engine, tmp_path):
+    master = _master(tmp_path / f"master.{source}", source)
+    assert exiftool(master)["XMP-iptcExt:DigitalSourceType"].endswith("/negativeFilm")
+    d = decode_image(master.read_bytes())
+    out = tmp_path / f"out.{fmt}"
+    out.write_bytes(render(d, engine.predict(d.lightness).ab, fmt, Provenance(SHA)))
+    r = subprocess.run(["exiftool", "-j", "-G1", "-a", "-u", str(out)], capture_output=True, text=True, timeout=60)
+    tags = json.loads(r.stdout)[0]
+    # -a lists duplicates under their group: one DigitalSourceType in the whole file, ours
+    assert [v for k, v in tags.items() if k.endswith(":DigitalSourceType")] == [DIGITAL_SOURCE_TYPE], tags
+    assert tags["XMP-archivecolorize:SourceDigitalSourceType"].endswith("/negativeFilm")
+    exif = {k.split(":", 1)[1]: v for k, v in tags.items() if k.split(":", 1)[0] in ("IFD0", "ExifIFD")}
+    assert exif["Artist"] == "Dorothea Lange" and exif["Make"] == "Hasselblad"
+    assert exif["ImageDescription"] == "Migrant Mother, Nipomo, California"
+    assert exif["DateTimeOriginal"] == "1936:03:01 10:00:00"
+    assert tags["XMP-xmpMM:InstanceID"].startswith("xmp.iid:") and tags["XMP-xmpMM:InstanceID"] != "xmp.iid:master-0001"
+    assert tags["XMP-xmpMM:DocumentID"] != "xmp.did:master"
+    assert tags["XMP-xmpMM:DerivedFromInstanceID"] == "xmp.iid:master-0001"
+    assert tags["XMP-xmpMM:DerivedFromDocumentID"] == "xmp.did:master"
+    assert tags["XMP-xmpMM:OriginalDocumentID"] == "xmp.did:master"
+    assert tags["XMP-xmpMM:HistoryAction"] == "derived"
+    assert tags["XMP-xmpMM:HistorySoftwareAgent"].startswith("archive-colorize ")
+    assert not r.stderr.strip() and "Warning" not in json.dumps(tags), (r.stderr, tags.get("ExifTool:Warning"))

@@ -2,7 +2,8 @@
 
 Each file is signed with the archive's certificate chain and key. Its manifest records
 `c2pa.opened` of the source scan, as a `parentOf` ingredient, then `c2pa.edited` with the
-same IPTC digital source type as the XMP and archive-colorize as the software agent. The
+same IPTC digital source type as the XMP and archive-colorize as the software agent, and
+`c2pa.color_adjustments` (the spec's action for tone and saturation) the same way. The
 XMP is written before signing: any later change would break the signature.
 
 The chain and key are read by path or URL in the process that signs (a Ray task), once per
@@ -110,6 +111,14 @@ def sign(
                             "digitalSourceType": DIGITAL_SOURCE_TYPE,
                             "softwareAgent": {"name": "archive-colorize", "version": __version__},
                             "description": "colour added by a trained model; the lightness is the scan's own",
+                        },
+                        # the spec's own name for what changed (hue and saturation), beside the
+                        # general edit that readers look to for the AI disclosure
+                        {
+                            "action": "c2pa.color_adjustments",
+                            "digitalSourceType": DIGITAL_SOURCE_TYPE,
+                            "softwareAgent": {"name": "archive-colorize", "version": __version__},
+                            "parameters": {"com.archive-colorize.channels": "a*b* (CIE L*a*b*)"},
                         },
                     ]
                 },
