@@ -7,6 +7,7 @@ checks, the colour filter on MiniPlaces, the 18 historical scans) are marked `sh
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,26 @@ def ray_cluster():
         )
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+def chromium() -> str:
+    """Debian's chromium. The tests install nothing: .ci/run installs it (README: "Tests"),
+    so CI always has it; elsewhere the test is skipped with this one reason."""
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but chromium is missing: .ci/run installs it with apt-get")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does this)")
+    return path
+
+
+def fetched(name: str, what: str) -> Path:
+    """A file .ci/run fetches into .cache/ (never committed: it is another project's), such
+    as Mirador's dist from the npm registry; skipped with `what` when it is not there."""
+    path = ROOT / ".cache" / name
+    if not path.is_file():
+        pytest.skip(f"{what} is not in .cache/{name} (.ci/run fetches it)")
+    return path
 
 
 def _free_port() -> int:

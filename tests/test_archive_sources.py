@@ -9,6 +9,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from archive_colorize.apps.cli import app
@@ -401,12 +402,25 @@ def test_the_run_manifest_keeps_canvas_ids_across_a_resume_in_manifest_order(
     assert labels["Creator"] == {"none": ["Dorothea Lange"]}
     text = json.dumps(c["metadata"])
     assert "sha256" not in text and "Scene" not in text  # no hashes, no scene guesses in public metadata
-    original = c["items"][0]["items"][0]["body"]["items"][1]
-    assert original["format"] == "image/jpeg"
+    colour, original = c["items"][0]["items"][0]["body"]["items"]
+    assert colour["id"] == "https://archive.example/album/images/p10.png" and "rendering" not in c
+    # the local originals are published as web copies under OUT, with their sizes
+    assert original == {
+        "id": "https://archive.example/album/originals/p10.jpg", "type": "Image", "format": "image/jpeg",
+        "width": 451, "height": 300, "label": {"en": ["Original scan"]},
+    }  # fmt: skip
+    w, h = Image.open(tmp_path / "album-1936-out" / "originals" / "p10.jpg").size
+    assert (w, h) == (451, 300)
+    assert c["thumbnail"] == [{
+        "id": "https://archive.example/album/thumbs/p10.jpg", "type": "Image", "format": "image/jpeg",
+        "width": 256, "height": 170,
+    }]  # fmt: skip
+    assert Image.open(tmp_path / "album-1936-out" / "thumbs" / "p10.jpg").size == (256, 170)
+    assert doc["thumbnail"] == c["thumbnail"]
     assert doc["seeAlso"][0]["id"] == "https://archive.example/album/run.json"
     # a run's manifest read back by manifest build gives the originals, not the colour again
     again = iiif_rows(str(doc_path))
-    assert [r["uri"] for r in again] == [(tmp_path / f"{i}.jpg").resolve().as_uri() for i in ids]
+    assert [r["uri"] for r in again] == [f"https://archive.example/album/originals/{i}.jpg" for i in ids]
 
 
 def test_iiif_with_images_on_s3(s3, s3_server, ray_cluster, weights_path, tmp_path):

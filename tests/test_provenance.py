@@ -289,7 +289,9 @@ def test_exiftool_reads_one_label_the_masters_exif_and_a_derivation(source, fmt,
     d = decode_image(master.read_bytes())
     out = tmp_path / f"out.{fmt}"
     out.write_bytes(render(d, engine.predict(d.lightness).ab, fmt, Provenance(SHA)))
-    r = subprocess.run(["exiftool", "-j", "-G1", "-a", "-u", str(out)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["exiftool", "-j", "-G1", "-a", "-u", str(out)], capture_output=True, text=True, timeout=60
+    )
     tags = json.loads(r.stdout)[0]
     # -a lists duplicates under their group: one DigitalSourceType in the whole file, ours
     assert [v for k, v in tags.items() if k.endswith(":DigitalSourceType")] == [DIGITAL_SOURCE_TYPE], tags
@@ -298,11 +300,17 @@ def test_exiftool_reads_one_label_the_masters_exif_and_a_derivation(source, fmt,
     assert exif["Artist"] == "Dorothea Lange" and exif["Make"] == "Hasselblad"
     assert exif["ImageDescription"] == "Migrant Mother, Nipomo, California"
     assert exif["DateTimeOriginal"] == "1936:03:01 10:00:00"
-    assert tags["XMP-xmpMM:InstanceID"].startswith("xmp.iid:") and tags["XMP-xmpMM:InstanceID"] != "xmp.iid:master-0001"
+    assert (
+        tags["XMP-xmpMM:InstanceID"].startswith("xmp.iid:")
+        and tags["XMP-xmpMM:InstanceID"] != "xmp.iid:master-0001"
+    )
     assert tags["XMP-xmpMM:DocumentID"] != "xmp.did:master"
     assert tags["XMP-xmpMM:DerivedFromInstanceID"] == "xmp.iid:master-0001"
     assert tags["XMP-xmpMM:DerivedFromDocumentID"] == "xmp.did:master"
     assert tags["XMP-xmpMM:OriginalDocumentID"] == "xmp.did:master"
     assert tags["XMP-xmpMM:HistoryAction"] == "derived"
     assert tags["XMP-xmpMM:HistorySoftwareAgent"].startswith("archive-colorize ")
-    assert not r.stderr.strip() and "Warning" not in json.dumps(tags), (r.stderr, tags.get("ExifTool:Warning"))
+    assert not r.stderr.strip() and "Warning" not in json.dumps(tags), (
+        r.stderr,
+        tags.get("ExifTool:Warning"),
+    )

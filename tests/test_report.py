@@ -2,7 +2,6 @@
 
 import base64
 import io
-import os
 import re
 import shutil
 
@@ -16,19 +15,8 @@ from PIL import Image
 from archive_colorize.run.pipeline import RunOptions, run
 from archive_colorize.apps.report import ReportOptions, write_report
 
-from .conftest import ROOT, sample, write_broken_files
+from .conftest import ROOT, chromium, sample, write_broken_files
 from .reliability.conftest import cli, tiny_scans
-
-
-def chromium() -> str:
-    """Debian's chromium. The tests install nothing: .ci/run installs it (README: "Tests"),
-    so CI always has it; elsewhere the test is skipped with this one reason."""
-    path = shutil.which("chromium")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but chromium is missing: .ci/run installs it with apt-get")
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does this)")
-    return path
 
 
 @pytest.fixture(scope="module")

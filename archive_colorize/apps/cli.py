@@ -289,6 +289,13 @@ def run(
     if summary.processed_now == 0:
         console.print("Nothing to do: every row is already settled (use --retry-failed to retry failures).")
     console.print(f"results: {summary.out}/results.parquet")
+    if summary.unpublished_originals:
+        console.print(
+            f"IIIF: {summary.unpublished_originals} originals are local or s3:// files with no web copy "
+            "(OUT/originals: rows done by an earlier version, or with --no-web-copies); their canvases "
+            "show the colorized image only",
+            highlight=False,
+        )
     if not opts.iiif_base:
         console.print(
             f"IIIF: {summary.out}/iiif/manifest.json is a local preview (its ids are where OUT is now); "

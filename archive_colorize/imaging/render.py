@@ -170,7 +170,21 @@ def render(
 ) -> bytes:
     """The one path from predicted chroma to file bytes, for `colorize` and `run` alike:
     `colour` then `encode_result` (a run on a GPU splits them between its stages)."""
+    return render_pixels(decoded, ab, fmt, provenance, source, title, ingredient)[0]
+
+
+def render_pixels(
+    decoded: DecodedImage,
+    ab: torch.Tensor,
+    fmt: str,
+    provenance: Provenance,
+    source: bytes | None = None,
+    title: str = "",
+    ingredient: str = "",
+) -> tuple[bytes, np.ndarray]:
+    """`render`, and the pixels it encoded (for the web copies: imaging/web.py)."""
     rgb = colour(decoded.lightness, ab, output_bit_depth(decoded.bit_depth, fmt))
-    return encode_result(
+    blob = encode_result(
         rgb, fmt, provenance, decoded.exif, decoded.xmp, source, decoded.format, title, ingredient
     )
+    return blob, rgb

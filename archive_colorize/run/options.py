@@ -151,6 +151,11 @@ class RunOptions:
         "Refuse input files larger than this many bytes (the row fails; nothing larger is read).",
         commands=(*JOBS, COLORIZE),
     )
+    no_web_copies: bool = option(
+        False,
+        "--no-web-copies",
+        "Write no thumbnails and browser copies (OUT/thumbs, OUT/web, OUT/originals) for IIIF viewers.",
+    )
     retry_failed: bool = option(False, "--retry-failed", "Retry rows that failed in earlier runs.")
     limit: int | None = option(None, "--limit", "Process at most this many pending rows.")
     actors: int | None = option(None, "--actors", "Model actors (default: from the cluster's GPUs/CPUs).")
@@ -256,6 +261,7 @@ class RunSummary:
     seconds: float
     pending: int
     fidelity: dict | None = None  # a lossy --precision against fp32 (engine.fidelity)
+    unpublished_originals: int = 0  # --iiif-base: local/s3 originals with no web copy, left out
 
 
 @dataclass

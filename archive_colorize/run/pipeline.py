@@ -141,7 +141,7 @@ def _run_locked(ctx: RunContext) -> RunSummary:
     except OSError as e:
         raise StorageError(f"cannot write {ctx.out_url}/{progress.RESULTS}: {e}") from None
     crash_point("compacted")
-    write_iiif(ctx, results)
+    unpublished = write_iiif(ctx, results)
     st = results.column("status")
     n_done = int(pc.sum(pc.equal(st, "done")).as_py() or 0)
     n_failed = int(pc.sum(pc.equal(st, "failed")).as_py() or 0)
@@ -156,6 +156,7 @@ def _run_locked(ctx: RunContext) -> RunSummary:
         round(time.time() - ctx.t_start, 2),
         manifest.num_rows - n_done - n_failed,
         fid,
+        unpublished,
     )
     write_run_json(ctx, summary, fid)
     return summary
@@ -315,6 +316,7 @@ def _dataset(ctx: RunContext):
                 "last": k == len(plan.finish) - 1,
                 "policy": policy,
                 "max_bytes": opts.max_bytes,
+                "web": not opts.no_web_copies,
             },
             memory=stage.memory,
             **common,

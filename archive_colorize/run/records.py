@@ -23,18 +23,23 @@ def previous_devices(ctx) -> list[str]:
         return []
 
 
-def write_iiif(ctx, results: pa.Table) -> None:
-    from archive_colorize.sinks.iiif import run_manifest
+def write_iiif(ctx, results: pa.Table) -> int:
+    """-> how many done rows' originals a published manifest cannot show (no web copy)."""
     from archive_colorize.core.storage import abs_uri
+    from archive_colorize.imaging.web import WEB_FOLDERS
+    from archive_colorize.sinks.iiif import missing_originals, run_manifest
+    from archive_colorize.sinks.images import ImageFolder
 
     # canvases in the manifest's order (results.parquet is sorted by id, as text)
     order = {str(v): i for i, v in enumerate(ctx.manifest.ids.to_pylist())}
     rows = sorted(results.to_pylist(), key=lambda r: order.get(r["id"], len(order)))
     rows = [{**r, "uri": abs_uri(r["uri"], ctx.manifest.base_dir)} for r in rows]
-    doc = run_manifest(
-        rows, ctx.out_url, ctx.opts.iiif_label or manifest_title(ctx.opts.manifest), ctx.opts.iiif_base
-    )
+    folder = ImageFolder(ctx.out_url, ctx.opts.storage_options)
+    web = {f: folder.listing(f) for f in WEB_FOLDERS}  # what exists, also from earlier runs
+    label = ctx.opts.iiif_label or manifest_title(ctx.opts.manifest)
+    doc = run_manifest(rows, ctx.out_url, label, ctx.opts.iiif_base, web)
     write_json(ctx.out_fs, f"{ctx.out_root}/iiif/manifest.json", doc)
+    return missing_originals(rows, web) if ctx.opts.iiif_base else 0
 
 
 def manifest_title(manifest: str) -> str:

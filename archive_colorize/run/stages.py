@@ -34,7 +34,8 @@ from archive_colorize.run.faults import crash_point
 from archive_colorize.imaging.images import decode_image, output_bit_depth, working_copy
 from archive_colorize.sources.manifest import normalize, safe_name
 from archive_colorize.imaging.provenance import Provenance
-from archive_colorize.imaging.render import colour, encode_result, mean_chroma, render
+from archive_colorize.imaging.render import colour, encode_result, mean_chroma, render_pixels
+from archive_colorize.imaging.web import is_web_reachable, web_copies, web_name
 from archive_colorize.core.secrets import scrub_uri
 from archive_colorize.core.storage import abs_uri, read_bytes, resolve, with_retries
 from archive_colorize.core.arrays import pack, unpack_numpy
@@ -355,8 +356,10 @@ def finish(
     last: bool = True,
     policy: UriPolicy = TRUSTED,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    web: bool = True,
 ) -> pa.Table:
-    """Recombine the predicted chroma with the original full-resolution L*, encode, write.
+    """Recombine the predicted chroma with the original full-resolution L*, encode, write
+    (with `web`, the copies IIIF viewers show first: imaging/web.py).
 
     A finish stage takes the scans whose pixel count lies in `pixels` = [low, high) and
     leaves the others "pending" for a later stage, one declared with the memory that larger
@@ -412,8 +415,9 @@ def finish(
                         abs_uri(uris[i], base_dir), storage_options, shas[i], policy, max_bytes
                     )
                 )
+                rgb = rgbs[i]
                 blob = encode_result(
-                    rgbs[i],
+                    rgb,
                     fmt,
                     provenance,
                     exif_from(exifs[i]),
@@ -427,11 +431,15 @@ def finish(
                 data = fetch_unchanged(
                     abs_uri(uris[i], base_dir), storage_options, shas[i], policy, max_bytes
                 )
-                blob = render(
+                blob, rgb = render_pixels(
                     decode_image(data, max_pixels), abs_[i], fmt, provenance, source=data, title=name,
                     ingredient=ingredient,
                 )  # fmt: skip
+            source_uri = abs_uri(uris[i], base_dir)
+            copies = web_copies(rgb, fmt, provenance, is_web_reachable(source_uri)) if web else {}
             try:
+                for where, copy in copies.items():  # first, so that a done row has them all
+                    folder.write(web_name(name), copy, where)
                 uri = folder.write(name, blob)
             except (OSError, StorageError) as e:
                 fatal, status[i] = f"cannot write to the output location {out_url}: {one_line(e)}", None

@@ -9,6 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from archive_colorize.core.formats import MIME_BY_EXTENSION
+from archive_colorize.imaging.web import (
+    ORIGINALS,
+    THUMB_SIDE,
+    THUMBS,
+    WEB,
+    WEB_SIDE,
+    bounded,
+    is_web_reachable,
+    web_name,
+)
 from archive_colorize.sources.iiif import COLOURED
 from archive_colorize.sources.manifest import GAIN_COLUMN, RESERVED
 
@@ -27,10 +37,20 @@ def _en(text) -> dict:
 
 
 COLOUR_NOTE = "Colour added by a trained model (archive-colorize); the lightness is the scan's own."
-# rights a viewer may show as a licence: IIIF allows Creative Commons, RightsStatements.org
-# and the publisher's own URIs; anything else stays a metadata row
-_RIGHTS = ("http://creativecommons.org/", "https://creativecommons.org/", "http://rightsstatements.org/",
-           "https://rightsstatements.org/")  # fmt: skip
+# rights a viewer may show as a licence: IIIF 3 takes Creative Commons licences and public
+# domain marks and RightsStatements.org statements, as those bodies spell their URIs (http,
+# as the presentation validator checks); any other value stays a metadata row
+_RIGHTS = ("http://creativecommons.org/licenses/", "http://creativecommons.org/publicdomain/",
+           "http://rightsstatements.org/vocab/")  # fmt: skip
+
+
+def licence(rights) -> str | None:
+    """The `rights` URI a canvas may carry, or None: https spellings become the canonical
+    http ones (archives often write https://creativecommons.org/...)."""
+    text = str(rights or "").strip()
+    if text.lower().startswith("https://"):
+        text = "http://" + text[len("https://") :]
+    return text if text.startswith(_RIGHTS) else None
 
 
 def _mime(path: str) -> str | None:
@@ -66,12 +86,43 @@ def canvas_name(row_id: str) -> str:
     return quote(str(row_id), safe="")
 
 
-def run_manifest(rows: list[dict], out_url: str, label: str, base: str | None = None) -> dict:
+def _jpeg_copy(root: str, folder: str, name: str, size: dict, side: int) -> dict:
+    w, h = bounded(size["width"], size["height"], side)
+    return {"id": f"{root}/{folder}/{web_name(name)}", "type": "Image", "format": "image/jpeg",
+            "width": w, "height": h}  # fmt: skip
+
+
+def _has(web: dict[str, set[str]] | None, folder: str, name: str) -> bool:
+    return web is not None and web_name(name) in web.get(folder, ())
+
+
+def missing_originals(rows: list[dict], web: dict[str, set[str]] | None) -> int:
+    """Done rows whose original no web page can load: not http(s), and no web copy."""
+    return sum(
+        1
+        for r in rows
+        if r.get("status") == "done"
+        and not is_web_reachable(r["uri"])
+        and not _has(web, ORIGINALS, str(r["output_uri"]).rsplit("/", 1)[-1])
+    )
+
+
+def run_manifest(
+    rows: list[dict],
+    out_url: str,
+    label: str,
+    base: str | None = None,
+    web: dict[str, set[str]] | None = None,
+) -> dict:
     """IIIF Presentation 3 for a run's done rows, in the order given (the manifest's): one
     canvas each, id from the row id, painted with a Choice of the colorized image (first,
     the default) and the original scan, so that Mirador or the Universal Viewer offer both.
     `base`: where OUT is published (https://...). Without it the ids are OUT's own location
-    (file:// or s3://): a local preview, as IIIF wants http(s) ids."""
+    (file:// or s3://): a local preview, as IIIF wants http(s) ids. `web`: the web copies
+    OUT holds ({folder: file names}, imaging/web.py): a thumbnail per canvas, a JPEG body in
+    place of a TIFF or 16-bit output (the archival file stays, as the canvas's `rendering`),
+    and a copy of each original that is a local path or s3:// (published, an original with
+    no copy is left out of its Choice: no viewer could load it)."""
     if base:
         root = base.rstrip("/")
     else:
@@ -82,17 +133,25 @@ def run_manifest(rows: list[dict], out_url: str, label: str, base: str | None = 
         cid = f"{root}/iiif/canvas/{canvas_name(r['id'])}"
         name = str(r["output_uri"]).rsplit("/", 1)[-1]
         size = {"width": int(r["width"]), "height": int(r["height"])}
-        colour = {
-            "id": f"{root}/images/{name}",
-            "type": "Image",
-            "format": _mime(name) or "image/png",
-            "label": {"en": [COLOURED]},  # sources/iiif.py reads past it to the original
-            **size,
-        }
+        archival = {"id": f"{root}/images/{name}", "type": "Image", "format": _mime(name) or "image/png"}
+        if _has(web, WEB, name):  # browsers cannot show it: a JPEG body, the file as a rendering
+            colour = _jpeg_copy(root, WEB, name, size, WEB_SIDE)
+        else:
+            colour, archival = {**archival, **size}, None
+        colour["label"] = {"en": [COLOURED]}  # sources/iiif.py reads past it to the original
         source = r["uri"] if "://" in r["uri"] else Path(r["uri"]).resolve().as_uri()
-        original = {"id": source, "type": "Image", "label": {"en": ["Original scan"]}, **size}
-        if _mime(source):
-            original["format"] = _mime(source)
+        if is_web_reachable(source):
+            original = {"id": source, "type": "Image", **size}
+            if _mime(source):
+                original["format"] = _mime(source)
+        elif _has(web, ORIGINALS, name):
+            original = _jpeg_copy(root, ORIGINALS, name, size, WEB_SIDE)
+        else:
+            original = None if base else {"id": source, "type": "Image", **size, "format": _mime(source)}
+            if original and not original["format"]:
+                del original["format"]
+        if original:
+            original["label"] = {"en": ["Original scan"]}
         # what a person reads: no hashes, no scene guesses (results.parquet has them)
         metadata = [{"label": _en("Colour"), "value": _en("Added by a trained model (archive-colorize)")}]
         metadata += _source_metadata(r.get("metadata"))
@@ -102,8 +161,8 @@ def run_manifest(rows: list[dict], out_url: str, label: str, base: str | None = 
             if k not in CORE and v is not None and not isinstance(v, (list, dict, bytes))
         ]
         rights = r.get("rights")
-        licence = str(rights) if rights and str(rights).startswith(_RIGHTS) else None
-        if rights and not licence:
+        canonical = licence(rights)
+        if rights and not canonical:
             metadata.append({"label": _en("Rights"), "value": _lmap(rights)})
         canvas = {
             "id": cid,
@@ -127,15 +186,19 @@ def run_manifest(rows: list[dict], out_url: str, label: str, base: str | None = 
                             "id": f"{cid}/page/painting",
                             "type": "Annotation",
                             "motivation": "painting",
-                            "body": {"type": "Choice", "items": [colour, original]},
+                            "body": {"type": "Choice", "items": [colour, original]} if original else colour,
                             "target": cid,
                         }
                     ],
                 }
             ],
         }
-        if licence:
-            canvas["rights"] = licence
+        if _has(web, THUMBS, name):
+            canvas["thumbnail"] = [_jpeg_copy(root, THUMBS, name, size, THUMB_SIDE)]
+        if archival:
+            canvas["rendering"] = [{**archival, "label": _en("The archival file")}]
+        if canonical:
+            canvas["rights"] = canonical
         if r.get("iiif_manifest"):
             canvas["partOf"] = [{"id": r["iiif_manifest"], "type": "Manifest"}]
         if r.get("iiif_canvas"):
@@ -169,5 +232,6 @@ def run_manifest(rows: list[dict], out_url: str, label: str, base: str | None = 
                 "label": _en("The run's record (archive-colorize run.json)"),
             }
         ],  # fmt: skip
+        **({"thumbnail": canvases[0]["thumbnail"]} if canvases and "thumbnail" in canvases[0] else {}),
         "items": canvases,
     }

@@ -18,7 +18,17 @@ class ImageFolder:
     def file_name(safe_stem: str, fmt: str) -> str:
         return f"{safe_stem}.{FORMATS[fmt]}"
 
-    def write(self, name: str, blob: bytes) -> str:
-        """Write one image; -> its URI. OSError or StorageError: the location refused it."""
-        atomic_write_bytes(f"{self.root}/{FOLDER}/{name}", blob, fs=self.fs)
-        return f"{self.url}/{FOLDER}/{name}"
+    def write(self, name: str, blob: bytes, folder: str = FOLDER) -> str:
+        """Write one image (into OUT/images, or a web copy's folder: imaging/web.py); -> its
+        URI. OSError or StorageError: the location refused it."""
+        atomic_write_bytes(f"{self.root}/{folder}/{name}", blob, fs=self.fs)
+        return f"{self.url}/{folder}/{name}"
+
+    def listing(self, folder: str) -> set[str]:
+        """The file names in one of OUT's folders (none if it does not exist)."""
+        path = f"{self.root}/{folder}"
+        self.fs.invalidate_cache(path)  # the workers wrote there, not this process (s3fs caches listings)
+        try:
+            return {p.rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False)}
+        except (FileNotFoundError, NotADirectoryError):
+            return set()
