@@ -159,18 +159,11 @@ def encode_result(
     return blob
 
 
-def render(
-    decoded: DecodedImage,
-    ab: torch.Tensor,
-    fmt: str,
-    provenance: Provenance,
-    source: bytes | None = None,
-    title: str = "",
-    ingredient: str = "",
-) -> bytes:
+def render(decoded: DecodedImage, ab: torch.Tensor, fmt: str, provenance: Provenance, **where) -> bytes:
     """The one path from predicted chroma to file bytes, for `colorize` and `run` alike:
-    `colour` then `encode_result` (a run on a GPU splits them between its stages)."""
-    return render_pixels(decoded, ab, fmt, provenance, source, title, ingredient)[0]
+    `colour` then `encode_result` (a run on a GPU splits them between its stages). `where`:
+    render_pixels' source, title and ingredient."""
+    return render_pixels(decoded, ab, fmt, provenance, **where)[0]
 
 
 def render_pixels(
