@@ -26,7 +26,7 @@ from PIL import Image, ImageOps
 from archive_colorize.run import progress
 from archive_colorize.errors import ColorizeError
 from archive_colorize.core.defaults import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
-from archive_colorize.core.uripolicy import TRUSTED, UriPolicy, fetch_http
+from archive_colorize.core.uripolicy import TRUSTED, UriPolicy, fetch_http, is_http
 from archive_colorize.core.storage import abs_uri
 from archive_colorize.core.storage import atomic_write_bytes, resolve
 
@@ -81,7 +81,7 @@ def _load(o: ReportOptions):
 
 def _thumb(url: str, size: int, grey: bool, storage_options: dict, policy: UriPolicy = TRUSTED) -> str | None:
     try:
-        if policy.untrusted and url.split("://", 1)[0].lower() in ("http", "https"):
+        if policy.untrusted and is_http(url):
             # the original, named by a remote document: fetched as the run did, every hop checked
             data = fetch_http(url, policy, policy.credentials_for(url, storage_options), DEFAULT_MAX_BYTES)
         else:

@@ -29,3 +29,25 @@ MIME_BY_EXTENSION = {f.extension: f.mime for f in FORMAT_TABLE}
 # colour filter it would pass after conversion to RGB (LA: grey with alpha)
 GRAY_MODES = ("L", "1", "I;16", "I", "LA")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".jp2")
+
+
+# The web copies beside each output (imaging/web.py makes them, sinks/iiif.py names them):
+# OUT/<folder>/<output stem>.jpg, the long side bounded
+THUMB_SIDE = 256
+WEB_SIDE = 4096
+THUMBS, WEB, ORIGINALS = "thumbs", "web", "originals"
+WEB_FOLDERS = (THUMBS, WEB, ORIGINALS)
+
+
+def web_name(name: str) -> str:
+    """The web copies' file name for an output named `name` (its stem, .jpg)."""
+    return name.rsplit(".", 1)[0] + ".jpg"
+
+
+def bounded(width: int, height: int, side: int) -> tuple[int, int]:
+    """A copy's size: the long side at most `side`, the aspect kept (so that the manifest
+    says the sizes without opening the files)."""
+    if max(width, height) <= side:
+        return width, height
+    scale = side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))

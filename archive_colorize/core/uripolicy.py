@@ -30,6 +30,13 @@ from urllib.parse import urljoin, urlsplit
 from archive_colorize.errors import ColorizeError
 
 HTTP = ("http", "https")
+
+
+def is_http(uri: str) -> bool:
+    """Whether `uri` is fetched over the web (a browser can load it; the policy checks it)."""
+    return urlsplit(uri).scheme.lower() in HTTP
+
+
 MAX_REDIRECTS = 5
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 60.0
@@ -107,7 +114,7 @@ class UriPolicy:
         scheme the operator allowed (s3://their-bucket/): the operator's options."""
         if not self.untrusted:
             return storage_options
-        if urlsplit(uri).scheme.lower() in HTTP:
+        if is_http(uri):
             return storage_options if self.trusted_origin and origin(uri) == self.trusted_origin else {}
         return storage_options if self.allowed_by_operator(uri) else {}
 

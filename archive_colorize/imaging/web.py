@@ -24,34 +24,14 @@ import io
 import numpy as np
 from PIL import Image
 
+from archive_colorize.core.formats import ORIGINALS, THUMB_SIDE, THUMBS, WEB, WEB_SIDE, bounded
+from archive_colorize.core.uripolicy import is_http
+from archive_colorize.imaging.images import encode_image
 from archive_colorize.imaging.provenance import Provenance
-
-THUMB_SIDE = 256
-WEB_SIDE = 4096
-THUMBS, WEB, ORIGINALS = "thumbs", "web", "originals"
-WEB_FOLDERS = (THUMBS, WEB, ORIGINALS)
-
-
-def web_name(name: str) -> str:
-    """The web copies' file name for an output named `name` (its stem, .jpg)."""
-    return name.rsplit(".", 1)[0] + ".jpg"
 
 
 def needs_web_body(fmt: str, rgb: np.ndarray) -> bool:
     return fmt == "tiff" or rgb.dtype == np.uint16
-
-
-def is_web_reachable(uri: str) -> bool:
-    return uri.split("://", 1)[0].lower() in ("http", "https") if "://" in uri else False
-
-
-def bounded(width: int, height: int, side: int) -> tuple[int, int]:
-    """A copy's size: the long side at most `side`, the aspect kept (sinks/iiif.py says
-    these sizes in the manifest without opening the files)."""
-    if max(width, height) <= side:
-        return width, height
-    scale = side / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def _shrunk(rgb: np.ndarray, side: int) -> Image.Image:
@@ -76,31 +56,30 @@ def grey_of(im: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(srgb * 255), 0, 255).astype(np.uint8), "L")
 
 
-def _jpeg(im: Image.Image, provenance: Provenance | None) -> bytes:
+def _colour_jpeg(im: Image.Image, provenance: Provenance) -> bytes:
+    """A colorized copy says so, as the output does: the same encoder, XMP and Software."""
+    made = hashlib.blake2b(im.tobytes(), digest_size=16).hexdigest()
+    return encode_image(
+        np.asarray(im), "jpeg", xmp=provenance.xmp(None, made), software=provenance.software, quality=85
+    )
+
+
+def _grey_jpeg(im: Image.Image) -> bytes:
     out = io.BytesIO()
-    kwargs: dict = {"quality": 85}
-    if provenance is not None:  # a colorized copy says so, as the output does
-        made = hashlib.blake2b(im.tobytes(), digest_size=16).hexdigest()
-        kwargs["xmp"] = provenance.xmp(None, made)
-        exif = Image.Exif()
-        exif[0x0131] = provenance.software
-        kwargs["exif"] = exif.tobytes()
-    im.save(out, format="JPEG", **kwargs)
+    im.save(out, format="JPEG", quality=85)
     return out.getvalue()
 
 
-def web_copies(
-    rgb: np.ndarray, fmt: str, provenance: Provenance, original_reachable: bool
-) -> dict[str, bytes]:
+def web_copies(rgb: np.ndarray, fmt: str, provenance: Provenance, source_uri: str) -> dict[str, bytes]:
     """{folder: JPEG bytes} for one output's `rgb` (H, W, 3, uint8 or uint16)."""
     h, w = rgb.shape[:2]
-    body, original = needs_web_body(fmt, rgb), not original_reachable
+    body, original = needs_web_body(fmt, rgb), not is_http(source_uri)
     big = _shrunk(rgb, WEB_SIDE if body or original else THUMB_SIDE)
     size = bounded(w, h, THUMB_SIDE)
     thumb = big if big.size == size else big.resize(size, Image.Resampling.LANCZOS)
-    copies = {THUMBS: _jpeg(thumb, provenance)}
+    copies = {THUMBS: _colour_jpeg(thumb, provenance)}
     if body:
-        copies[WEB] = _jpeg(big, provenance)
+        copies[WEB] = _colour_jpeg(big, provenance)
     if original:
-        copies[ORIGINALS] = _jpeg(grey_of(big), None)
+        copies[ORIGINALS] = _grey_jpeg(grey_of(big))
     return copies

@@ -26,7 +26,7 @@ def previous_devices(ctx) -> list[str]:
 def write_iiif(ctx, results: pa.Table) -> int:
     """-> how many done rows' originals a published manifest cannot show (no web copy)."""
     from archive_colorize.core.storage import abs_uri
-    from archive_colorize.imaging.web import WEB_FOLDERS
+    from archive_colorize.core.formats import WEB_FOLDERS
     from archive_colorize.sinks.iiif import missing_originals, run_manifest
     from archive_colorize.sinks.images import ImageFolder
 

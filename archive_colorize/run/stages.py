@@ -35,7 +35,8 @@ from archive_colorize.imaging.images import decode_image, output_bit_depth, work
 from archive_colorize.sources.manifest import normalize, safe_name
 from archive_colorize.imaging.provenance import Provenance
 from archive_colorize.imaging.render import colour, encode_result, mean_chroma, render_pixels
-from archive_colorize.imaging.web import is_web_reachable, web_copies, web_name
+from archive_colorize.core.formats import web_name
+from archive_colorize.imaging.web import web_copies
 from archive_colorize.core.secrets import scrub_uri
 from archive_colorize.core.storage import abs_uri, read_bytes, resolve, with_retries
 from archive_colorize.core.arrays import pack, unpack_numpy
@@ -406,14 +407,13 @@ def finish(
         try:
             name = ImageFolder.file_name(safe_name(onames[i] or ids[i]), fmt)
             ingredient = f"{ids[i]}: {scrub_uri(uris[i])}"  # the C2PA ingredient's title
+            scan_uri = abs_uri(uris[i], base_dir)
             if shipped:
                 # the scan is read again only for a C2PA ingredient, which is its bytes
                 source = (
                     None
                     if provenance.c2pa is None
-                    else fetch_unchanged(
-                        abs_uri(uris[i], base_dir), storage_options, shas[i], policy, max_bytes
-                    )
+                    else fetch_unchanged(scan_uri, storage_options, shas[i], policy, max_bytes)
                 )
                 rgb = rgbs[i]
                 blob = encode_result(
@@ -428,15 +428,12 @@ def finish(
                     ingredient,
                 )
             else:
-                data = fetch_unchanged(
-                    abs_uri(uris[i], base_dir), storage_options, shas[i], policy, max_bytes
-                )
+                data = fetch_unchanged(scan_uri, storage_options, shas[i], policy, max_bytes)
                 blob, rgb = render_pixels(
                     decode_image(data, max_pixels), abs_[i], fmt, provenance, source=data, title=name,
                     ingredient=ingredient,
                 )  # fmt: skip
-            source_uri = abs_uri(uris[i], base_dir)
-            copies = web_copies(rgb, fmt, provenance, is_web_reachable(source_uri)) if web else {}
+            copies = web_copies(rgb, fmt, provenance, scan_uri) if web else {}
             try:
                 for where, copy in copies.items():  # first, so that a done row has them all
                     folder.write(web_name(name), copy, where)

@@ -8,17 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from archive_colorize.core.formats import MIME_BY_EXTENSION
-from archive_colorize.imaging.web import (
-    ORIGINALS,
-    THUMB_SIDE,
-    THUMBS,
-    WEB,
-    WEB_SIDE,
-    bounded,
-    is_web_reachable,
-    web_name,
-)
+from archive_colorize.core.formats import (
+    MIME_BY_EXTENSION, ORIGINALS, THUMB_SIDE, THUMBS, WEB, WEB_SIDE, bounded, web_name,
+)  # fmt: skip
+from archive_colorize.core.uripolicy import is_http
 from archive_colorize.sources.iiif import COLOURED
 from archive_colorize.sources.manifest import GAIN_COLUMN, RESERVED
 
@@ -102,7 +95,7 @@ def missing_originals(rows: list[dict], web: dict[str, set[str]] | None) -> int:
         1
         for r in rows
         if r.get("status") == "done"
-        and not is_web_reachable(r["uri"])
+        and not is_http(r["uri"])
         and not _has(web, ORIGINALS, str(r["output_uri"]).rsplit("/", 1)[-1])
     )
 
@@ -140,16 +133,14 @@ def run_manifest(
             colour, archival = {**archival, **size}, None
         colour["label"] = {"en": [COLOURED]}  # sources/iiif.py reads past it to the original
         source = r["uri"] if "://" in r["uri"] else Path(r["uri"]).resolve().as_uri()
-        if is_web_reachable(source):
+        if not is_http(source) and _has(web, ORIGINALS, name):
+            original = _jpeg_copy(root, ORIGINALS, name, size, WEB_SIDE)
+        elif is_http(source) or not base:  # (a local preview may name a file:// original)
             original = {"id": source, "type": "Image", **size}
             if _mime(source):
                 original["format"] = _mime(source)
-        elif _has(web, ORIGINALS, name):
-            original = _jpeg_copy(root, ORIGINALS, name, size, WEB_SIDE)
         else:
-            original = None if base else {"id": source, "type": "Image", **size, "format": _mime(source)}
-            if original and not original["format"]:
-                del original["format"]
+            original = None
         if original:
             original["label"] = {"en": ["Original scan"]}
         # what a person reads: no hashes, no scene guesses (results.parquet has them)

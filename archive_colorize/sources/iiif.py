@@ -14,9 +14,8 @@ import json
 import re
 from collections import Counter
 
-from urllib.parse import urlsplit
 
-from archive_colorize.core.uripolicy import UriPolicy, UriRefused, fetch_http, origin
+from archive_colorize.core.uripolicy import UriPolicy, UriRefused, fetch_http, is_http, origin
 from archive_colorize.errors import ManifestError, one_line
 
 MAX_DOCUMENT_BYTES = 64 * 2**20  # a manifest of 10,000 canvases is a few MB
@@ -265,7 +264,7 @@ def _load(url: str, storage_options: dict | None, policy: UriPolicy | None = Non
 
 def document_policy(url: str, allow: tuple[str, ...] = ()) -> UriPolicy:
     """A document the operator names over http(s) is trusted; what it names is not."""
-    remote = urlsplit(url).scheme.lower() in ("http", "https")
+    remote = is_http(url)
     return UriPolicy(untrusted=remote, allow=tuple(allow), trusted_origin=origin(url) if remote else None)
 
 
