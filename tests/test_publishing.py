@@ -65,7 +65,8 @@ def _validate_iiif(doc: dict) -> None:
     assert not errors, [(list(e.absolute_path), e.message[:200]) for e in errors[:5]]
 
 
-VIEWER = """<!doctype html><html><head><meta charset="utf-8"><script src="mirador.min.js"></script></head>
+VIEWER = """<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,">
+<script src="mirador.min.js"></script></head>
 <body><div id="m" style="position:absolute;inset:0"></div><script>
 window.viewer = Mirador.viewer({id: "m", windows: [{id: "w", manifestId: "MANIFEST"}]});
 </script></body></html>"""
@@ -136,21 +137,22 @@ def _mirador(manifest: str, canvas: str, colour: str, original: str, tmp_path) -
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=browser_path, args=["--no-sandbox", "--disable-gpu"])
             tab = browser.new_page(viewport={"width": 1200, "height": 800})
-            tab.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            tab.on("console", lambda m: problems.append(m.text) if m.type == "error" and not _mirador_own(m.text) else None)
             tab.on("pageerror", lambda e: problems.append(str(e)))
             tab.on("response", lambda r: loaded.__setitem__(r.url, r.status))
-            with tab.expect_response(colour, timeout=60_000):
+            # Mirador fetches every item of a Choice on opening the canvas, the hidden one too
+            with tab.expect_response(colour, timeout=60_000), tab.expect_response(original, timeout=60_000):
                 tab.goto(f"http://127.0.0.1:{vport}/index.html")
             tab.wait_for_timeout(1500)
             before = _colourfulness(tab.screenshot())
-            with tab.expect_response(original, timeout=60_000):
-                tab.evaluate(
-                    """([canvas, colour, original]) => window.viewer.store.dispatch(
-                        Mirador.actions.updateLayers("w", canvas, {
-                            [original]: {index: 0, visibility: true},
-                            [colour]: {index: 1, visibility: false}}))""",
-                    [canvas, colour, original],
-                )
+            # what the Layers panel dispatches when the original is made the visible layer
+            tab.evaluate(
+                """([canvas, colour, original]) => window.viewer.store.dispatch(
+                    Mirador.updateLayers("w", canvas, {
+                        [original]: {index: 0, visibility: true},
+                        [colour]: {index: 1, visibility: false}}))""",
+                [canvas, colour, original],
+            )
             tab.wait_for_timeout(1500)
             after = _colourfulness(tab.screenshot())
             browser.close()
@@ -159,6 +161,12 @@ def _mirador(manifest: str, canvas: str, colour: str, original: str, tmp_path) -
     assert loaded[colour] == 200 and loaded[original] == 200
     assert not problems, problems
     assert before > 2 * after and after < 3, (before, after)  # the canvas went from colour to grey
+
+
+def _mirador_own(message: str) -> bool:
+    """Mirador 4.0.0's own console error on every page, whatever the manifest: its
+    components read element.ref, which React 19 removed."""
+    return message.startswith("Accessing element.ref was removed in React 19")
 
 
 def _colourfulness(png: bytes) -> float:

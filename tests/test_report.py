@@ -82,9 +82,32 @@ def test_report_page_renders_in_chromium(run_out, tmp_path):
         for width in (390, 1366):  # a phone and a laptop: nothing wider than the screen
             tab.set_viewport_size({"width": width, "height": 800})
             overflow[width] = tab.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        # click to enlarge: the pair fills the screen at the embedded images' size; "compare in
+        # place" stacks them, and hovering the colour shows the original under it
+        tab.set_viewport_size({"width": 1366, "height": 800})
+        tab.click("#pair-0 .open")
+        card = tab.evaluate("(() => { const r = document.querySelector('#pair-0').getBoundingClientRect(); "
+                            "return [r.x, r.y, r.width, r.height] })()")
+        enlarged = tab.evaluate("document.querySelector('#pair-0 .after img').getBoundingClientRect().width")
+        tab.click("label[for=cmp-0]")
+        before_box = tab.evaluate("JSON.stringify(document.querySelector('#pair-0 .before img').getBoundingClientRect())")
+        after_box = tab.evaluate("JSON.stringify(document.querySelector('#pair-0 .after img').getBoundingClientRect())")
+        opacity = lambda: tab.evaluate("getComputedStyle(document.querySelector('#pair-0 .after img')).opacity")
+        resting = opacity()
+        tab.hover("#pair-0 .after")
+        hovered = opacity()
+        tab.set_viewport_size({"width": 390, "height": 800})
+        overflow["enlarged at 390"] = tab.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        tab.click("#pair-0 a[href='#pairs']")
+        closed = tab.evaluate("document.querySelector('#pair-0').getBoundingClientRect().width")
         browser.close()
+    assert card == [0, 0, 1366, 800], card
+    assert enlarged > 2 * 80, enlarged  # in the grid each image is a half card; enlarged, far more
+    assert before_box == after_box  # stacked: the same place on the screen
+    assert (resting, hovered) == ("1", "0")
+    assert closed < 1366 / 2
     assert (n, broken) == (36, 0)
-    assert overflow == {390: 0, 1366: 0}, overflow
+    assert overflow == {390: 0, 1366: 0, "enlarged at 390": 0}, overflow
     shot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), np.float32)
     assert shot.std() > 20, "the screenshot is blank"
     coloured = np.abs(shot[..., 0] - shot[..., 2]) > 12  # thumbnails and chart bars are in colour
@@ -105,7 +128,7 @@ def test_report_fits_a_phone_names_its_images_and_links_the_manifest_from_its_fo
     )
     assert (page.parent / link).exists()
     assert 'alt="original scan of scan_00001"' in text and 'alt="colorized of scan_00001"' in text
-    assert "<figcaption>original scan</figcaption>" in text and "<figcaption>colorized</figcaption>" in text
+    assert "<figcaption>original scan</figcaption>" in text and "<figcaption>colorized<span class=\"hint\">" in text
     assert '<a href="#failed"><b>3</b>failed</a>' in text and '<h2 id="failed">' in text
     assert re.search(r'<svg role="img" aria-label="Top scene class \(done rows\)" viewBox=', text)
     # scene-guess flags are off by default, and the page says what it flags

@@ -3,7 +3,9 @@ looking at them. Thumbnails are embedded as data URIs, charts are inline SVG, th
 script: the file can be mailed, archived or opened offline.
 
 Counts and charts cover every row; before/after pairs are bounded by `sample` (flagged rows
-first, then an even spread over the rest), so a 10,000-row run gives a page of a few MB."""
+first, then an even spread over the rest), so the page's size does not grow with the run: the
+embedded images are 360 px (what a click enlarges to), about 47 KB a pair on grainy historical
+scans, so 200 pairs make a page of about 13 MB."""
 
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ class ReportOptions:
     sample: int = 200
     low_confidence: float = 0.0  # scene-guess flags off: the shipped model's top-1 is 3-9 %
     near_grey: float = 3.0
-    thumb: int = 240
+    thumb: int = 360  # the embedded images' longest side: what the enlarged view shows
     storage_options: dict = field(default_factory=dict)
 
 
@@ -104,6 +106,19 @@ def _thumb(url: str, size: int, grey: bool, storage_options: dict, policy: UriPo
         return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
     except Exception:
         return None
+
+
+def _figure(src: str | None, caption: str, name: str, side: str) -> str:
+    shown = (
+        f'<img src="{src}" alt="{_esc(f"{caption} of {name}")}" loading="eager">'
+        if src
+        else f'<div class="missing">{_esc(caption)} unavailable</div>'
+    )
+    # the compare view stacks the colour over the original: hovering, holding or focusing it
+    # (tabindex) shows the original, which the hint says
+    focus = ' tabindex="0"' if side == "after" else ""
+    hint = '<span class="hint"> (hold, hover or focus to see the original scan)</span>' if side == "after" else ""
+    return f'<figure class="{side}"{focus}>{shown}<figcaption>{_esc(caption)}{hint}</figcaption></figure>'
 
 
 def _flags(r: dict, o: ReportOptions) -> list[str]:
@@ -250,32 +265,24 @@ def write_report(o: ReportOptions) -> dict:
 
     gain_line = _gain_line(done, run.get("chroma_gain"))
     cards = []
-    for r, (before, after) in zip(shown, images):
+    for n, (r, (before, after)) in enumerate(zip(shown, images)):
         top = list(zip(r.get("scene_top5") or [], r.get("scene_top5_prob") or []))[:3]
         scene = "".join(f"<li>{_esc(c)} <b>{p:.0%}</b></li>" for c, p in top)
         fl = "".join(f'<span class="flag">{_esc(f)}</span>' for f in flags[r["id"]])
-
         name = r.get("title") or r["id"]
-
-        def img(src, caption):
-            alt = f"{caption} of {name}"
-            shown = (
-                f'<img src="{src}" alt="{_esc(alt)}" loading="eager">'
-                if src
-                else f'<div class="missing">{_esc(caption)} unavailable</div>'
-            )
-            return f"<figure>{shown}<figcaption>{_esc(caption)}</figcaption></figure>"
-
-        extra = "".join(
-            f"<p class=\"meta\">{_esc(r[k])}</p>" for k in ("creator", "date", "rights") if r.get(k)
-        )
+        extra = "".join(f'<p class="meta">{_esc(r[k])}</p>' for k in ("creator", "date", "rights") if r.get(k))
         cards.append(
-            f'<article class="card{" flagged" if fl else ""}"><div class="pair">{img(before, "original scan")}'
-            f'{img(after, "colorized")}</div><h3>{_esc(name)}</h3>'
+            f'<article class="card{" flagged" if fl else ""}" id="pair-{n}">'
+            # the checkbox is the images' sibling, so that CSS alone can restack them
+            f'<a class="tool" href="#pairs">Close</a><input type="checkbox" class="tool cmp" id="cmp-{n}">'
+            f'<label class="tool" for="cmp-{n}">compare in place</label>'
+            f'<a class="open" href="#pair-{n}" aria-label="{_esc(f"Enlarge {name}: original scan and colorized")}">'
+            f'<div class="pair">{_figure(before, "original scan", name, "before")}'
+            f'{_figure(after, "colorized", name, "after")}</div></a><h3>{_esc(name)}</h3>'
             + (f'<p class="id">{_esc(r["id"])}</p>' if r.get("title") else "")
-            + f'{extra}{fl}<ol>{scene}</ol>'
+            + f"{extra}{fl}<ol>{scene}</ol>"
             f'<p class="meta">{_int(r.get("width"))}×{_int(r.get("height"))} · chroma {r.get("mean_chroma") or 0:.1f}'
-            f'{_gain_note(r)}</p></article>'
+            f"{_gain_note(r)}</p></article>"
         )
     fail_rows = "".join(
         f"<tr><td>{_esc(r['id'])}</td><td>{_esc(r['uri'])}</td><td>{_esc(r['error'])}</td></tr>"
@@ -293,6 +300,7 @@ def write_report(o: ReportOptions) -> dict:
         "weights": _esc((weights.get("sha256") or "")[:12]),
         "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "gain_line": gain_line,
+        "size": int(o.thumb),
         "iiif": _esc(_manifest_link(o, run)),
         "rows": len(rows),
         "done": len(done),
