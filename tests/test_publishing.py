@@ -137,7 +137,10 @@ def _mirador(manifest: str, canvas: str, colour: str, original: str, tmp_path) -
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=browser_path, args=["--no-sandbox", "--disable-gpu"])
             tab = browser.new_page(viewport={"width": 1200, "height": 800})
-            tab.on("console", lambda m: problems.append(m.text) if m.type == "error" and not _mirador_own(m.text) else None)
+            tab.on(
+                "console",
+                lambda m: problems.append(m.text) if m.type == "error" and not _mirador_own(m.text) else None,
+            )
             tab.on("pageerror", lambda e: problems.append(str(e)))
             tab.on("response", lambda r: loaded.__setitem__(r.url, r.status))
             # Mirador fetches every item of a Choice on opening the canvas, the hidden one too

@@ -86,13 +86,21 @@ def test_report_page_renders_in_chromium(run_out, tmp_path):
         # place" stacks them, and hovering the colour shows the original under it
         tab.set_viewport_size({"width": 1366, "height": 800})
         tab.click("#pair-0 .open")
-        card = tab.evaluate("(() => { const r = document.querySelector('#pair-0').getBoundingClientRect(); "
-                            "return [r.x, r.y, r.width, r.height] })()")
+        card = tab.evaluate(
+            "(() => { const r = document.querySelector('#pair-0').getBoundingClientRect(); "
+            "return [r.x, r.y, r.width, r.height] })()"
+        )
         enlarged = tab.evaluate("document.querySelector('#pair-0 .after img').getBoundingClientRect().width")
         tab.click("label[for=cmp-0]")
-        before_box = tab.evaluate("JSON.stringify(document.querySelector('#pair-0 .before img').getBoundingClientRect())")
-        after_box = tab.evaluate("JSON.stringify(document.querySelector('#pair-0 .after img').getBoundingClientRect())")
-        opacity = lambda: tab.evaluate("getComputedStyle(document.querySelector('#pair-0 .after img')).opacity")
+        before_box = tab.evaluate(
+            "JSON.stringify(document.querySelector('#pair-0 .before img').getBoundingClientRect())"
+        )
+        after_box = tab.evaluate(
+            "JSON.stringify(document.querySelector('#pair-0 .after img').getBoundingClientRect())"
+        )
+        opacity = lambda: tab.evaluate(
+            "getComputedStyle(document.querySelector('#pair-0 .after img')).opacity"
+        )
         resting = opacity()
         tab.hover("#pair-0 .after")
         hovered = opacity()
@@ -128,7 +136,10 @@ def test_report_fits_a_phone_names_its_images_and_links_the_manifest_from_its_fo
     )
     assert (page.parent / link).exists()
     assert 'alt="original scan of scan_00001"' in text and 'alt="colorized of scan_00001"' in text
-    assert "<figcaption>original scan</figcaption>" in text and "<figcaption>colorized<span class=\"hint\">" in text
+    assert (
+        "<figcaption>original scan</figcaption>" in text
+        and "<figcaption>colorized<span class=\"hint\">" in text
+    )
     assert '<a href="#failed"><b>3</b>failed</a>' in text and '<h2 id="failed">' in text
     assert re.search(r'<svg role="img" aria-label="Top scene class \(done rows\)" viewBox=', text)
     # scene-guess flags are off by default, and the page says what it flags

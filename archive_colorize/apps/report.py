@@ -117,7 +117,11 @@ def _figure(src: str | None, caption: str, name: str, side: str) -> str:
     # the compare view stacks the colour over the original: hovering, holding or focusing it
     # (tabindex) shows the original, which the hint says
     focus = ' tabindex="0"' if side == "after" else ""
-    hint = '<span class="hint"> (hold, hover or focus to see the original scan)</span>' if side == "after" else ""
+    hint = (
+        '<span class="hint"> (hold, hover or focus to see the original scan)</span>'
+        if side == "after"
+        else ""
+    )
     return f'<figure class="{side}"{focus}>{shown}<figcaption>{_esc(caption)}{hint}</figcaption></figure>'
 
 
@@ -270,7 +274,9 @@ def write_report(o: ReportOptions) -> dict:
         scene = "".join(f"<li>{_esc(c)} <b>{p:.0%}</b></li>" for c, p in top)
         fl = "".join(f'<span class="flag">{_esc(f)}</span>' for f in flags[r["id"]])
         name = r.get("title") or r["id"]
-        extra = "".join(f'<p class="meta">{_esc(r[k])}</p>' for k in ("creator", "date", "rights") if r.get(k))
+        extra = "".join(
+            f'<p class="meta">{_esc(r[k])}</p>' for k in ("creator", "date", "rights") if r.get(k)
+        )
         cards.append(
             f'<article class="card{" flagged" if fl else ""}" id="pair-{n}">'
             # the checkbox is the images' sibling, so that CSS alone can restack them
