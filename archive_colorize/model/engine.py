@@ -178,6 +178,41 @@ class Engine:
                     out[i] = Prediction(ab, probs)
         return out
 
+    # -- film: one global feature for a whole shot, fused with each frame's local features --
+
+    def _autocast(self):
+        return torch.autocast(
+            self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None
+        )
+
+    def _on_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    @torch.inference_mode()
+    def shot_global(self, xs: list[torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Working-size L*/100 (1, 1, h, w) of a shot's sampled frames -> their mean global
+        feature (1, 256) and mean scene probabilities; (None, None) for a model without a
+        global branch. The paper's style transfer fuses one image's global feature with
+        another's local features; a shot's frames share the mean one."""
+        m = self.model
+        if m.global_features is None:
+            return None, None
+        globs, probs = [], []
+        for x in xs:
+            with self._autocast():
+                g, logits = m.global_path(self._on_device(x))
+            globs.append(g.float())
+            probs.append(torch.softmax(logits.float(), 1))
+        return torch.cat(globs).mean(0, keepdim=True), torch.cat(probs).mean(0).cpu()
+
+    @torch.inference_mode()
+    def predict_local(self, x: torch.Tensor, glob: torch.Tensor | None) -> torch.Tensor:
+        """Working-size L*/100 (1, 1, h, w) + a global feature -> a*b* (2, h/2, w/2)."""
+        with self._autocast():
+            ab01 = self.model.local_path(self._on_device(x), glob)
+        return denormalize_ab(ab01[0].float().cpu(), self.weights.ab_norm)
+
     def _full(self, xs: list[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
         """Exactly `batch` images of `shape` on the device: these, then blank ones."""
         xb = torch.cat([x.reshape(1, *shape) for x in xs] + [torch.zeros(self.batch - len(xs), *shape)]).to(
