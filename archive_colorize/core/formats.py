@@ -51,3 +51,16 @@ def bounded(width: int, height: int, side: int) -> tuple[int, int]:
         return width, height
     scale = side / max(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+# Film reels: what `manifest build` takes for a reel, and how a row is known for one (its
+# `kind` column, else its file name). A reel is a row like a scan; its work is per shot.
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".mxf", ".webm")
+KINDS = ("image", "video")
+
+
+def kind_of(uri: str, kind: str | None = None) -> str:
+    if kind:
+        return kind
+    path = uri.split("?", 1)[0].split("#", 1)[0].lower()
+    return "video" if path.endswith(VIDEO_SUFFIXES) else "image"

@@ -77,6 +77,7 @@ class RunContext:
     earlier_devices: list = field(default_factory=list)  # what earlier runs into OUT ran on (their run.json)
     actors: set = field(default_factory=set)  # each model actor: device, host, node, pid (run.json)
     nodes: int = 1  # alive Ray nodes at the start
+    reels: pa.Table | None = None  # the manifest's pending film reels (run/reels.py)
 
 
 def run(opts: RunOptions, console=None) -> RunSummary:
@@ -125,7 +126,13 @@ def _run_locked(ctx: RunContext) -> RunSummary:
     done_ids, failed_ids = progress.status_by_id(ctx.out_fs, ctx.out_root)
     ctx.skip = done_ids if opts.retry_failed else pa.concat_arrays([done_ids, failed_ids])
     n_skip = count_in(manifest.ids.combine_chunks(), ctx.skip)
-    ctx.todo = manifest.num_rows - n_skip
+    from archive_colorize.run.reels import reel_rows
+
+    # reels go their own way (per shot, run/reels.py): the scans' pass leaves them alone
+    ctx.reels = reel_rows(manifest, ctx.skip)
+    if ctx.reels.num_rows:
+        ctx.skip = pa.concat_arrays([ctx.skip.cast(pa.string()), ctx.reels.column("id").combine_chunks()])
+    ctx.todo = manifest.num_rows - n_skip - ctx.reels.num_rows
     if opts.limit is not None:
         ctx.todo = min(ctx.todo, opts.limit)
     fid = None
@@ -135,6 +142,8 @@ def _run_locked(ctx: RunContext) -> RunSummary:
         fid = fidelity(ctx.weights, opts.precision, opts.working_size)
     if ctx.todo > 0:
         _execute(ctx)
+    if ctx.reels.num_rows:
+        _reels(ctx)
     crash_point("before-compact")
     try:
         results = progress.compact(ctx.out_fs, ctx.out_root, manifest.ids)
@@ -233,6 +242,34 @@ def _init_ray(opts: RunOptions):
     return ray
 
 
+def _resource_plan(ctx: RunContext):
+    """The model actors' pool, from the cluster as it is now: the scans' and the reels'."""
+    ray = _init_ray(ctx.opts)
+    cluster = ray.cluster_resources()
+    alive = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    ctx.nodes = len(alive)
+    plan = plan_resources(
+        cluster,
+        ctx.opts,
+        max((r.get("memory", 0) for r in alive), default=0),
+        [float(r.get("CPU", 0)) for r in alive],
+    )
+    return plan, cluster
+
+
+def _reels(ctx: RunContext) -> None:
+    from rich.console import Console
+
+    from archive_colorize.run.reels import run_reels
+
+    _init_ray(ctx.opts)
+    writer = progress.ProgressWriter(
+        ctx.out_fs, ctx.out_root, ctx.out_url, ctx.opts.progress_every, on_flush=ctx.lock.refresh
+    )
+    console = ctx.console or Console(stderr=True, soft_wrap=True)
+    run_reels(ctx, lambda: _resource_plan(ctx)[0], writer, console)
+
+
 def _dataset(ctx: RunContext):
     from ray.data import ActorPoolStrategy
 
@@ -241,15 +278,7 @@ def _dataset(ctx: RunContext):
 
     ray = _init_ray(ctx.opts)
     opts, m, so = ctx.opts, ctx.manifest, ctx.opts.storage_options or {}
-    cluster = ray.cluster_resources()
-    alive = [n["Resources"] for n in ray.nodes() if n["Alive"]]
-    ctx.nodes = len(alive)
-    plan = plan_resources(
-        cluster,
-        opts,
-        max((r.get("memory", 0) for r in alive), default=0),
-        [float(r.get("CPU", 0)) for r in alive],
-    )
+    plan, cluster = _resource_plan(ctx)
     ds = ray.data.read_parquet(
         m.files, filesystem=pa_filesystem(m.fs), partitioning=ray_partitioning(m), file_extensions=None
     )

@@ -16,7 +16,7 @@ from archive_colorize.sources.iiif import COLOURED
 from archive_colorize.sources.manifest import GAIN_COLUMN, RESERVED
 
 # what the run itself wrote, not the archive's metadata: kept out of each canvas's metadata
-CORE = {"id", "uri", *RESERVED, GAIN_COLUMN, "style_uri", "output_name"} | {
+CORE = {"id", "uri", *RESERVED, GAIN_COLUMN, "style_uri", "output_name", "kind"} | {
     "iiif_manifest", "iiif_canvas", "title", "metadata", "rights", "required_statement",
 }  # fmt: skip
 
@@ -100,6 +100,35 @@ def missing_originals(rows: list[dict], web: dict[str, set[str]] | None) -> int:
     )
 
 
+VIDEO_MIME = {"mp4": "video/mp4", "mkv": "video/x-matroska", "mov": "video/quicktime", "webm": "video/webm"}
+
+
+def _reel_bodies(r: dict, root: str, base: str | None, size: dict):
+    """A reel's canvas bodies: the H.264 access copy for browsers (else the mezzanine), the
+    FFV1 mezzanine as the archival rendering, the original where a viewer can load it; and the
+    canvas's size with its duration (IIIF's AV canvas)."""
+    from fractions import Fraction
+
+    outs = dict(kv.split(":", 1) for kv in (r.get("video_outputs") or "").split(";") if ":" in kv)
+    duration = float(int(r.get("frames") or 0) / Fraction(r.get("fps") or "1"))
+    size = {**size, "duration": round(duration, 6)}
+
+    def body(fmt: str) -> dict:
+        name = outs[fmt].rsplit("/", 1)[-1]
+        return {"id": f"{root}/video/{name}", "type": "Video", "format": VIDEO_MIME[fmt], **size}
+
+    colour = body("mp4" if "mp4" in outs else "mkv")
+    archival = body("mkv") if "mkv" in outs and "mp4" in outs else None
+    source = r["uri"] if "://" in r["uri"] else Path(r["uri"]).resolve().as_uri()
+    original = None
+    if is_http(source) or not base:  # a published reel's original only where a browser can fetch it
+        original = {"id": source, "type": "Video", **size}
+        ext = source.rsplit(".", 1)[-1].lower()
+        if ext in VIDEO_MIME:
+            original["format"] = VIDEO_MIME[ext]
+    return colour, original, archival, size
+
+
 def run_manifest(
     rows: list[dict],
     out_url: str,
@@ -127,13 +156,17 @@ def run_manifest(
         name = str(r["output_uri"]).rsplit("/", 1)[-1]
         size = {"width": int(r["width"]), "height": int(r["height"])}
         archival = {"id": f"{root}/images/{name}", "type": "Image", "format": _mime(name) or "image/png"}
-        if _has(web, WEB, name):  # browsers cannot show it: a JPEG body, the file as a rendering
+        if r.get("kind") == "video":
+            colour, original, archival, size = _reel_bodies(r, root, base, size)
+        elif _has(web, WEB, name):  # browsers cannot show it: a JPEG body, the file as a rendering
             colour = _jpeg_copy(root, WEB, name, size, WEB_SIDE)
         else:
             colour, archival = {**archival, **size}, None
         colour["label"] = {"en": [COLOURED]}  # sources/iiif.py reads past it to the original
         source = r["uri"] if "://" in r["uri"] else Path(r["uri"]).resolve().as_uri()
-        if not is_http(source) and _has(web, ORIGINALS, name):
+        if r.get("kind") == "video":
+            pass  # _reel_bodies chose both
+        elif not is_http(source) and _has(web, ORIGINALS, name):
             original = _jpeg_copy(root, ORIGINALS, name, size, WEB_SIDE)
         elif is_http(source) or not base:  # (a local preview may name a file:// original)
             original = {"id": source, "type": "Image", **size}
@@ -142,7 +175,7 @@ def run_manifest(
         else:
             original = None
         if original:
-            original["label"] = {"en": ["Original scan"]}
+            original["label"] = {"en": ["Original reel" if r.get("kind") == "video" else "Original scan"]}
         # what a person reads: no hashes, no scene guesses (results.parquet has them)
         metadata = [{"label": _en("Colour"), "value": _en("Added by a trained model (archive-colorize)")}]
         metadata += _source_metadata(r.get("metadata"))

@@ -34,7 +34,7 @@ from archive_colorize.errors import ManifestError
 from archive_colorize.core.storage import glob_root, has_wildcard, is_local, pa_filesystem, resolve
 
 REQUIRED = ("id", "uri")
-OPTIONAL = ("style_uri", "output_name")
+OPTIONAL = ("style_uri", "output_name", "kind")
 TEXT_COLUMNS = ("id", "uri") + OPTIONAL
 # An optional number per row: the chroma gain for that scan (weights calibrate), where an
 # archivist wants one series warmer or plainer than the run's gain. Null: the run's gain.
@@ -55,6 +55,14 @@ RESERVED = (
     "seconds",
     "mean_chroma",
     "node",
+    # a reel's row (run/reels.py)
+    "frames",
+    "shots",
+    "fps",
+    "temporal",
+    "warp_error",
+    "video_outputs",
+    "frames_per_second",
 )
 SHOW_ROWS = 5
 CHECK_BATCH = 256 * 1024  # rows per streamed batch: ~20 MB of id and uri text

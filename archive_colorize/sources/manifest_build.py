@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from archive_colorize.core.formats import IMAGE_SUFFIXES
+from archive_colorize.core.formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES, kind_of
 from archive_colorize.errors import ManifestError
 from archive_colorize.sources.manifest import UNTRUSTED_ORIGIN
 from archive_colorize.core.storage import (
@@ -51,14 +51,19 @@ def build_manifest(
             raise ManifestError(f"manifest build: {source} is neither a folder, a prefix nor a glob")
         root = path.rstrip("/")
         files = sorted(fs.find(path))
-    files = [f for f in files if f.lower().endswith(IMAGE_SUFFIXES)]
+    files = [f for f in files if f.lower().endswith(IMAGE_SUFFIXES + VIDEO_SUFFIXES)]
     if not files:
-        raise ManifestError(f"manifest build: no images ({', '.join(IMAGE_SUFFIXES)}) under {source}")
+        raise ManifestError(
+            f"manifest build: no images ({', '.join(IMAGE_SUFFIXES)}) or reels ({', '.join(VIDEO_SUFFIXES)}) under {source}"
+        )
     rel = [posixpath.relpath(f, root) for f in files]
     ids = [posixpath.splitext(r)[0] for r in rel]
     if len(set(ids)) != len(ids):  # a.jpg and a.png side by side: keep the extension in the id
         ids = rel
     table = pa.table({"id": ids, "uri": [proto + f for f in files], "path": rel})
+    kinds = [kind_of(f) for f in files]
+    if "video" in kinds:  # a column only where there are reels: image manifests stay as they were
+        table = table.append_column("kind", pa.array(kinds, pa.string()))
     if catalog:
         table = _join_catalog(table, catalog, key, catalog_key)
     _write(table, out, storage_options)

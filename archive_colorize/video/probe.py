@@ -11,7 +11,6 @@ from fractions import Fraction
 
 from archive_colorize.errors import ColorizeError
 
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".mxf", ".webm")
 
 FIELD_ORDERS = {0: "unknown", 1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
 
@@ -66,6 +65,8 @@ def probe(uri: str, open_file=None) -> Reel:
             raise ReelError("no video stream in the reel")
         v = container.streams.video[0]
         cc = v.codec_context
+        if not cc.pix_fmt or not cc.width:
+            raise ReelError("truncated or unreadable reel: its video stream has no readable header (no pixel format)")
         if cc.pix_fmt not in SUPPORTED_PIX_FMTS:
             raise ReelError(
                 f"pixel format {cc.pix_fmt} is not supported yet (8-bit Y'CbCr or gray: {', '.join(SUPPORTED_PIX_FMTS)})"
@@ -86,17 +87,17 @@ def probe(uri: str, open_file=None) -> Reel:
         tb = Fraction(v.time_base)
         rate = Fraction(rate)
         step = 1 / (rate * tb)  # one frame in time_base units
-        drift = max(abs(p - pts[0] - i * step) for i, p in enumerate(pts))
-        if drift > step / 2 + 1:
-            raise ReelError(
-                f"variable frame rate: frame times drift {float(drift * tb):.3f} s from a constant {rate} fps "
-                "(conform it to a constant rate first, e.g. ffmpeg -fps_mode cfr)"
-            )
         duration = float((pts[-1] - pts[0] + step) * tb)
         declared = container.duration / 1e6 if container.duration else None
         if truncated or (declared and declared - duration > 2 * float(1 / rate) + 0.5):
             why = truncated or f"the container says {declared:.2f} s, its frames cover {duration:.2f} s"
             raise ReelError(f"truncated reel: {why}")
+        drift = max(abs(p - pts[0] - i * step) for i, p in enumerate(pts))
+        if drift > step / 2 + 1:
+            raise ReelError(
+                f"frame times drift {float(drift * tb):.3f} s from a constant {rate} fps: a variable frame rate, "
+                "or frames missing from a damaged reel (conform it to a constant rate first, e.g. ffmpeg -fps_mode cfr)"
+            )
         timecode = container.metadata.get("timecode") or v.metadata.get("timecode") or v.metadata.get("TIMECODE")
         for s in container.streams:
             timecode = timecode or s.metadata.get("timecode")
