@@ -55,12 +55,14 @@ def reel_rows(m, skip: pa.Array | None) -> pa.Table:
             v = t.filter(bad).column("kind")[0].as_py()
             raise ConfigError(f"manifest column 'kind': {v!r} is neither of {', '.join(KINDS)}")
         by_name = pc.match_substring_regex(
-            pc.utf8_lower(t.column("uri")), "(" + "|".join(s.replace(".", r"\.") for s in VIDEO_SUFFIXES) + r")([?#]|$)"
+            pc.utf8_lower(t.column("uri")),
+            "(" + "|".join(s.replace(".", r"\.") for s in VIDEO_SUFFIXES) + r")([?#]|$)",
         )
         is_reel = pc.if_else(pc.is_null(t.column("kind")), by_name, pc.equal(t.column("kind"), "video"))
     else:
         is_reel = pc.match_substring_regex(
-            pc.utf8_lower(t.column("uri")), "(" + "|".join(s.replace(".", r"\.") for s in VIDEO_SUFFIXES) + r")([?#]|$)"
+            pc.utf8_lower(t.column("uri")),
+            "(" + "|".join(s.replace(".", r"\.") for s in VIDEO_SUFFIXES) + r")([?#]|$)",
         )
     t = t.filter(is_reel)
     if skip is not None and len(skip):
@@ -84,7 +86,9 @@ def _plan(row: dict, base_dir: str, opts_d: dict, out_url: str, so: dict):
         opener = None if local else (lambda: fs.open(path, "rb"))
         reel = probe(path if local else uri, opener)
         if not local:
-            raise ReelError("reels are read from local or shared paths for now (shot detection seeks the file)")
+            raise ReelError(
+                "reels are read from local or shared paths for now (shot detection seeks the file)"
+            )
         shots = detect_shots(path, reel.frames)
         plan = ReelPlan(
             id=row["id"],
@@ -194,10 +198,15 @@ def run_reels(ctx, plan_resources_for, writer, console) -> None:
             results.append(_result(r, "failed", error, t0))
         else:
             plans[r["id"]], shots[r["id"]] = plan, n_shots
-            console.print(f"reel {r['id']}: {plan.reel.describe()}; {n_shots} shots, {len(plan.chunks)} chunks", highlight=False)
+            console.print(
+                f"reel {r['id']}: {plan.reel.describe()}; {n_shots} shots, {len(plan.chunks)} chunks",
+                highlight=False,
+            )
     log = _read_shot_log(ctx.out_fs, ctx.out_root)
     done = {k: v for k, v in log.items() if k[0] in plans and chunk_is_done(plans[k[0]], v, so)}
-    todo = [{"id": i, "chunk": c.index} for i, p in plans.items() for c in p.chunks if (i, c.index) not in done]
+    todo = [
+        {"id": i, "chunk": c.index} for i, p in plans.items() for c in p.chunks if (i, c.index) not in done
+    ]
     failed: dict[str, str] = {}
     if todo:
         rp = plan_resources_for()
@@ -277,7 +286,8 @@ def run_reels(ctx, plan_resources_for, writer, console) -> None:
     table = pa.Table.from_arrays(
         [table.column(f.name).cast(f.type) for f in progress.RESULT_SCHEMA]
         + [table.column(c) for c in table.column_names if c not in progress.RESULT_SCHEMA.names],
-        names=progress.RESULT_SCHEMA.names + [c for c in table.column_names if c not in progress.RESULT_SCHEMA.names],
+        names=progress.RESULT_SCHEMA.names
+        + [c for c in table.column_names if c not in progress.RESULT_SCHEMA.names],
     )
     writer.add(table)
     writer.flush()
@@ -288,7 +298,9 @@ def run_reels(ctx, plan_resources_for, writer, console) -> None:
     ctx.counts["done"] += d
     ctx.counts["failed"] += len(results) - d
     for r in results:
-        line = f"reel {r['id']}: {r['status']}" + (f" ({r['error']})" if r["error"] else f", {r['frames']} frames")
+        line = f"reel {r['id']}: {r['status']}" + (
+            f" ({r['error']})" if r["error"] else f", {r['frames']} frames"
+        )
         console.print(line, highlight=False)
 
 

@@ -52,6 +52,9 @@ def _field_order(reel: Reel) -> int:
 def write_segment(path: str, frames: list, fmt: str, reel: Reel, pix_fmt: str) -> None:
     """Encode `frames` (av.VideoFrame, source PTS) into the NUT file `path`."""
     import av
+    import av.logging
+
+    av.logging.set_level(av.logging.ERROR)  # x264's statistics are not the operator's business
 
     with av.open(path, "w", format="nut", options=BITEXACT) as out:
         s = _video_stream(out, fmt, reel, pix_fmt)
@@ -83,14 +86,19 @@ def _segment_packets(paths: list[str], reel: Reel):
         raise ValueError(f"the segments hold {k} frames, the reel {reel.frames}")
 
 
-def join(paths: list[str], source_path: str, reel: Reel, fmt: str, out_path: str, tags: dict, xmp: bytes) -> None:
+def join(
+    paths: list[str], source_path: str, reel: Reel, fmt: str, out_path: str, tags: dict, xmp: bytes
+) -> None:
     """Segments + the source's other streams -> `out_path` (the caller renames it into place)."""
     import av
 
     options = dict(BITEXACT)
     if fmt == ACCESS:
         options["movflags"] = "+use_metadata_tags+faststart"
-    with av.open(source_path) as src, av.open(out_path, "w", format="matroska" if fmt == MEZZANINE else "mp4", options=options) as out:
+    with (
+        av.open(source_path) as src,
+        av.open(out_path, "w", format="matroska" if fmt == MEZZANINE else "mp4", options=options) as out,
+    ):
         with av.open(paths[0]) as first:
             video = out.add_stream_from_template(first.streams.video[0])
         video.time_base = reel.time_base
@@ -104,8 +112,12 @@ def join(paths: list[str], source_path: str, reel: Reel, fmt: str, out_path: str
                 else:
                     copied[s.index] = out.add_stream_from_template(s)
                 (copied.get(s.index) or encoders[s.index]).metadata.update(s.metadata)
-        out.metadata.update({k: v for k, v in src.metadata.items() if k.lower() not in ("encoder", "creation_time")})
-        video.metadata.update({k: v for k, v in src.streams.video[0].metadata.items() if k.lower() == "timecode"})
+        out.metadata.update(
+            {k: v for k, v in src.metadata.items() if k.lower() not in ("encoder", "creation_time")}
+        )
+        video.metadata.update(
+            {k: v for k, v in src.streams.video[0].metadata.items() if k.lower() == "timecode"}
+        )
         out.metadata.update(tags)
 
         def others():

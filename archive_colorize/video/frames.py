@@ -47,7 +47,9 @@ def decode(container, reel: Reel, start: int, stop: int):
         raise ReelError(f"cannot decode frames {start}..{stop - 1}: {e}") from None
     missing = [p for p in want if p not in got]
     if missing:
-        raise ReelError(f"frames {start}..{stop - 1}: {len(missing)} did not decode (first at PTS {missing[0]})")
+        raise ReelError(
+            f"frames {start}..{stop - 1}: {len(missing)} did not decode (first at PTS {missing[0]})"
+        )
     return [(p, got[p]) for p in want]
 
 

@@ -45,7 +45,8 @@ class Reel:
         tc = f", timecode {self.timecode}" if self.timecode else ""
         return (
             f"{self.width}x{self.height} {self.codec} {self.pix_fmt}, {self.rate} fps, {self.frames} frames, "
-            f"{self.duration_s:.2f} s, {self.field_order}{tc}" + (f"; kept as they are: {others}" if others else "")
+            f"{self.duration_s:.2f} s, {self.field_order}{tc}"
+            + (f"; kept as they are: {others}" if others else "")
         )
 
 
@@ -66,7 +67,9 @@ def probe(uri: str, open_file=None) -> Reel:
         v = container.streams.video[0]
         cc = v.codec_context
         if not cc.pix_fmt or not cc.width:
-            raise ReelError("truncated or unreadable reel: its video stream has no readable header (no pixel format)")
+            raise ReelError(
+                "truncated or unreadable reel: its video stream has no readable header (no pixel format)"
+            )
         if cc.pix_fmt not in SUPPORTED_PIX_FMTS:
             raise ReelError(
                 f"pixel format {cc.pix_fmt} is not supported yet (8-bit Y'CbCr or gray: {', '.join(SUPPORTED_PIX_FMTS)})"
@@ -98,7 +101,9 @@ def probe(uri: str, open_file=None) -> Reel:
                 f"frame times drift {float(drift * tb):.3f} s from a constant {rate} fps: a variable frame rate, "
                 "or frames missing from a damaged reel (conform it to a constant rate first, e.g. ffmpeg -fps_mode cfr)"
             )
-        timecode = container.metadata.get("timecode") or v.metadata.get("timecode") or v.metadata.get("TIMECODE")
+        timecode = (
+            container.metadata.get("timecode") or v.metadata.get("timecode") or v.metadata.get("TIMECODE")
+        )
         for s in container.streams:
             timecode = timecode or s.metadata.get("timecode")
         space = {1: "bt709", 5: "bt601", 6: "bt601"}.get(int(cc.colorspace or 2))

@@ -58,7 +58,9 @@ def _open(url: str, storage_options: dict):
 
 
 def _sampled(a: int, b: int, n: int = GLOBAL_SAMPLES) -> list[int]:
-    return sorted({a + (2 * i + 1) * (b - a) // (2 * n) for i in range(n)}) if b - a > n else list(range(a, b))
+    return (
+        sorted({a + (2 * i + 1) * (b - a) // (2 * n) for i in range(n)}) if b - a > n else list(range(a, b))
+    )
 
 
 def colour_chunk(
@@ -82,7 +84,7 @@ def colour_chunk(
             else:
                 picks = []
                 for k in _sampled(chunk.shot_start, chunk.shot_stop):
-                    (_, y), = frames.decode(container, reel, k, k + 1)
+                    ((_, y),) = frames.decode(container, reel, k, k + 1)
                     picks.append(working_copy(frames.lightness(y, reel.full_range), ws))
                 glob, _ = engine.shot_global(picks)
     Ls, xs, abs_ = [], [], []
@@ -170,7 +172,9 @@ def finish_reel(plan: ReelPlan, provenance: Provenance, storage_options: dict | 
                 seg_fs.get_file(seg_path, local)
                 segs.append(local)
             joined = os.path.join(tmp, f"out.{fmt}")
-            encode.join(segs, source, plan.reel, fmt, joined, tags(provenance, plan), provenance.xmp(None, plan.id))
+            encode.join(
+                segs, source, plan.reel, fmt, joined, tags(provenance, plan), provenance.xmp(None, plan.id)
+            )
             data = open(joined, "rb").read()
             shas[fmt] = hashlib.sha256(data).hexdigest()
             atomic_write_bytes(resolve(plan.output(fmt), so)[1], data, fs=out_fs)

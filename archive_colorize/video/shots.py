@@ -26,7 +26,9 @@ class Chunk:
         return self.start if self.start == self.shot_start else self.start + 1
 
 
-def detect_shots(path: str, frames: int, threshold: float = 27.0, min_frames: int = 8) -> list[tuple[int, int]]:
+def detect_shots(
+    path: str, frames: int, threshold: float = 27.0, min_frames: int = 8
+) -> list[tuple[int, int]]:
     """[(start, stop), ...] covering frames 0..frames exactly."""
     from scenedetect import ContentDetector, SceneManager, open_video
 
@@ -36,9 +38,14 @@ def detect_shots(path: str, frames: int, threshold: float = 27.0, min_frames: in
     # the change in lightness that marks a cut
     manager.add_detector(ContentDetector(threshold=threshold, min_scene_len=min_frames, luma_only=True))
     manager.detect_scenes(video, show_progress=False)
-    cuts = sorted({s.get_frames() for s, _ in manager.get_scene_list()[1:]} - {0})
+    cuts = sorted({_frame(s) for s, _ in manager.get_scene_list()[1:]} - {0})
     bounds = [0] + [c for c in cuts if 0 < c < frames] + [frames]
     return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _frame(timecode) -> int:
+    n = getattr(timecode, "frame_num", None)  # PySceneDetect 0.7; 0.6 had get_frames()
+    return int(n if n is not None else timecode.get_frames())
 
 
 def chunks(shots: list[tuple[int, int]], max_frames: int = DEFAULT_CHUNK_FRAMES) -> list[Chunk]:

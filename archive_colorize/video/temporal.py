@@ -27,7 +27,9 @@ def _gray8(L: torch.Tensor) -> np.ndarray:
 
 
 def _at(L: torch.Tensor, hw) -> torch.Tensor:
-    return F.interpolate(L[None, None], size=tuple(hw), mode="bilinear", align_corners=False, antialias=True)[0, 0]
+    return F.interpolate(L[None, None], size=tuple(hw), mode="bilinear", align_corners=False, antialias=True)[
+        0, 0
+    ]
 
 
 def _remap(img: np.ndarray, flow: np.ndarray) -> np.ndarray:
@@ -35,7 +37,9 @@ def _remap(img: np.ndarray, flow: np.ndarray) -> np.ndarray:
 
     h, w = flow.shape[:2]
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    return cv2.remap(img, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.remap(
+        img, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 def farneback(a: np.ndarray, b: np.ndarray) -> np.ndarray:
