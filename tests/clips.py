@@ -14,8 +14,8 @@ PHOTOS = Path(__file__).resolve().parents[1] / "archive_colorize" / "calibration
 RATE = Fraction(24000, 1001)
 
 
-def _shot(photo: str, n: int, size: tuple[int, int], step: int) -> list[np.ndarray]:
-    im = Image.open(PHOTOS / photo).convert("L")
+def _shot(photo: str | Path, n: int, size: tuple[int, int], step: int) -> list[np.ndarray]:
+    im = Image.open(PHOTOS / photo).convert("L")  # an absolute path stays itself
     w, h = size
     scale = max((w + step * n) / im.width, h / im.height) * 1.05
     im = im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS)
