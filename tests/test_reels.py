@@ -194,3 +194,19 @@ def test_a_reel_without_video_or_with_a_variable_rate_is_refused_with_its_reason
             o.mux(p)
     with pytest.raises(ReelError, match="a variable frame rate"):
         probe(str(tmp_path / "vfr.mkv"))
+
+
+def test_manifest_check_says_what_each_reel_holds_and_what_a_run_writes(tmp_path):
+    make_clip(tmp_path / "cuts.mkv", interlaced=True)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    pq.write_table(
+        pa.table({"id": ["cuts", "empty"], "uri": ["cuts.mkv", "empty.mp4"]}), tmp_path / "m.parquet"
+    )
+    r = cli("manifest", "check", str(tmp_path / "m.parquet"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1:] == [
+        "reel cuts: 160x112 h264 yuv420p, 24000/1001 fps, 36 frames, 1.50 s, tt, timecode 01:00:00:00; kept as "
+        "they are: audio flac; will write video/cuts.mkv FFV1 mezzanine (.mkv), video/cuts.mp4 H.264 access copy (.mp4)",
+        "reel empty: will fail: unreadable reel: [Errno 1094995529] Invalid data found when processing input: "
+        f"'{tmp_path / 'empty.mp4'}'",
+    ]

@@ -279,6 +279,13 @@ def run(
             console.print(
                 f"lock: held by pid {plan.lock.get('pid')} on {plan.lock.get('host')} (stale locks are taken over)"
             )
+        from archive_colorize.run.reels import describe_reels
+        from archive_colorize.sources.manifest import load_manifest
+
+        for line in describe_reels(
+            load_manifest(opts.manifest, opts.storage_options), opts.video_format, opts.storage_options
+        ):
+            console.print(line, highlight=False)
         return
     summary = run_pipeline(opts, console=err)
     console.print(summary_table(summary))
@@ -569,6 +576,10 @@ def manifest_check(
         f"{manifest}: {m.num_rows} rows{files} OK{ids}; metadata columns: {', '.join(m.metadata_columns) or 'none'}",
         highlight=False,
     )
+    from archive_colorize.run.reels import describe_reels
+
+    for line in describe_reels(m, storage_options=_storage_options(storage_options)):
+        console.print(line, highlight=False)
 
 
 @app.command()

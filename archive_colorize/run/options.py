@@ -329,7 +329,9 @@ def check_options(opts: RunOptions) -> None:
     if opts.threads_per_actor is not None and opts.threads_per_actor < 1:
         raise OptionError(f"--threads-per-actor must be >= 1, not {opts.threads_per_actor}")
     if opts.chunk_frames < 2:
-        raise OptionError(f"--chunk-frames must be >= 2 (one frame overlaps the chunk before), not {opts.chunk_frames}")
+        raise OptionError(
+            f"--chunk-frames must be >= 2 (one frame overlaps the chunk before), not {opts.chunk_frames}"
+        )
     if opts.batch_size < 1 or opts.working_size < 8:
         raise OptionError(
             "--batch-size must be >= 1 and --working-size >= 8",

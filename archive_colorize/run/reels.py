@@ -311,3 +311,35 @@ def _sha_of(path: str, so: dict, hashlib) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+MAX_DESCRIBED = 50  # `manifest check` and `run --dry-run` probe this many reels, then count the rest
+
+
+def describe_reels(m, video_format: str = "both", storage_options: dict | None = None) -> list[str]:
+    """One line per reel of the manifest: what it holds (probe.py: streams, rational rate,
+    frames, field order, duration, timecode) and what a run will write; a reel that a run
+    would fail says why. No shot detection: that reads every frame."""
+    from archive_colorize.video.encode import VIDEO_FORMATS
+    from archive_colorize.video.probe import ReelError, probe
+
+    rows = reel_rows(m, None).to_pylist()
+    what = {"mkv": "FFV1 mezzanine (.mkv)", "mp4": "H.264 access copy (.mp4)"}
+    lines = []
+    for r in rows[:MAX_DESCRIBED]:
+        uri = abs_uri(r["uri"], m.base_dir)
+        try:
+            fs, path = resolve(uri, storage_options or {})
+            reel = probe(
+                path, None if "://" not in uri or uri.startswith("file://") else lambda: fs.open(path, "rb")
+            )
+            name = safe_name(r.get("output_name") or r["id"])
+            outs = ", ".join(f"video/{name}.{f} {what[f]}" for f in VIDEO_FORMATS[video_format])
+            lines.append(f"reel {r['id']}: {reel.describe()}; will write {outs}")
+        except ReelError as e:
+            lines.append(f"reel {r['id']}: will fail: {e}")
+        except Exception as e:
+            lines.append(f"reel {r['id']}: will fail: unreadable reel: {one_line(e)}")
+    if len(rows) > MAX_DESCRIBED:
+        lines.append(f"... and {len(rows) - MAX_DESCRIBED} more reels")
+    return lines

@@ -101,11 +101,9 @@ def probe(uri: str, open_file=None) -> Reel:
                 f"frame times drift {float(drift * tb):.3f} s from a constant {rate} fps: a variable frame rate, "
                 "or frames missing from a damaged reel (conform it to a constant rate first, e.g. ffmpeg -fps_mode cfr)"
             )
-        timecode = (
-            container.metadata.get("timecode") or v.metadata.get("timecode") or v.metadata.get("TIMECODE")
-        )
-        for s in container.streams:
-            timecode = timecode or s.metadata.get("timecode")
+        timecode = None  # Matroska spells it TIMECODE, MOV keeps it on its tmcd stream
+        for md in [container.metadata] + [x.metadata for x in container.streams]:
+            timecode = timecode or next((val for k, val in md.items() if k.lower() == "timecode"), None)
         space = {1: "bt709", 5: "bt601", 6: "bt601"}.get(int(cc.colorspace or 2))
         if space is None:  # unspecified: what the size implies (Rec. 709 for HD, 601 below)
             space = "bt709" if cc.height >= 720 else "bt601"
