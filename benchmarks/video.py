@@ -25,9 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import SHARED, machine, table, write  # noqa: E402
 
-from archive_colorize.imaging.images import working_copy  # noqa: E402
-from archive_colorize.model.engine import Engine  # noqa: E402
-from archive_colorize.model.weights import load_weights  # noqa: E402
+from archive_colorize import Engine, load_weights, working_copy  # noqa: E402
 from archive_colorize.video import encode, frames, temporal  # noqa: E402
 from archive_colorize.video.probe import probe  # noqa: E402
 from archive_colorize.video.reel import ReelPlan, colour_chunk  # noqa: E402
@@ -155,7 +153,11 @@ def speed(engine, tmp: Path, n: int) -> list[dict]:
         t_chunk = time.perf_counter() - t0
         fps = lambda t: reel.frames / t  # noqa: E731
         stages = [("decode", t_decode), ("model (local path)", t_model), ("chroma planes", t_chroma)]
-        stages += [("encode FFV1", enc["mkv"]), ("encode H.264", enc["mp4"]), ("whole chunk, both outputs", t_chunk)]
+        stages += [
+            ("encode FFV1", enc["mkv"]),
+            ("encode H.264", enc["mp4"]),
+            ("whole chunk, both outputs", t_chunk),
+        ]
         for stage, t in stages:
             rows.append({"size": label, "stage": stage, "fps": fps(t), "x_realtime": fps(t) / float(RATE)})
     return rows

@@ -302,6 +302,10 @@ def test_the_job_entrypoint_asks_run_for_every_option_it_was_given():
         "512",
         "--batch-size",
         "8",
+        "--temporal",
+        "shot",
+        "--video-format",
+        "both",
     ]
 
 

@@ -388,7 +388,8 @@ def test_where_colour_is_made_by_default_and_bad_values():
     from archive_colorize.run.jobs import entrypoint
 
     assert entrypoint(RunOptions(manifest="m.parquet", recombine_on="actor"), "o") == (
-        "archive-colorize run m.parquet --out o --format png --working-size 512 --batch-size 8 --recombine-on actor"
+        "archive-colorize run m.parquet --out o --format png --working-size 512 --batch-size 8 --temporal shot "
+        "--video-format both --recombine-on actor"
     )
     assert "--recombine-on" not in entrypoint(RunOptions(manifest="m.parquet"), "o")
 

@@ -210,3 +210,27 @@ def test_manifest_check_says_what_each_reel_holds_and_what_a_run_writes(tmp_path
         "reel empty: will fail: unreadable reel: [Errno 1094995529] Invalid data found when processing input: "
         f"'{tmp_path / 'empty.mp4'}'",
     ]
+
+
+def test_the_report_shows_a_strip_of_frames_per_reel_original_against_colour(reel_run, tmp_path):
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    from archive_colorize.apps.report import ReportOptions, write_report
+
+    _, out, _ = reel_run
+    page = tmp_path / "report.html"
+    write_report(ReportOptions(out=str(out), html=str(page)))
+    text = page.read_text()
+    card = text[text.rindex("<article", 0, text.index('alt="original reel, 4 frames of cuts"')) :]
+    card = card.split("</article>", 1)[0]
+    grey, colour = (
+        np.asarray(Image.open(io.BytesIO(base64.b64decode(u))).convert("RGB"), np.float32)
+        for u in re.findall(r'src="data:image/jpeg;base64,([^"]+)"', card)[-2:]
+    )
+    assert grey.shape == colour.shape and grey.shape[1] > 3 * grey.shape[0]  # four frames side by side
+    assert np.abs(grey[..., 0] - grey[..., 2]).mean() < 1.5 < np.abs(colour[..., 0] - colour[..., 2]).mean()
+    assert "36 frames · 3 shots · 24000/1001 fps · temporal shot · warp error" in card

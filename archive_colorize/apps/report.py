@@ -108,6 +108,43 @@ def _thumb(url: str, size: int, grey: bool, storage_options: dict, policy: UriPo
         return None
 
 
+STRIP_FRAMES = 4  # a reel's card: this many frames, evenly spread, original above colour
+
+
+def _strip(url: str, size: int, grey: bool, storage_options: dict, policy: UriPolicy = TRUSTED) -> str | None:
+    """A reel as a strip of frames, for its card: the same frames from the original and the
+    colour, so the pair compares like a scan's."""
+    try:
+        import av
+
+        from archive_colorize.video.probe import probe
+
+        policy.check(url)
+        fs, path = resolve(url, storage_options)
+        reel = probe(
+            path if "://" not in url or url.startswith("file://") else url, lambda: fs.open(path, "rb")
+        )
+        want = [reel.pts[reel.frames * (2 * i + 1) // (2 * STRIP_FRAMES)] for i in range(STRIP_FRAMES)]
+        shots = []
+        with av.open(fs.open(path, "rb")) as c:
+            v = c.streams.video[0]
+            for pts in want:
+                c.seek(pts, stream=v, backward=True)
+                frame = next(f for f in c.decode(v) if f.pts is not None and f.pts >= pts)
+                shots.append(frame.to_image())
+        w, h = shots[0].size
+        im = Image.new("RGB", (w * len(shots), h))
+        for i, s in enumerate(shots):
+            im.paste(s.convert("RGB"), (i * w, 0))
+        im = im.convert("L") if grey else im
+        im.thumbnail((size * 2, size))
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=80)
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    except Exception:
+        return None
+
+
 def _figure(src: str | None, caption: str, name: str, side: str) -> str:
     shown = (
         f'<img src="{src}" alt="{_esc(f"{caption} of {name}")}" loading="eager">'
@@ -248,6 +285,11 @@ def write_report(o: ReportOptions) -> dict:
     policy = UriPolicy(True, allow, untrusted) if untrusted else TRUSTED
 
     def thumbs(r):
+        if r.get("kind") == "video":
+            return (
+                _strip(abs_uri(r["uri"], base_dir), o.thumb, True, o.storage_options, policy),
+                _strip(r["output_uri"], o.thumb, False, o.storage_options),
+            )
         return (
             _thumb(abs_uri(r["uri"], base_dir), o.thumb, True, o.storage_options, policy),
             _thumb(r["output_uri"], o.thumb, False, o.storage_options),
@@ -256,7 +298,8 @@ def write_report(o: ReportOptions) -> dict:
     with ThreadPoolExecutor(4) as pool:
         images = list(pool.map(thumbs, shown))
 
-    classes = Counter((r.get("scene_top5") or ["?"])[0] for r in done).most_common(20)
+    # reels have no scene guess
+    classes = Counter(r["scene_top5"][0] for r in done if r.get("scene_top5")).most_common(20)
     chroma = [r["mean_chroma"] for r in done if r.get("mean_chroma") is not None]
     bins = []
     if chroma:
@@ -277,13 +320,23 @@ def write_report(o: ReportOptions) -> dict:
         extra = "".join(
             f'<p class="meta">{_esc(r[k])}</p>' for k in ("creator", "date", "rights") if r.get(k)
         )
+        reel = r.get("kind") == "video"
+        original = f"original reel, {STRIP_FRAMES} frames" if reel else "original scan"
+        if reel:  # what a reel's row adds: its frames and shots, and how still its colour is
+            warp = r.get("warp_error")
+            extra += (
+                f'<p class="meta">{_int(r.get("frames"))} frames · {_int(r.get("shots"))} shots · '
+                f'{_esc(r.get("fps"))} fps · temporal {_esc(r.get("temporal"))}'
+                + (f" · warp error {warp:.2f}" if warp is not None else "")
+                + "</p>"
+            )
         cards.append(
             f'<article class="card{" flagged" if fl else ""}" id="pair-{n}">'
             # the checkbox is the images' sibling, so that CSS alone can restack them
             f'<a class="tool" href="#pairs">Close</a><input type="checkbox" class="tool cmp" id="cmp-{n}">'
             f'<label class="tool" for="cmp-{n}">compare in place</label>'
-            f'<a class="open" href="#pair-{n}" aria-label="{_esc(f"Enlarge {name}: original scan and colorized")}">'
-            f'<div class="pair">{_figure(before, "original scan", name, "before")}'
+            f'<a class="open" href="#pair-{n}" aria-label="{_esc(f"Enlarge {name}: {original} and colorized")}">'
+            f'<div class="pair{" reel" if reel else ""}">{_figure(before, original, name, "before")}'
             f'{_figure(after, "colorized", name, "after")}</div></a><h3>{_esc(name)}</h3>'
             + (f'<p class="id">{_esc(r["id"])}</p>' if r.get("title") else "")
             + f"{extra}{fl}<ol>{scene}</ol>"
