@@ -179,3 +179,24 @@ def test_bad_credentials_are_refused_before_work(chain, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="need the optional C2PA extra, which is not installed") as e:
         c2pa_credentials(str(chain[0]), str(chain[1]), "png", {})
     assert e.value.hint == "pip install 'archive-colorize[c2pa]'"
+
+
+def test_run_signs_a_reels_mp4_access_copy(chain, ray_cluster, weights_path, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from archive_colorize.run.pipeline import RunOptions, run
+
+    from .clips import make_clip
+
+    make_clip(tmp_path / "reel.mkv", frames_per_shot=6)
+    pq.write_table(pa.table({"id": ["reel"], "uri": [str(tmp_path / "reel.mkv")]}), tmp_path / "m.parquet")
+    cert, key = chain
+    s = run(RunOptions(manifest=str(tmp_path / "m.parquet"), out=str(tmp_path / "out"), weights=str(weights_path),
+                       working_size=64, c2pa_cert=str(cert), c2pa_key=str(key)))  # fmt: skip
+    assert (s.done, s.failed) == (1, 0)
+    data = (tmp_path / "out" / "video" / "reel.mp4").read_bytes()
+    m = verify(data, "video/mp4")
+    check_manifest(m)
+    assert m["title"] == "reel"
+    assert b"compositeWithTrainedAlgorithmicMedia" in data  # the XMP box is still there beside it

@@ -90,6 +90,7 @@ def sign(
     title: str,
     creds: Credentials,
     ingredient_title: str = "",
+    mime: str | None = None,
 ) -> bytes:
     """The encoded output (its XMP already written) -> the same file with a C2PA manifest.
     The ingredient is titled by the row (`ingredient_title`: its id and source URI). No
@@ -99,7 +100,7 @@ def sign(
     manifest = {
         "claim_generator_info": [{"name": "archive-colorize", "version": __version__}],
         "title": title,
-        "format": MIME[fmt],
+        "format": mime or MIME[fmt],
         "assertions": [
             {
                 "label": "c2pa.actions",
@@ -136,7 +137,7 @@ def sign(
         json.dumps(ingredient), SOURCE_MIME.get(source_format or "", "image/jpeg"), io.BytesIO(source or b"")
     )
     out = io.BytesIO()
-    builder.sign(_signer(creds), MIME[fmt], io.BytesIO(blob), out)
+    builder.sign(_signer(creds), mime or MIME[fmt], io.BytesIO(blob), out)
     return out.getvalue()
 
 

@@ -240,7 +240,7 @@ def run_reels(ctx, plan_resources_for, writer, console) -> None:
                 done[(row["id"], row["chunk"])] = row
                 crash_point("shot-written")
             ctx.lock.refresh()
-    provenance = Provenance(ctx.weights.file_sha256, opts.precision, None)
+    provenance = Provenance(ctx.weights.file_sha256, opts.precision, ctx.c2pa)
     by_id = {r["id"]: r for r in rows}
     for i, plan in plans.items():
         r = by_id[i]

@@ -176,6 +176,11 @@ def finish_reel(plan: ReelPlan, provenance: Provenance, storage_options: dict | 
                 segs, source, plan.reel, fmt, joined, tags(provenance, plan), provenance.xmp(None, plan.id)
             )
             data = open(joined, "rb").read()
+            if provenance.c2pa is not None and fmt == encode.ACCESS:  # C2PA reads and signs MP4, not Matroska
+                from archive_colorize.imaging.c2pa_sign import sign
+
+                title = f"{plan.id} ({plan.source})"
+                data = sign(data, "mp4", None, None, plan.name, provenance.c2pa, title, mime="video/mp4")
             shas[fmt] = hashlib.sha256(data).hexdigest()
             atomic_write_bytes(resolve(plan.output(fmt), so)[1], data, fs=out_fs)
             for s in segs:
