@@ -234,3 +234,40 @@ def test_the_report_shows_a_strip_of_frames_per_reel_original_against_colour(ree
     assert grey.shape == colour.shape and grey.shape[1] > 3 * grey.shape[0]  # four frames side by side
     assert np.abs(grey[..., 0] - grey[..., 2]).mean() < 1.5 < np.abs(colour[..., 0] - colour[..., 2]).mean()
     assert "36 frames · 3 shots · 24000/1001 fps · temporal shot · warp error" in card
+
+
+def test_an_mp4_reel_keeps_its_exact_ticks_and_aac_audio_in_the_access_copy(tmp_path):
+    """No Ray: the library's own steps. An MP4 source counts 1/24000 s ticks; its access
+    copy keeps them, tick for tick, and the AAC packets as they are."""
+    from archive_colorize.imaging.provenance import Provenance
+    from archive_colorize.model.engine import Engine
+    from archive_colorize.model.weights import load_weights
+    from archive_colorize.video.reel import ReelPlan, colour_chunk, finish_reel
+    from archive_colorize.video.shots import chunks, detect_shots
+
+    clip = make_clip(tmp_path / "access.mp4", frames_per_shot=6, fmt="mp4", audio="aac")
+    reel = probe(str(clip))
+    assert reel.time_base == Fraction(1, 24000) and reel.pts[:3] == [0, 1001, 2002]
+    weights = load_weights(None)
+    plan = ReelPlan(
+        "a",
+        str(clip),
+        reel,
+        chunks(detect_shots(str(clip), reel.frames), 4),
+        "a",
+        "shot",
+        ("mp4",),
+        str(tmp_path / "out"),
+    )
+    for c in plan.chunks:
+        colour_chunk(Engine(weights, working_size=WORKING), plan, c)
+    finish_reel(plan, Provenance(weights.file_sha256))
+    src, out = _streams(clip), _streams(tmp_path / "out" / "video" / "a.mp4")
+    with av.open(str(tmp_path / "out" / "video" / "a.mp4")) as c:
+        v = c.streams.video[0]
+        ticks = sorted(f.pts for f in c.decode(v))
+        assert (v.time_base, v.average_rate) == (Fraction(1, 24000), RATE)
+    assert ticks == reel.pts
+    assert out["audio"] == src["audio"] and len(out["y"]) == len(
+        src["y"]
+    )  # (H.264 is lossy: Y is the mezzanine's promise)
