@@ -271,3 +271,21 @@ def test_an_mp4_reel_keeps_its_exact_ticks_and_aac_audio_in_the_access_copy(tmp_
     assert out["audio"] == src["audio"] and len(out["y"]) == len(
         src["y"]
     )  # (H.264 is lossy: Y is the mezzanine's promise)
+
+
+def test_a_reel_on_s3_is_coloured_to_the_same_bytes_as_a_local_one(
+    reel_run, ray_cluster, weights_path, s3, s3_server, tmp_path
+):
+    d, reference, _ = reel_run
+    s3.mkdir("reels-s3")
+    s3.put_file(str(d / "cuts.mkv"), "reels-s3/in/cuts.mkv")
+    m = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"id": ["cuts"], "uri": ["s3://reels-s3/in/cuts.mkv"]}), m)
+    s = run(RunOptions(manifest=str(m), out="s3://reels-s3/out", weights=str(weights_path), working_size=WORKING,
+                       chunk_frames=8, storage_options=s3_server))  # fmt: skip
+    assert (s.done, s.failed) == (1, 0)
+    for fmt in ("mkv", "mp4"):
+        assert (
+            s3.cat_file(f"reels-s3/out/video/cuts.{fmt}")
+            == (reference / "video" / f"cuts.{fmt}").read_bytes()
+        )

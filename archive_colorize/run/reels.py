@@ -77,22 +77,33 @@ def _plan(row: dict, base_dir: str, opts_d: dict, out_url: str, so: dict):
     from archive_colorize.video.encode import VIDEO_FORMATS
     from archive_colorize.video.shots import chunks, detect_shots
 
+    import os
+    import tempfile
+
     uri = abs_uri(row["uri"], base_dir)
+    scratch = None
     try:
+        if opts_d["untrusted"]:  # fetching hop by hop under the URI policy is the scans' path only
+            raise ReelError("reels named by a remote document are not fetched (give the operator's own manifest)")
         fs, path = resolve(uri, so)
         local = "://" not in uri or uri.startswith("file://")
         if not fs.exists(path):
             raise ReelError(f"not found: {row['uri']}")
-        opener = None if local else (lambda: fs.open(path, "rb"))
-        reel = probe(path if local else uri, opener)
+        size = fs.size(path)
+        if size is not None and size > opts_d["max_bytes"]:
+            raise ReelError(f"{size} bytes, over --max-bytes {opts_d['max_bytes']}")
         if not local:
-            raise ReelError(
-                "reels are read from local or shared paths for now (shot detection seeks the file)"
-            )
-        shots = detect_shots(path, reel.frames)
+            # shot detection reads every frame, in order: one download, on this node only;
+            # the model actors then seek into the remote file for their chunk alone
+            fd, scratch = tempfile.mkstemp(prefix="archive-colorize-reel-", suffix=os.path.splitext(path)[1])
+            os.close(fd)
+            fs.get_file(path, scratch)
+        reel = probe(path if local else scratch)
+        reel.uri = uri
+        shots = detect_shots(path if local else scratch, reel.frames)
         plan = ReelPlan(
             id=row["id"],
-            source=path,
+            source=path if local else uri,
             reel=reel,
             chunks=chunks(shots, opts_d["chunk_frames"]),
             name=safe_name(row.get("output_name") or row["id"]),
@@ -105,6 +116,9 @@ def _plan(row: dict, base_dir: str, opts_d: dict, out_url: str, so: dict):
         return None, 0, str(e)
     except Exception as e:  # an unreadable reel fails its row, whatever FFmpeg says
         return None, 0, f"unreadable reel: {one_line(e)}"
+    finally:
+        if scratch:
+            os.unlink(scratch)
 
 
 class ReelActor:
@@ -189,7 +203,13 @@ def run_reels(ctx, plan_resources_for, writer, console) -> None:
     if not rows:
         return
     t0 = time.time()
-    opts_d = {"chunk_frames": opts.chunk_frames, "temporal": opts.temporal, "video_format": opts.video_format}
+    opts_d = {
+        "chunk_frames": opts.chunk_frames,
+        "temporal": opts.temporal,
+        "video_format": opts.video_format,
+        "max_bytes": opts.max_bytes,
+        "untrusted": bool(m.untrusted_origin),
+    }
     task = ray.remote(num_cpus=1)(_plan)
     planned = ray.get([task.remote(r, m.base_dir, opts_d, ctx.out_url, so) for r in rows])
     plans, shots, results = {}, {}, []
