@@ -289,3 +289,10 @@ def test_a_reel_on_s3_is_coloured_to_the_same_bytes_as_a_local_one(
             s3.cat_file(f"reels-s3/out/video/cuts.{fmt}")
             == (reference / "video" / f"cuts.{fmt}").read_bytes()
         )
+
+
+def test_an_unknown_kind_is_refused_naming_the_column(tmp_path):
+    pq.write_table(pa.table({"id": ["a"], "uri": ["a.mkv"], "kind": ["film"]}), tmp_path / "m.parquet")
+    r = cli("manifest", "check", str(tmp_path / "m.parquet"))
+    assert r.returncode == 1
+    assert "Error: manifest column 'kind': 'film' is neither of image, video" in r.stdout + r.stderr

@@ -49,21 +49,15 @@ def reel_rows(m, skip: pa.Array | None) -> pa.Table:
     cols = ["id", "uri"] + [c for c in ("kind", "output_name") if c in m.schema.names]
     t = pads.dataset(m.files, filesystem=pa_filesystem(m.fs), format="parquet").to_table(columns=cols)
     t = t.cast(pa.schema([pa.field(c, pa.string()) for c in cols]))
+    suffix = "(" + "|".join(x.replace(".", r"\.") for x in VIDEO_SUFFIXES) + r")([?#]|$)"
+    by_name = pc.match_substring_regex(pc.utf8_lower(t.column("uri")), suffix)
+    is_reel = by_name
     if "kind" in cols:
         bad = pc.invert(pc.is_in(pc.fill_null(t.column("kind"), "image"), value_set=pa.array(KINDS)))
         if pc.any(bad).as_py():
             v = t.filter(bad).column("kind")[0].as_py()
             raise ConfigError(f"manifest column 'kind': {v!r} is neither of {', '.join(KINDS)}")
-        by_name = pc.match_substring_regex(
-            pc.utf8_lower(t.column("uri")),
-            "(" + "|".join(s.replace(".", r"\.") for s in VIDEO_SUFFIXES) + r")([?#]|$)",
-        )
         is_reel = pc.if_else(pc.is_null(t.column("kind")), by_name, pc.equal(t.column("kind"), "video"))
-    else:
-        is_reel = pc.match_substring_regex(
-            pc.utf8_lower(t.column("uri")),
-            "(" + "|".join(s.replace(".", r"\.") for s in VIDEO_SUFFIXES) + r")([?#]|$)",
-        )
     t = t.filter(is_reel)
     if skip is not None and len(skip):
         t = t.filter(pc.invert(pc.is_in(t.column("id"), value_set=skip)))
@@ -84,7 +78,9 @@ def _plan(row: dict, base_dir: str, opts_d: dict, out_url: str, so: dict):
     scratch = None
     try:
         if opts_d["untrusted"]:  # fetching hop by hop under the URI policy is the scans' path only
-            raise ReelError("reels named by a remote document are not fetched (give the operator's own manifest)")
+            raise ReelError(
+                "reels named by a remote document are not fetched (give the operator's own manifest)"
+            )
         fs, path = resolve(uri, so)
         local = "://" not in uri or uri.startswith("file://")
         if not fs.exists(path):
