@@ -149,6 +149,7 @@ def test_sigkill_during_a_reel_then_the_same_command_gives_the_same_bytes(
         ).read_bytes()
 
 
+@pytest.mark.slow  # seconds of model time
 def test_per_shot_colour_lowers_the_warp_error_at_no_loss_of_chroma(tmp_path):
     """The shipped weights on a clip of three panned shots: one global feature per shot
     against each frame alone (benchmarks/video.py measures it on more, side by side)."""
@@ -236,6 +237,7 @@ def test_the_report_shows_a_strip_of_frames_per_reel_original_against_colour(ree
     assert "36 frames · 3 shots · 24000/1001 fps · temporal shot · warp error" in card
 
 
+@pytest.mark.slow  # seconds of model time
 def test_an_mp4_reel_keeps_its_exact_ticks_and_aac_audio_in_the_access_copy(tmp_path):
     """No Ray: the library's own steps. An MP4 source counts 1/24000 s ticks; its access
     copy keeps them, tick for tick, and the AAC packets as they are."""
