@@ -35,13 +35,24 @@ def make_clip(
     interlaced: bool = False,
     timecode: str | None = "01:00:00:00",
     step: int = 2,
+    pix_fmt: str = "yuv420p",
 ) -> Path:
     import av
 
+    from archive_colorize.video.frames import make_frame
+
     shots = [f for p in photos for f in _shot(p, frames_per_shot, size, step)]
     with av.open(str(path), "w", format=fmt) as out:
-        v = out.add_stream(codec, rate=RATE, options={"g": "12", "bf": "2"} if codec == "libx264" else {})
-        v.width, v.height, v.pix_fmt = size[0], size[1], "yuv420p"
+        v = out.add_stream(
+            codec,
+            rate=RATE,
+            options={"g": "12", "bf": "2"}
+            if codec == "libx264"
+            else {"profile": "3"}
+            if codec == "prores_ks"
+            else {},
+        )
+        v.width, v.height, v.pix_fmt = size[0], size[1], pix_fmt
         v.time_base = 1 / RATE
         if interlaced:
             v.codec_context.field_order = 2  # tt: top field first
@@ -52,8 +63,13 @@ def make_clip(
         if audio:
             a = out.add_stream(audio, rate=48000, layout="mono")
         for i, g in enumerate(shots):
-            yuv = np.concatenate([g, np.full((size[1] // 2, size[0]), 128, np.uint8)])
-            f = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+            if pix_fmt == "yuv420p":
+                yuv = np.concatenate([g, np.full((size[1] // 2, size[0]), 128, np.uint8)])
+                f = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+            else:  # a 10-bit master (ProRes 422 HQ: yuv422p10le): codes times 4, neutral chroma
+                y = np.ascontiguousarray(g).astype("<u2") * 4
+                c = np.full((size[1], size[0] // 2), 512, "<u2")
+                f = make_frame(y, c, c, pix_fmt, i, 1 / RATE)
             f.pts, f.time_base = i, 1 / RATE
             for p in v.encode(f):
                 out.mux(p)

@@ -298,3 +298,37 @@ def test_an_unknown_kind_is_refused_naming_the_column(tmp_path):
     r = cli("manifest", "check", str(tmp_path / "m.parquet"))
     assert r.returncode == 1
     assert "Error: manifest column 'kind': 'film' is neither of image, video" in r.stdout + r.stderr
+
+
+@pytest.mark.slow  # seconds of model time
+def test_a_10_bit_prores_master_keeps_its_10_bit_y_plane_in_the_ffv1_mezzanine(tmp_path):
+    """NARA's masters are ProRes or DPX: 10-bit 4:2:2. The mezzanine stays 10-bit 4:2:2, and
+    its Y plane is the master's, code for code."""
+    from archive_colorize.imaging.provenance import Provenance
+    from archive_colorize.model.engine import Engine
+    from archive_colorize.model.weights import load_weights
+    from archive_colorize.video.reel import ReelPlan, colour_chunk, finish_reel
+    from archive_colorize.video.shots import chunks, detect_shots
+
+    clip = make_clip(tmp_path / "master.mov", frames_per_shot=5, fmt="mov", codec="prores_ks", audio="pcm_s16le",
+                     pix_fmt="yuv422p10le")  # fmt: skip
+    reel = probe(str(clip))
+    assert (reel.codec, reel.pix_fmt, reel.frames) == ("prores", "yuv422p10le", 15)
+    weights = load_weights(None)
+    plan = ReelPlan("m", str(clip), reel, chunks(detect_shots(str(clip), reel.frames)), "m", "shot", ("mkv", "mp4"), str(tmp_path / "out"))  # fmt: skip
+    for c in plan.chunks:
+        colour_chunk(Engine(weights, working_size=WORKING), plan, c)
+    finish_reel(plan, Provenance(weights.file_sha256))
+    src, out = _streams(clip), _streams(tmp_path / "out" / "video" / "m.mkv")
+    assert (out["y"], out["audio"]) == (src["y"], src["audio"])
+    assert out["pts_s"] == pytest.approx(src["pts_s"], abs=5.01e-4)  # rounded to Matroska's millisecond clock
+    with av.open(str(tmp_path / "out" / "video" / "m.mkv")) as c:
+        f = next(c.decode(video=0))
+        assert f.format.name == "yuv422p10le"
+        cb = plane(f, 1)
+        assert cb.dtype == np.uint16 and abs(float(cb.mean()) - 512) > 2  # colour, in 10-bit codes
+    with av.open(str(tmp_path / "out" / "video" / "m.mp4")) as c:
+        assert (
+            c.streams.video[0].codec_context.pix_fmt == "yuv420p"
+            and c.streams.audio[0].codec_context.name == "aac"
+        )

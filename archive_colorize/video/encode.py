@@ -59,7 +59,7 @@ def write_segment(path: str, frames: list, fmt: str, reel: Reel, pix_fmt: str) -
     with av.open(path, "w", format="nut", options=BITEXACT) as out:
         s = _video_stream(out, fmt, reel, pix_fmt)
         for frame in frames:
-            if fmt == ACCESS and frame.format.name != "yuv420p":
+            if fmt == ACCESS and frame.format.name != "yuv420p":  # 8-bit 4:2:0, what players decode
                 frame = frame.reformat(format="yuv420p")
             for packet in s.encode(frame):
                 out.mux(packet)

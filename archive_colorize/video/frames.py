@@ -19,13 +19,21 @@ MATRICES = {"bt709": (0.2126, 0.0722), "bt601": (0.299, 0.114)}  # (Kr, Kb)
 
 
 def output_pix_fmt(reel: Reel) -> str:
-    """A gray reel gains chroma planes; every other keeps its layout (yuvj is yuv, full range)."""
-    return "yuv420p" if reel.pix_fmt == "gray" else reel.pix_fmt.replace("yuvj", "yuv")
+    """A gray reel gains chroma planes; every other keeps its layout and bit depth (yuvj is
+    yuv, full range)."""
+    if reel.pix_fmt.startswith("gray"):
+        return "yuv420p10le" if reel.bits == 10 else "yuv420p"
+    return reel.pix_fmt.replace("yuvj", "yuv")
+
+
+def _dtype(pix_fmt: str):
+    return np.dtype("<u2") if pix_fmt.endswith("10le") else np.dtype(np.uint8)
 
 
 def plane(frame, i: int) -> np.ndarray:
-    p = frame.planes[i]
-    return np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width]
+    """One plane's samples (uint8, or uint16 for the 10-bit formats), without the padding."""
+    p, dt = frame.planes[i], _dtype(frame.format.name)
+    return np.frombuffer(p, dt).reshape(p.height, p.line_size // dt.itemsize)[:, : p.width]
 
 
 def decode(container, reel: Reel, start: int, stop: int):
@@ -54,9 +62,11 @@ def decode(container, reel: Reel, start: int, stop: int):
 
 
 def lightness(y: np.ndarray, full_range: bool) -> torch.Tensor:
-    """Y' codes (H, W) -> L* (H, W): Y' read as an sRGB-encoded grey, as a scan's grey is."""
+    """Y' codes (H, W; uint16 holds 10-bit ones) -> L* (H, W): Y' read as an sRGB-encoded
+    grey, as a scan's grey is."""
+    k = 4.0 if y.dtype == np.uint16 else 1.0  # 10-bit codes are 8-bit ones times 4
     g = torch.from_numpy(y.astype(np.float32))
-    g = g / 255.0 if full_range else (g - 16.0) / 219.0
+    g = g / (1023.0 if k == 4 else 255.0) if full_range else (g - 16.0 * k) / (219.0 * k)
     return gray_to_lightness(g.clamp(0.0, 1.0))
 
 
@@ -67,16 +77,19 @@ def _subsample(c: np.ndarray, sy: int, sx: int) -> np.ndarray:
 
 
 def chroma(L: torch.Tensor, ab: torch.Tensor, reel: Reel, pix_fmt: str) -> tuple[np.ndarray, np.ndarray]:
-    """L* (H, W) and a*b* (2, h, w) -> the Cb and Cr planes of `pix_fmt`, as uint8."""
+    """L* (H, W) and a*b* (2, h, w) -> the Cb and Cr planes of `pix_fmt` (uint8, or uint16
+    for 10-bit)."""
     rgb = recombine(L, ab).astype(np.float32) / 255.0
     kr, kb = MATRICES[reel.colorspace]
     y = kr * rgb[..., 0] + (1 - kr - kb) * rgb[..., 1] + kb * rgb[..., 2]
     cb = (rgb[..., 2] - y) / (2 * (1 - kb))
     cr = (rgb[..., 0] - y) / (2 * (1 - kr))
-    sy, sx = {"yuv420p": (2, 2), "yuv422p": (1, 2), "yuv444p": (1, 1)}[pix_fmt]
-    scale = 255.0 if reel.full_range else 224.0
+    sy, sx = {"yuv420p": (2, 2), "yuv422p": (1, 2), "yuv444p": (1, 1)}[pix_fmt.replace("10le", "")]
+    k, top = (4.0, 1023) if pix_fmt.endswith("10le") else (1.0, 255)
+    scale = top if reel.full_range else 224.0 * k
     return tuple(
-        np.clip(np.round(128.0 + scale * _subsample(c, sy, sx)), 0, 255).astype(np.uint8) for c in (cb, cr)
+        np.clip(np.round(128.0 * k + scale * _subsample(c, sy, sx)), 0, top).astype(_dtype(pix_fmt))
+        for c in (cb, cr)
     )
 
 
@@ -85,9 +98,10 @@ def make_frame(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, pix_fmt: str, pts:
 
     h, w = y.shape
     frame = av.VideoFrame(w, h, pix_fmt)
+    dt = _dtype(pix_fmt)
     for i, data in enumerate((y, cb, cr)):
         p = frame.planes[i]
-        rows = np.zeros((p.height, p.line_size), np.uint8)
+        rows = np.zeros((p.height, p.line_size // dt.itemsize), dt)
         rows[: data.shape[0], : data.shape[1]] = data
         p.update(rows.tobytes())
     frame.pts = pts

@@ -37,6 +37,10 @@ class Reel:
     streams: list[dict] = field(default_factory=list)  # every stream: index, type, codec
 
     @property
+    def bits(self) -> int:
+        return 10 if self.pix_fmt.endswith("10le") else 8
+
+    @property
     def frames(self) -> int:
         return len(self.pts)
 
@@ -50,7 +54,10 @@ class Reel:
         )
 
 
-SUPPORTED_PIX_FMTS = ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "gray")
+SUPPORTED_PIX_FMTS = (
+    "yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "gray",
+    "yuv420p10le", "yuv422p10le", "yuv444p10le", "gray10le",  # ProRes 422 and 10-bit masters
+)  # fmt: skip
 
 
 def probe(uri: str, open_file=None) -> Reel:
@@ -72,7 +79,8 @@ def probe(uri: str, open_file=None) -> Reel:
             )
         if cc.pix_fmt not in SUPPORTED_PIX_FMTS:
             raise ReelError(
-                f"pixel format {cc.pix_fmt} is not supported yet (8-bit Y'CbCr or gray: {', '.join(SUPPORTED_PIX_FMTS)})"
+                f"pixel format {cc.pix_fmt} is not supported yet (8- or 10-bit planar Y'CbCr or gray: "
+                f"{', '.join(SUPPORTED_PIX_FMTS)})"
             )
         rate = v.average_rate or v.guessed_rate
         if not rate:
