@@ -315,7 +315,8 @@ def test_a_10_bit_prores_master_keeps_its_10_bit_y_plane_in_the_ffv1_mezzanine(t
     reel = probe(str(clip))
     assert (reel.codec, reel.pix_fmt, reel.frames) == ("prores", "yuv422p10le", 15)
     weights = load_weights(None)
-    plan = ReelPlan("m", str(clip), reel, chunks(detect_shots(str(clip), reel.frames)), "m", "shot", ("mkv", "mp4"), str(tmp_path / "out"))  # fmt: skip
+    shots = chunks(detect_shots(str(clip), reel.frames))
+    plan = ReelPlan("m", str(clip), reel, shots, "m", "shot", ("mkv", "mp4"), str(tmp_path / "out"))
     for c in plan.chunks:
         colour_chunk(Engine(weights, working_size=WORKING), plan, c)
     finish_reel(plan, Provenance(weights.file_sha256))
