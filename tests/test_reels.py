@@ -333,3 +333,22 @@ def test_a_10_bit_prores_master_keeps_its_10_bit_y_plane_in_the_ffv1_mezzanine(t
             c.streams.video[0].codec_context.pix_fmt == "yuv420p"
             and c.streams.audio[0].codec_context.name == "aac"
         )
+
+
+def test_a_rerun_with_other_settings_redoes_the_chunks_instead_of_reusing_them(
+    reel_run, ray_cluster, weights_path, tmp_path
+):
+    """A killed run's chunks are reused only by a run that would make the same bytes: with
+    another --temporal the rerun colours every chunk again, none is mixed in."""
+    d, reference, _ = reel_run
+    m = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"id": ["cuts"], "uri": [str(d / "cuts.mkv")]}), m)
+    out = tmp_path / "out"
+    args = ("run", str(m), "--out", str(out), "--weights", str(weights_path), "--working-size", str(WORKING),
+            "--chunk-frames", "8", "--address", ray_cluster)  # fmt: skip
+    r = cli(*args, "--temporal", "none", env={"ARCHIVE_COLORIZE_CRASH_AT": "shot-written:3"})
+    assert r.returncode == -signal.SIGKILL, r.stderr[-1500:]
+    r = cli(*args)  # --temporal shot, the default
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(list((out / "_progress_shots").glob("part-*.parquet"))) == 3 + 6
+    assert (out / "video" / "cuts.mkv").read_bytes() == (reference / "video" / "cuts.mkv").read_bytes()

@@ -39,6 +39,8 @@ SHOT_SCHEMA = pa.schema(
         ("mean_chroma", pa.float64()),
         ("seconds", pa.float64()),
         ("error", pa.string()),
+        # what made the chunk: a rerun with other weights or settings redoes it, not reuses it
+        ("settings", pa.string()),
     ]
 )
 
@@ -153,7 +155,26 @@ class ReelActor:
         return pa.Table.from_pylist(rows, schema=SHOT_SCHEMA)
 
 
-def _read_shot_log(fs, root: str) -> dict:
+def settings_key(ctx) -> str:
+    """Everything a chunk's bytes depend on besides the reel itself."""
+    import hashlib
+    import json
+
+    o = ctx.opts
+    made_by = {
+        "weights": ctx.weights.file_sha256,
+        "working_size": o.working_size,
+        "precision": o.precision,
+        "chroma_gain": o.chroma_gain,
+        "temporal": o.temporal,
+        "video_format": o.video_format,
+        "chunk_frames": o.chunk_frames,
+        "style_from": o.style_from,
+    }
+    return hashlib.sha256(json.dumps(made_by, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_shot_log(fs, root: str, settings: str) -> dict:
     d = f"{root}/{SHOT_LOG}"
     if not fs.exists(d):
         return {}
@@ -162,7 +183,7 @@ def _read_shot_log(fs, root: str) -> dict:
         if p.endswith(".parquet") and p.rsplit("/", 1)[-1].startswith("part-"):
             with fs.open(p, "rb") as f:
                 for r in pq.read_table(f).to_pylist():
-                    if r["error"] is None:
+                    if r["error"] is None and r.get("settings") == settings:
                         done[(r["id"], r["chunk"])] = r
     return done
 
@@ -218,7 +239,8 @@ def run_reels(ctx, plan_resources_for, writer, console) -> None:
                 f"reel {r['id']}: {plan.reel.describe()}; {n_shots} shots, {len(plan.chunks)} chunks",
                 highlight=False,
             )
-    log = _read_shot_log(ctx.out_fs, ctx.out_root)
+    settings = settings_key(ctx)
+    log = _read_shot_log(ctx.out_fs, ctx.out_root, settings)
     done = {k: v for k, v in log.items() if k[0] in plans and chunk_is_done(plans[k[0]], v, so)}
     todo = [
         {"id": i, "chunk": c.index} for i, p in plans.items() for c in p.chunks if (i, c.index) not in done
@@ -252,6 +274,7 @@ def run_reels(ctx, plan_resources_for, writer, console) -> None:
                 if row["error"]:
                     failed.setdefault(row["id"], row["error"])
                     continue
+                row["settings"] = settings
                 _append_shot(ctx.out_fs, ctx.out_root, row)  # the segment was written before
                 done[(row["id"], row["chunk"])] = row
                 crash_point("shot-written")

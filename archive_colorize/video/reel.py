@@ -13,6 +13,7 @@ import hashlib
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,11 +51,19 @@ class ReelPlan:
         return f"{self.out_url.rstrip('/')}/video/{self.name}.{fmt}"
 
 
+@contextmanager
 def _open(url: str, storage_options: dict):
+    """The reel, opened for seeking: a local path directly, a remote one through fsspec
+    (closed with the container: PyAV leaves a file object it was given open)."""
     import av
 
     fs, path = resolve(url, storage_options)
-    return av.open(fs.open(path, "rb")) if "://" in url and not url.startswith("file://") else av.open(path)
+    if "://" not in url or url.startswith("file://"):
+        with av.open(path) as container:
+            yield container
+        return
+    with fs.open(path, "rb") as f, av.open(f) as container:
+        yield container
 
 
 def _sampled(a: int, b: int, n: int = GLOBAL_SAMPLES) -> list[int]:
