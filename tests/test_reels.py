@@ -123,15 +123,21 @@ def test_a_truncated_reel_is_a_failed_row_and_the_rest_completes(reel_run):
     assert not (out / "video" / "broken.mkv").exists()
 
 
-def test_sigkill_during_a_reel_then_the_same_command_gives_the_same_bytes(
-    reel_run, ray_cluster, weights_path, tmp_path
-):
+def _one_reel_run(reel_run, ray_cluster, weights_path, tmp_path):
+    """The reel of `reel_run` alone, as a `run` command line into a new OUT, in 6 chunks."""
     d, reference, _ = reel_run
     m = tmp_path / "m.parquet"
     pq.write_table(pa.table({"id": ["cuts"], "uri": [str(d / "cuts.mkv")]}), m)
     out = tmp_path / "out"
     args = ("run", str(m), "--out", str(out), "--weights", str(weights_path), "--working-size", str(WORKING),
             "--chunk-frames", "8", "--address", ray_cluster)  # fmt: skip
+    return reference, out, args
+
+
+def test_sigkill_during_a_reel_then_the_same_command_gives_the_same_bytes(
+    reel_run, ray_cluster, weights_path, tmp_path
+):
+    reference, out, args = _one_reel_run(reel_run, ray_cluster, weights_path, tmp_path)
     r = cli(*args, env={"ARCHIVE_COLORIZE_CRASH_AT": "shot-written:2"})
     assert r.returncode == -signal.SIGKILL, r.stderr[-1500:]
     assert len(list((out / "_progress_shots").glob("part-*.parquet"))) == 2
@@ -340,12 +346,7 @@ def test_a_rerun_with_other_settings_redoes_the_chunks_instead_of_reusing_them(
 ):
     """A killed run's chunks are reused only by a run that would make the same bytes: with
     another --temporal the rerun colours every chunk again, none is mixed in."""
-    d, reference, _ = reel_run
-    m = tmp_path / "m.parquet"
-    pq.write_table(pa.table({"id": ["cuts"], "uri": [str(d / "cuts.mkv")]}), m)
-    out = tmp_path / "out"
-    args = ("run", str(m), "--out", str(out), "--weights", str(weights_path), "--working-size", str(WORKING),
-            "--chunk-frames", "8", "--address", ray_cluster)  # fmt: skip
+    reference, out, args = _one_reel_run(reel_run, ray_cluster, weights_path, tmp_path)
     r = cli(*args, "--temporal", "none", env={"ARCHIVE_COLORIZE_CRASH_AT": "shot-written:3"})
     assert r.returncode == -signal.SIGKILL, r.stderr[-1500:]
     r = cli(*args)  # --temporal shot, the default
