@@ -121,9 +121,7 @@ def _strip(url: str, size: int, grey: bool, storage_options: dict, policy: UriPo
 
         policy.check(url)
         fs, path = resolve(url, storage_options)
-        reel = probe(
-            path if "://" not in url or url.startswith("file://") else url, lambda: fs.open(path, "rb")
-        )
+        reel = probe(path, fs)
         want = [reel.pts[reel.frames * (2 * i + 1) // (2 * STRIP_FRAMES)] for i in range(STRIP_FRAMES)]
         shots = []
         with av.open(fs.open(path, "rb")) as c:

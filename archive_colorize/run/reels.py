@@ -18,7 +18,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from archive_colorize.core.formats import KINDS, VIDEO_SUFFIXES
-from archive_colorize.core.storage import abs_uri, atomic_write_bytes, pa_filesystem, resolve
+from archive_colorize.core.storage import abs_uri, atomic_write_bytes, is_local, pa_filesystem, resolve
 from archive_colorize.errors import ConfigError, one_line
 from archive_colorize.run import progress
 from archive_colorize.run.faults import armed, crash_point
@@ -84,7 +84,7 @@ def _plan(row: dict, base_dir: str, opts_d: dict, out_url: str, so: dict):
                 "reels named by a remote document are not fetched (give the operator's own manifest)"
             )
         fs, path = resolve(uri, so)
-        local = "://" not in uri or uri.startswith("file://")
+        local = is_local(fs)
         if not fs.exists(path):
             raise ReelError(f"not found: {row['uri']}")
         size = fs.size(path)
@@ -97,7 +97,6 @@ def _plan(row: dict, base_dir: str, opts_d: dict, out_url: str, so: dict):
             os.close(fd)
             fs.get_file(path, scratch)
         reel = probe(path if local else scratch)
-        reel.uri = uri
         shots = detect_shots(path if local else scratch, reel.frames)
         plan = ReelPlan(
             id=row["id"],
@@ -205,8 +204,6 @@ def _result(row: dict, status: str, error: str | None, t0: float, **extra) -> di
 
 def run_reels(ctx, plan_resources_for, writer, console) -> None:
     """Every pending reel of the manifest, through probe, the actor pool and the join."""
-    import hashlib
-
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -306,7 +303,7 @@ def run_reels(ctx, plan_resources_for, writer, console) -> None:
                 output_uri=plan.output(main),
                 width=plan.reel.width,
                 height=plan.reel.height,
-                input_sha256=_sha_of(plan.source, so, hashlib),
+                input_sha256=_sha_of(plan.source, so),
                 output_sha256=shas[main],
                 weights_sha256=ctx.weights.file_sha256,
                 mean_chroma=sum(x["mean_chroma"] * x["frames"] for x in mine) / max(1, frames),
@@ -343,7 +340,9 @@ def run_reels(ctx, plan_resources_for, writer, console) -> None:
         console.print(line, highlight=False)
 
 
-def _sha_of(path: str, so: dict, hashlib) -> str:
+def _sha_of(path: str, so: dict) -> str:
+    import hashlib
+
     fs, p = resolve(path, so)
     h = hashlib.sha256()
     with fs.open(p, "rb") as f:
@@ -369,9 +368,7 @@ def describe_reels(m, video_format: str = "both", storage_options: dict | None =
         uri = abs_uri(r["uri"], m.base_dir)
         try:
             fs, path = resolve(uri, storage_options or {})
-            reel = probe(
-                path, None if "://" not in uri or uri.startswith("file://") else lambda: fs.open(path, "rb")
-            )
+            reel = probe(path, fs)
             name = safe_name(r.get("output_name") or r["id"])
             outs = ", ".join(f"video/{name}.{f} {what[f]}" for f in VIDEO_FORMATS[video_format])
             lines.append(f"reel {r['id']}: {reel.describe()}; will write {outs}")

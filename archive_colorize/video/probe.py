@@ -60,12 +60,14 @@ SUPPORTED_PIX_FMTS = (
 )  # fmt: skip
 
 
-def probe(uri: str, open_file=None) -> Reel:
-    """`open_file`: a callable giving a binary file object (fsspec), else `uri` is a path."""
+def probe(uri: str, fs=None) -> Reel:
+    """`uri`: a local path, or a path on the fsspec filesystem `fs` (read through it)."""
     import av
 
+    from archive_colorize.core.storage import is_local
+
     try:
-        container = av.open(open_file() if open_file else uri, "r")
+        container = av.open(uri if fs is None or is_local(fs) else fs.open(uri, "rb"), "r")
     except (av.FFmpegError, OSError) as e:
         raise ReelError(f"unreadable reel: {e}") from None
     with container:

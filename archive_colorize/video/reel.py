@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from archive_colorize.core.storage import atomic_write_bytes, resolve
+from archive_colorize.core.storage import atomic_write_bytes, is_local, resolve
 from archive_colorize.imaging.images import working_copy
 from archive_colorize.imaging.provenance import DIGITAL_SOURCE_TYPE, METHOD, Provenance
 from archive_colorize.model.engine import scale_chroma
@@ -58,7 +58,7 @@ def _open(url: str, storage_options: dict):
     import av
 
     fs, path = resolve(url, storage_options)
-    if "://" not in url or url.startswith("file://"):
+    if is_local(fs):
         with av.open(path) as container:
             yield container
         return
@@ -170,7 +170,7 @@ def finish_reel(plan: ReelPlan, provenance: Provenance, storage_options: dict | 
     with tempfile.TemporaryDirectory(prefix="archive-colorize-join-") as tmp:
         src_fs, src_path = resolve(plan.source, so)
         source = src_path
-        if "://" in plan.source and not plan.source.startswith("file://"):
+        if not is_local(src_fs):
             source = os.path.join(tmp, "source")
             src_fs.get_file(src_path, source)
         for fmt in plan.formats:
