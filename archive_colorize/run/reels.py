@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from archive_colorize.core.formats import KINDS, VIDEO_SUFFIXES
 from archive_colorize.core.storage import abs_uri, atomic_write_bytes, is_local, pa_filesystem, resolve
 from archive_colorize.errors import ConfigError, one_line
+from archive_colorize.core.secrets import scrub_uri
 from archive_colorize.run import progress
 from archive_colorize.run.faults import armed, crash_point
 from archive_colorize.sources.manifest import safe_name
@@ -313,7 +314,8 @@ def run_reels(ctx, plan_resources_for, writer, console) -> None:
                 fps=str(plan.reel.rate),
                 temporal=plan.temporal,
                 warp_error=warp,
-                video_outputs=";".join(f"{f}:{plan.output(f)}" for f in plan.formats),
+                # the writer scrubs uri and output_uri; this column names OUT's URLs too
+                video_outputs=";".join(f"{f}:{scrub_uri(plan.output(f))}" for f in plan.formats),
                 frames_per_second=round(frames / max(1e-9, sum(x["seconds"] for x in mine)), 3),
             )
         )
